@@ -1,0 +1,1 @@
+"""Adapters that the Worker can load (Cloudflare bindings, OpenAI-compatible HTTP)."""

@@ -1,0 +1,47 @@
+"""The app factory: one FastAPI app from settings and ports, with no work at import time."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from edge.auth import ApiKeys
+from edge.guards import ApiKeyAuth, BodySizeLimit
+from edge.ports import Ports
+from edge.problems import install_problem_handlers
+from edge.rag.knowledge import KnowledgeBase
+from edge.routes import answers, documents, health, search
+from edge.settings import Settings, SettingsError
+from shared.limits import DEFAULT_LIMITS
+
+API_DESCRIPTION = """\
+edgecrew puts an HTTPS front door on AI agents: grounded answers from a per-tenant
+knowledge base at the edge. Errors are `application/problem+json` (RFC 9457).
+"""
+
+
+def create_app(settings: Settings, ports: Ports) -> FastAPI:
+    """Build the edge app; raises SettingsError when the adapters do not fit together."""
+    check_dimensions(settings, ports)
+    app = FastAPI(title="edgecrew", version="1", description=API_DESCRIPTION)
+    app.state.settings = settings
+    app.state.ports = ports
+    app.state.knowledge = KnowledgeBase(ports, settings)
+    for module in (health, documents, search, answers):
+        app.include_router(module.router)
+    install_problem_handlers(app)
+    # Added last so it runs first: authenticate, then bound the body.
+    app.add_middleware(BodySizeLimit, max_bytes=DEFAULT_LIMITS.max_body_bytes)
+    app.add_middleware(ApiKeyAuth, keys=ApiKeys(settings.api_keys))
+    return app
+
+
+def check_dimensions(settings: Settings, ports: Ports) -> None:
+    """The embedder, the index and the settings must agree on vector size."""
+    sizes = {
+        "EDGECREW_EMBED_DIMENSIONS": settings.embed_dimensions,
+        f"embedder {ports.embedder.model!r}": ports.embedder.dimensions,
+        "vector index": ports.vectors.dimensions,
+    }
+    if len(set(sizes.values())) != 1:
+        listed = ", ".join(f"{name}={size}" for name, size in sizes.items())
+        raise SettingsError(f"embedding dimensions disagree: {listed}")

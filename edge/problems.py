@@ -1,0 +1,128 @@
+"""RFC 9457 problem details: the one error shape every route answers with."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from edge.ports import DependencyUnavailable
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("edgecrew.edge")
+
+_TITLES = {
+    400: "Malformed request",
+    401: "Unauthorized",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    429: "Too many requests",
+    500: "Internal error",
+    503: "Dependency unavailable",
+}
+_SLUGS = {
+    400: "malformed-request",
+    401: "unauthorized",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "body-too-large",
+    415: "unsupported-media-type",
+    422: "invalid-input",
+    429: "rate-limited",
+    500: "internal-error",
+    503: "dependency-unavailable",
+}
+
+
+class Problem(StarletteHTTPException):
+    """An HTTP error that renders as problem+json; raise it from anywhere in a request."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(status_code=status, detail=detail, headers=headers)
+        self.extra = extra or {}
+
+
+def problem_body(status: int, detail: str, **extra: Any) -> dict[str, Any]:
+    """The JSON body of a problem; `type` is a stable URN per status family."""
+    return {
+        "type": f"urn:edgecrew:problem:{_SLUGS.get(status, 'http-error')}",
+        "title": _TITLES.get(status, "HTTP error"),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+
+
+def problem_response(
+    status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(
+        problem_body(status, detail, **extra),
+        status_code=status,
+        headers=headers,
+        media_type=PROBLEM_JSON,
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Route every error, expected or not, through problem+json."""
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        extra = exc.extra if isinstance(exc, Problem) else {}
+        detail = exc.detail if isinstance(exc.detail, str) else _default_detail(exc.status_code)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"No route or resource at {request.url.path}"
+        if exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        headers = dict(exc.headers) if exc.headers else None
+        return problem_response(exc.status_code, detail, headers=headers, **extra)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return problem_response(400, "The request body is not valid JSON")
+        return problem_response(
+            422,
+            "The request does not match the schema; see `errors`",
+            errors=[{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in errors],
+        )
+
+    async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DependencyUnavailable)
+        log.warning("dependency unavailable: %s", exc)
+        return problem_response(
+            503,
+            f"{exc.dependency} is unavailable; retry later",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "An unexpected error occurred; it has been logged")
+
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(DependencyUnavailable, on_unavailable)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def _default_detail(status: int) -> str:
+    return _TITLES.get(status, "HTTP error")

@@ -1,0 +1,1 @@
+"""Retrieval-augmented answers: pure helpers (chunking, prompt, cache key) and the service."""

@@ -1,0 +1,237 @@
+"""The knowledge base service: ingest, delete, search and answer, per tenant, over the ports."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edge.ports import Metadata, Ports, VectorMatch, VectorRecord
+from edge.rag.cache import answer_cache_key
+from edge.rag.chunking import chunk_text
+from edge.rag.prompt import NO_SOURCES_ANSWER, Source, build_messages
+from edge.settings import Settings
+
+# Reserved vector-metadata keys; client metadata keys may not start with "_".
+DOC_FIELD = "_document_id"
+TEXT_FIELD = "_text"
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: str
+    text: str
+    metadata: Metadata = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Timings:
+    """Milliseconds per stage; `total` is set by `finish`."""
+
+    started: float = field(default_factory=time.perf_counter, repr=False)
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.stages[stage] = round((now - since) * 1000, 2)
+        return now
+
+    def finish(self) -> dict[str, float]:
+        return {**self.stages, "total": round((time.perf_counter() - self.started) * 1000, 2)}
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerEvent:
+    """One step of a streamed answer: a `token` with text, then `done` with the full answer."""
+
+    kind: str
+    data: Any
+
+
+class KnowledgeBase:
+    """Per-tenant RAG over the ports; a tenant is a vector namespace and a KV key prefix."""
+
+    def __init__(self, ports: Ports, settings: Settings) -> None:
+        self._ports = ports
+        self._settings = settings
+
+    async def ingest(self, tenant: str, documents: Sequence[Document]) -> list[dict[str, Any]]:
+        """Chunk, embed and index documents; re-ingesting an id replaces its chunks."""
+        results = []
+        for document in documents:
+            chunks = chunk_text(
+                document.text,
+                size=self._settings.chunk_size,
+                overlap=self._settings.chunk_overlap,
+            )
+            vectors = await self._embed([c.text for c in chunks])
+            records = [
+                VectorRecord(
+                    id=f"{document.id}#{chunk.index}",
+                    values=vector,
+                    metadata={**document.metadata, DOC_FIELD: document.id, TEXT_FIELD: chunk.text},
+                )
+                for chunk, vector in zip(chunks, vectors, strict=True)
+            ]
+            previous = await self._chunk_count(tenant, document.id)
+            await self._ports.vectors.upsert(tenant, records)
+            await self._delete_chunks(tenant, document.id, range(len(records), previous))
+            await self._ports.kv.put(
+                _doc_key(tenant, document.id), json.dumps({"chunks": len(records)})
+            )
+            results.append({"id": document.id, "chunks": len(records)})
+        if documents:
+            await self._bump_corpus_version(tenant)
+        return results
+
+    async def delete(self, tenant: str, document_id: str) -> bool:
+        """Remove a document's chunks; False when the tenant has no such document."""
+        record = await self._ports.kv.get(_doc_key(tenant, document_id))
+        if record is None:
+            return False
+        await self._delete_chunks(tenant, document_id, range(json.loads(record)["chunks"]))
+        await self._ports.kv.delete(_doc_key(tenant, document_id))
+        await self._bump_corpus_version(tenant)
+        return True
+
+    async def search(
+        self, tenant: str, query: str, *, top_k: int, filter: Metadata | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        """Matches best first, above the score threshold, with per-stage timings."""
+        timings = Timings()
+        sources = await self._retrieve(tenant, query, top_k, filter, timings)
+        return [_match_json(s) for s in sources], timings.finish()
+
+    async def answer(
+        self, tenant: str, question: str, *, top_k: int, filter: Metadata | None = None
+    ) -> dict[str, Any]:
+        """A grounded answer with citations (served from the cache when nothing changed)."""
+        final: dict[str, Any] = {}
+        async for event in self.answer_events(tenant, question, top_k=top_k, filter=filter):
+            if event.kind == "done":
+                final = event.data
+        return final
+
+    async def answer_events(
+        self, tenant: str, question: str, *, top_k: int, filter: Metadata | None = None
+    ) -> AsyncIterator[AnswerEvent]:
+        """Stream the answer as `token` events, then one `done` event with the full answer."""
+        timings = Timings()
+        cache_key = await self._cache_key(tenant, question, top_k, filter)
+        cached = await self._ports.kv.get(cache_key) if cache_key else None
+        if cached is not None:
+            payload = json.loads(cached)
+            timings.stages.update(embed=0.0, search=0.0, generate=0.0)
+            yield AnswerEvent("token", payload["answer"])
+            yield AnswerEvent("done", {**payload, "cached": True, "timings_ms": timings.finish()})
+            return
+
+        sources = await self._retrieve(tenant, question, top_k, filter, timings)
+        messages, used = build_messages(
+            question, sources, max_context_chars=self._settings.max_context_chars
+        )
+        started = time.perf_counter()
+        pieces: list[str] = []
+        if used:
+            stream = self._ports.generator.stream(
+                messages, max_tokens=self._settings.max_answer_tokens
+            )
+            async for piece in stream:
+                pieces.append(piece)
+                yield AnswerEvent("token", piece)
+        else:
+            pieces.append(NO_SOURCES_ANSWER)
+            yield AnswerEvent("token", NO_SOURCES_ANSWER)
+        timings.mark("generate", started)
+        payload = {
+            "answer": "".join(pieces).strip(),
+            "citations": [_citation_json(s) for s in used],
+            "model": self._ports.generator.model,
+        }
+        if cache_key:
+            await self._ports.kv.put(
+                cache_key, json.dumps(payload), ttl_seconds=self._settings.answer_cache_ttl
+            )
+        yield AnswerEvent("done", {**payload, "cached": False, "timings_ms": timings.finish()})
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def _retrieve(
+        self,
+        tenant: str,
+        query: str,
+        top_k: int,
+        filter: Metadata | None,
+        timings: Timings,
+    ) -> list[Source]:
+        started = time.perf_counter()
+        (vector,) = await self._embed([query])
+        started = timings.mark("embed", started)
+        matches = await self._ports.vectors.query(tenant, vector, top_k=top_k, filter=filter)
+        timings.mark("search", started)
+        return [_source_of(match) for match in matches if match.score >= self._settings.min_score]
+
+    async def _embed(self, texts: Sequence[str]) -> list[list[float]]:
+        batch = self._settings.embed_batch_size
+        vectors: list[list[float]] = []
+        for offset in range(0, len(texts), batch):
+            vectors.extend(await self._ports.embedder.embed(texts[offset : offset + batch]))
+        return vectors
+
+    async def _chunk_count(self, tenant: str, document_id: str) -> int:
+        record = await self._ports.kv.get(_doc_key(tenant, document_id))
+        return 0 if record is None else int(json.loads(record)["chunks"])
+
+    async def _delete_chunks(self, tenant: str, document_id: str, indexes: range) -> None:
+        if indexes:
+            await self._ports.vectors.delete(tenant, [f"{document_id}#{i}" for i in indexes])
+
+    async def _bump_corpus_version(self, tenant: str) -> None:
+        await self._ports.kv.put(_corpus_key(tenant), secrets.token_hex(8))
+
+    async def _cache_key(
+        self, tenant: str, question: str, top_k: int, filter: Mapping[str, object] | None
+    ) -> str | None:
+        if not self._settings.answer_cache_ttl:
+            return None
+        version = await self._ports.kv.get(_corpus_key(tenant)) or "empty"
+        return answer_cache_key(
+            tenant=tenant,
+            question=question,
+            corpus_version=version,
+            model=self._ports.generator.model,
+            top_k=top_k,
+            min_score=self._settings.min_score,
+            filter=filter,
+        )
+
+
+def _doc_key(tenant: str, document_id: str) -> str:
+    return f"doc:{tenant}:{document_id}"
+
+
+def _corpus_key(tenant: str) -> str:
+    return f"corpus:{tenant}"
+
+
+def _source_of(match: VectorMatch) -> Source:
+    return Source(
+        document_id=str(match.metadata.get(DOC_FIELD, match.id.rsplit("#", 1)[0])),
+        chunk_id=match.id,
+        score=round(match.score, 4),
+        text=str(match.metadata.get(TEXT_FIELD, "")),
+        metadata={k: v for k, v in match.metadata.items() if not k.startswith("_")},
+    )
+
+
+def _citation_json(source: Source) -> dict[str, Any]:
+    citation = asdict(source)
+    del citation["metadata"]
+    return citation
+
+
+def _match_json(source: Source) -> dict[str, Any]:
+    return {**asdict(source), "metadata": dict(source.metadata)}

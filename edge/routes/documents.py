@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from edge.problems import Problem
+from edge.rag.knowledge import Document
+from edge.routes.deps import JsonBody, Knowledge, Tenant
+from edge.schemas import (
+    DOCUMENT_ID_PATTERN,
+    IngestedDocument,
+    IngestRequest,
+    IngestResponse,
+)
+from shared.limits import DEFAULT_LIMITS
+
+router = APIRouter(prefix="/v1/documents", tags=["knowledge base"])
+
+
+@router.post("", response_model=IngestResponse, dependencies=[JsonBody])
+async def ingest_documents(body: IngestRequest, tenant: Tenant, kb: Knowledge) -> IngestResponse:
+    """Chunk, embed and index documents; re-ingesting an id replaces its chunks."""
+    documents = [Document(d.id, d.text, d.metadata) for d in body.documents]
+    ingested = await kb.ingest(tenant, documents)
+    return IngestResponse(documents=[IngestedDocument(**d) for d in ingested])
+
+
+@router.delete("/{document_id}", status_code=204, response_class=Response)
+async def delete_document(
+    tenant: Tenant,
+    kb: Knowledge,
+    document_id: Annotated[
+        str, Path(pattern=DOCUMENT_ID_PATTERN, max_length=DEFAULT_LIMITS.max_document_id_chars)
+    ],
+) -> Response:
+    """Remove a document and its chunks."""
+    if not await kb.delete(tenant, document_id):
+        raise Problem(404, f"No document {document_id!r}")
+    return Response(status_code=204)

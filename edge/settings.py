@@ -1,0 +1,146 @@
+"""Settings read from one env mapping (Worker bindings' vars and secrets, or os.environ).
+
+Errors name the key and what was wrong with its value, but never echo a secret.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+_TENANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
+
+#: What `edgecrew dev` uses when EDGECREW_API_KEYS is not set anywhere. Documented in the README.
+DEV_API_KEYS = "dev:dev-key-change-me"
+
+
+#: Every key `Settings.from_env` reads; the Worker copies exactly these off its env.
+ENV_KEYS = (
+    "EDGECREW_API_KEYS",
+    "EDGECREW_EMBED_MODEL",
+    "EDGECREW_EMBED_DIMENSIONS",
+    "EDGECREW_EMBED_BATCH_SIZE",
+    "EDGECREW_LLM_MODEL",
+    "EDGECREW_LLM_BASE_URL",
+    "EDGECREW_LLM_API_KEY",
+    "EDGECREW_CHUNK_SIZE",
+    "EDGECREW_CHUNK_OVERLAP",
+    "EDGECREW_MIN_SCORE",
+    "EDGECREW_ANSWER_CACHE_TTL",
+    "EDGECREW_MAX_ANSWER_TOKENS",
+    "EDGECREW_MAX_CONTEXT_CHARS",
+)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the edge app needs to know, parsed and checked once at startup."""
+
+    api_keys: Mapping[str, str]  # api key -> tenant
+    embed_model: str = "@cf/baai/bge-small-en-v1.5"
+    embed_dimensions: int = 384
+    embed_batch_size: int = 64
+    llm_model: str = "@cf/meta/llama-3.1-8b-instruct"
+    llm_base_url: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
+    chunk_size: int = 800
+    chunk_overlap: int = 120
+    min_score: float = 0.0
+    answer_cache_ttl: int = 3600
+    max_answer_tokens: int = 256
+    max_context_chars: int = 6000
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.chunk_size <= 4000:
+            raise SettingsError(f"EDGECREW_CHUNK_SIZE must be 100..4000, got {self.chunk_size}")
+        if not 0 <= self.chunk_overlap < self.chunk_size // 2:
+            raise SettingsError(
+                "EDGECREW_CHUNK_OVERLAP must be >= 0 and below half of EDGECREW_CHUNK_SIZE, "
+                f"got {self.chunk_overlap} with size {self.chunk_size}"
+            )
+        if self.answer_cache_ttl and self.answer_cache_ttl < 60:
+            # Workers KV refuses expirationTtl below 60 s; local mode keeps the same rule.
+            raise SettingsError(
+                f"EDGECREW_ANSWER_CACHE_TTL must be 0 (off) or >= 60, got {self.answer_cache_ttl}"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Parse settings from a mapping of strings, using the class defaults for what is absent."""
+        reader = _Reader(env)
+        defaults = cls(api_keys={})
+        return cls(
+            api_keys=parse_api_keys(reader.text("EDGECREW_API_KEYS", "")),
+            embed_model=reader.text("EDGECREW_EMBED_MODEL", defaults.embed_model),
+            embed_dimensions=reader.integer("EDGECREW_EMBED_DIMENSIONS", defaults.embed_dimensions),
+            embed_batch_size=reader.integer("EDGECREW_EMBED_BATCH_SIZE", defaults.embed_batch_size),
+            llm_model=reader.text("EDGECREW_LLM_MODEL", defaults.llm_model),
+            llm_base_url=reader.text("EDGECREW_LLM_BASE_URL", "") or None,
+            llm_api_key=reader.text("EDGECREW_LLM_API_KEY", "") or None,
+            chunk_size=reader.integer("EDGECREW_CHUNK_SIZE", defaults.chunk_size),
+            chunk_overlap=reader.integer("EDGECREW_CHUNK_OVERLAP", defaults.chunk_overlap),
+            min_score=reader.number("EDGECREW_MIN_SCORE", defaults.min_score),
+            answer_cache_ttl=reader.integer("EDGECREW_ANSWER_CACHE_TTL", defaults.answer_cache_ttl),
+            max_answer_tokens=reader.integer(
+                "EDGECREW_MAX_ANSWER_TOKENS", defaults.max_answer_tokens
+            ),
+            max_context_chars=reader.integer(
+                "EDGECREW_MAX_CONTEXT_CHARS", defaults.max_context_chars
+            ),
+        )
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """Parse `tenant_a:key1,tenant_b:key2` into {key: tenant}; errors never quote a key."""
+    keys: dict[str, str] = {}
+    for position, entry in enumerate(filter(None, (e.strip() for e in raw.split(","))), 1):
+        tenant, sep, key = entry.partition(":")
+        if not sep or not key:
+            raise SettingsError(
+                f"EDGECREW_API_KEYS entry {position} must look like tenant:key (value hidden)"
+            )
+        if not _TENANT_RE.match(tenant):
+            raise SettingsError(
+                f"EDGECREW_API_KEYS entry {position}: tenant {tenant!r} must match "
+                f"{_TENANT_RE.pattern}"
+            )
+        if len(key) < 8:
+            raise SettingsError(
+                f"EDGECREW_API_KEYS entry {position} (tenant {tenant!r}): key shorter than 8 chars"
+            )
+        if key in keys:
+            raise SettingsError(f"EDGECREW_API_KEYS entry {position}: the same key appears twice")
+        keys[key] = tenant
+    return keys
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def text(self, key: str, default: str) -> str:
+        value = self._env.get(key)
+        return default if value is None else str(value).strip()
+
+    def integer(self, key: str, default: int) -> int:
+        raw = self.text(key, "")
+        if raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{key} must be an integer, got {raw!r}") from None
+
+    def number(self, key: str, default: float) -> float:
+        raw = self.text(key, "")
+        if raw == "":
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{key} must be a number, got {raw!r}") from None

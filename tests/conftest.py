@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from edge.app import create_app
+from edge.local.numpy_index import NumpyVectorIndex
+from edge.local.sqlite_kv import SqliteKV
+from edge.ports import Ports
+from edge.settings import Settings
+from tests.doubles.models import RecordingEmbedder, RecordingGenerator
+
+KEY_A = "key-a-0123456789"
+KEY_B = "key-b-0123456789"
+AUTH_A = {"Authorization": f"Bearer {KEY_A}"}
+AUTH_B = {"Authorization": f"Bearer {KEY_B}"}
+
+
+class Clock:
+    """A settable clock for TTL tests."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(
+        api_keys={KEY_A: "tenant_a", KEY_B: "tenant_b"},
+        embed_model="fake-bow",
+        chunk_size=200,
+        chunk_overlap=40,
+    )
+
+
+@pytest.fixture
+def generator() -> RecordingGenerator:
+    return RecordingGenerator()
+
+
+@pytest.fixture
+def embedder() -> RecordingEmbedder:
+    return RecordingEmbedder()
+
+
+@pytest.fixture
+def local_ports(
+    tmp_path: Path, embedder: RecordingEmbedder, generator: RecordingGenerator
+) -> Ports:
+    return Ports(
+        kv=SqliteKV(tmp_path / "kv.sqlite3"),
+        vectors=NumpyVectorIndex(tmp_path / "vectors.sqlite3", dimensions=384),
+        embedder=embedder,
+        generator=generator,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, local_ports: Ports) -> FastAPI:
+    return create_app(settings, local_ports)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
+        yield client
+
+
+@pytest.fixture
+def make_client() -> Callable[[FastAPI], httpx.AsyncClient]:
+    def build(app: FastAPI) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        return httpx.AsyncClient(transport=transport, base_url="http://edge.test")
+
+    return build
