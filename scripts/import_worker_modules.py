@@ -49,7 +49,7 @@ def bench_import_time(runs: int = 15) -> None:
     code = "import time; t = time.perf_counter(); import {m}; print(time.perf_counter() - t)"
     for module in ("edge.app", "fastapi"):
         samples = sorted(
-            float(subprocess.check_output([sys.executable, "-c", code.format(m=module)]))
+            float(subprocess.check_output([sys.executable, "-c", code.format(m=module)]))  # noqa: S603
             for _ in range(runs)
         )
         p50 = samples[len(samples) // 2] * 1000

@@ -87,7 +87,7 @@ def test_an_llm_base_url_switches_to_the_openai_compatible_generator() -> None:
 
 def test_mismatched_embedding_dimensions_fail_at_startup() -> None:
     env = worker_env(EDGECREW_EMBED_MODEL="@cf/baai/bge-base-en-v1.5")
-    with pytest.raises(SettingsError, match="dimensions disagree.*=768.*=384"):
+    with pytest.raises(SettingsError, match=r"dimensions disagree.*=768.*=384"):
         worker_app(env)
 
 

@@ -75,6 +75,10 @@ def test_edgecrew_dev_answers_a_real_question_and_stops_cleanly(tmp_path: Path) 
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
+        assert process.stdout is not None
+        farewell = process.stdout.read()
+        process.stdout.close()
+    assert "stopped" in farewell
     assert process.returncode == 0
     assert not port_is_open(port) and not port_is_open(llm_port)
     assert processes_mentioning(f"--port {llm_port}") == []

@@ -126,7 +126,11 @@ class NumpyVectorIndex:
 
 
 class _Namespace:
-    """Rows of one namespace; deleting moves the last row into the hole."""
+    """Rows of one namespace; deleting moves the last row into the hole.
+
+    Postings map (key, kind, value) to the set of rows holding it, so a filter becomes a
+    set intersection before any vector maths.
+    """
 
     def __init__(self, dimensions: int) -> None:
         self.matrix: Vector = np.empty((16, dimensions), dtype=np.float32)
@@ -134,45 +138,49 @@ class _Namespace:
         self.ids: list[str] = []
         self.metadata: list[dict[str, MetadataValue]] = []
         self.rows: dict[str, int] = {}
-        self.postings: dict[_Posting, set[str]] = {}
+        self.postings: dict[_Posting, set[int]] = {}
 
     def put(self, vector_id: str, vector: Vector, metadata: dict[str, MetadataValue]) -> None:
         row = self.rows.get(vector_id)
         if row is None:
             row = self._append(vector_id)
         else:
-            self._unindex(vector_id, self.metadata[row])
+            self._unindex(row)
         self.matrix[row] = vector
         self.metadata[row] = metadata
-        for posting in _postings(metadata):
-            self.postings.setdefault(posting, set()).add(vector_id)
+        self._index(row)
 
     def remove(self, vector_id: str) -> None:
         row = self.rows.pop(vector_id, None)
         if row is None:
             return
-        self._unindex(vector_id, self.metadata[row])
+        self._unindex(row)
         last = self.size - 1
         if row != last:
+            self._unindex(last)
             moved = self.ids[last]
             self.matrix[row] = self.matrix[last]
             self.ids[row], self.metadata[row] = moved, self.metadata[last]
             self.rows[moved] = row
+            self._index(row)
         self.ids.pop()
         self.metadata.pop()
         self.size -= 1
 
     def search(self, query: Vector, top_k: int, filter: Metadata | None) -> list[VectorMatch]:
+        candidates: npt.NDArray[np.intp] | None = None
         if filter:
             candidates = self._filtered_rows(filter)
-            scores = self.matrix[candidates] @ query
+            if candidates.size * 4 < self.size:  # few rows: score only those
+                scores = self.matrix[candidates] @ query
+            else:  # many rows: one contiguous product is cheaper than gathering them
+                scores = (self.matrix[: self.size] @ query)[candidates]
         else:
-            candidates = None
             scores = self.matrix[: self.size] @ query
         if scores.size == 0:
             return []
         k = min(top_k, scores.size)
-        best = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
+        best = np.argpartition(scores, scores.size - k)[scores.size - k :]
         best = best[np.argsort(-scores[best], kind="stable")]
         matches = []
         for position in best:
@@ -183,9 +191,9 @@ class _Namespace:
         return matches
 
     def _filtered_rows(self, filter: Metadata) -> npt.NDArray[np.intp]:
-        sets = [self.postings.get(p, set()) for p in _postings(filter)]
-        ids = set.intersection(*sorted(sets, key=len)) if sets else set()
-        return np.fromiter((self.rows[i] for i in ids), dtype=np.intp, count=len(ids))
+        sets = sorted((self.postings.get(p, set()) for p in _postings(filter)), key=len)
+        rows = set.intersection(*sets) if sets else set()
+        return np.fromiter(rows, dtype=np.intp, count=len(rows))
 
     def _append(self, vector_id: str) -> int:
         if self.size == len(self.matrix):
@@ -199,11 +207,15 @@ class _Namespace:
         self.rows[vector_id] = row
         return row
 
-    def _unindex(self, vector_id: str, metadata: dict[str, MetadataValue]) -> None:
-        for posting in _postings(metadata):
+    def _index(self, row: int) -> None:
+        for posting in _postings(self.metadata[row]):
+            self.postings.setdefault(posting, set()).add(row)
+
+    def _unindex(self, row: int) -> None:
+        for posting in _postings(self.metadata[row]):
             holders = self.postings.get(posting)
             if holders is not None:
-                holders.discard(vector_id)
+                holders.discard(row)
                 if not holders:
                     del self.postings[posting]
 
