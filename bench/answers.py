@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +22,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from edge.local.cli import _edge_service, _llm_service  # noqa: E402
-from edge.local.demo import demo_documents  # noqa: E402
-from edge.local.processes import Supervisor  # noqa: E402
-from tests.support import free_port  # noqa: E402
+from edge.local.cli import _edge_service, _llm_service
+from edge.local.demo import demo_documents
+from edge.local.processes import Supervisor, free_port
 
 QUESTIONS = [
     "What does edgecrew do?",

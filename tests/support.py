@@ -6,11 +6,9 @@ import os
 import socket
 from pathlib import Path
 
+from edge.local.processes import free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "port_is_open", "processes_mentioning"]
 
 
 def port_is_open(port: int) -> bool:
