@@ -109,8 +109,7 @@ def _stack_env(llm_port: int) -> dict[str, str]:
             f"[bold]{DEV_API_KEYS}[/] (set it in the environment or .env)"
         )
         env["EDGECREW_API_KEYS"] = DEV_API_KEYS
-    env.setdefault("EDGECREW_LLM_BASE_URL", f"http://127.0.0.1:{llm_port}/v1")
-    if "EDGECREW_LLM_BASE_URL" not in os.environ:
+    if "EDGECREW_LLM_BASE_URL" not in os.environ:  # we start the LLM: point at its port
         env["EDGECREW_LLM_BASE_URL"] = f"http://127.0.0.1:{llm_port}/v1"
     return env
 
@@ -166,7 +165,7 @@ def _print_ready(
         soft_wrap=True,
         highlight=False,
     )
-    console.print(f"\nlogs in {supervisor.log_path(Service('x', [], '')).parent}; Ctrl-C stops")
+    console.print(f"\nlogs in {supervisor.log_dir}; Ctrl-C stops")
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

@@ -45,6 +45,10 @@ class Supervisor:
         self._log_dir = log_dir
         self._children: list[tuple[Service, subprocess.Popen[bytes]]] = []
 
+    @property
+    def log_dir(self) -> Path:
+        return self._log_dir
+
     def log_path(self, service: Service) -> Path:
         return self._log_dir / f"{service.name}.log"
 

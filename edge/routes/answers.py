@@ -32,12 +32,11 @@ _STREAM_DOC = {
 async def answer(body: AnswerRequest, request: Request, tenant: Tenant, kb: Knowledge) -> Response:
     """A grounded answer with citations (SSE with `stream` or `Accept: text/event-stream`)."""
     wants_stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
-    events = kb.answer_events(tenant, body.question, top_k=body.top_k, filter=body.filter)
     if not wants_stream:
-        final = None
-        async for event in events:
-            final = event.data if event.kind == "done" else final
-        return JSONResponse(final)
+        return JSONResponse(
+            await kb.answer(tenant, body.question, top_k=body.top_k, filter=body.filter)
+        )
+    events = kb.answer_events(tenant, body.question, top_k=body.top_k, filter=body.filter)
     # Pull the first event before answering, so that a dependency that is down still gets
     # a real 503 status rather than an error inside a 200 stream.
     first = await anext(events)

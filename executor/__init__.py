@@ -1,0 +1,1 @@
+"""The executor: Prefect flows that run CrewAI crews (built in the jobs milestone)."""
