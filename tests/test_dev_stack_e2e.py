@@ -36,6 +36,12 @@ def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float) -
     pytest.fail(f"no {needle!r} from edgecrew dev; output:\n{''.join(seen)}")
 
 
+def run_cli(env: dict[str, str], *args: str) -> str:
+    command = [sys.executable, "-m", "edge.local.cli", *args]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=True)
+    return done.stdout
+
+
 def test_edgecrew_dev_answers_a_real_question_and_stops_cleanly(tmp_path: Path) -> None:
     port, llm_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECREW_")}
@@ -72,6 +78,13 @@ def test_edgecrew_dev_answers_a_real_question_and_stops_cleanly(tmp_path: Path) 
         assert events[-1] == "done" and "token" in events
         done = json.loads(next(line[6:] for line in reversed(lines) if line.startswith("data: ")))
         assert done["cached"] is True, "the same question again is served from the cache"
+
+        notes = tmp_path / "Team Notes.md"
+        notes.write_text("The staging database is called heron-7 and lives in Oslo.")
+        ingested = run_cli(env, "ingest", str(notes), "--url", base, "--key", key)
+        assert "team-notes: 1 chunks" in ingested
+        question = "What is the staging database called?"
+        assert "[1] team-notes#0" in run_cli(env, "ask", question, "--url", base, "--key", key)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)

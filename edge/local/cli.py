@@ -17,7 +17,7 @@ import typer
 from dotenv import load_dotenv
 from rich.console import Console
 
-from edge.local.demo import demo_documents, ingest_documents
+from edge.local.demo import demo_documents, file_document, ingest_documents
 from edge.local.processes import Service, ServiceFailed, Supervisor
 from edge.settings import DEV_API_KEYS, parse_api_keys
 
@@ -65,6 +65,19 @@ def dev(
     finally:
         supervisor.stop_all()
         console.print("stopped")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(exists=True, help="Text or Markdown files")],
+    url: str = "http://127.0.0.1:8787",
+    key: Annotated[str, typer.Option(envvar="EDGECREW_API_KEY")] = "dev-key-change-me",
+    source: Annotated[str, typer.Option(help="`source` metadata, for filters")] = "cli",
+) -> None:
+    """Ingest files into the knowledge base (the id is the file name without suffix)."""
+    documents = [file_document(path, source) for path in paths]
+    for result in ingest_documents(url, key, documents):
+        console.print(f"{result['id']}: {result['chunks']} chunks")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +14,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def demo_documents(root: Path = REPO_ROOT) -> list[dict[str, Any]]:
     """README.md and docs/*.md as API documents, ids from their file names."""
     paths = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
-    return [
-        {
-            "id": path.stem.lower(),
-            "text": path.read_text(encoding="utf-8"),
-            "metadata": {"source": "docs", "path": str(path.relative_to(root))},
-        }
-        for path in paths
-        if path.is_file()
-    ]
+    return [file_document(path, "docs", root) for path in paths if path.is_file()]
+
+
+def file_document(path: Path, source: str, root: Path | None = None) -> dict[str, Any]:
+    """One API document from a text file: id from its name, its path as metadata."""
+    shown = path.relative_to(root) if root else path
+    stem = re.sub(r"[^A-Za-z0-9._:-]", "-", path.stem.lower()).strip("-.") or "document"
+    return {
+        "id": stem[:128],
+        "text": path.read_text(encoding="utf-8"),
+        "metadata": {"source": source, "path": str(shown)[-256:]},
+    }
 
 
 def ingest_documents(
