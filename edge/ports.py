@@ -32,6 +32,10 @@ class DependencyUnavailable(RuntimeError):
 # --- key-value store ------------------------------------------------------------------------
 
 
+class InvalidCursor(ValueError):
+    """A list cursor that this store did not issue (a client sent it back mangled)."""
+
+
 @dataclass(frozen=True, slots=True)
 class KVKey:
     name: str

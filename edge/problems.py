@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge.ports import DependencyUnavailable
+from edge.ports import DependencyUnavailable, InvalidCursor
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("edgecrew.edge")
@@ -120,7 +120,16 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+
+    async def on_bad_cursor(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(
+            422,
+            "The cursor is not one this API returned; start again without it",
+            errors=[{"loc": ["query", "cursor"], "msg": "unknown cursor"}],
+        )
+
     app.add_exception_handler(DependencyUnavailable, on_unavailable)
+    app.add_exception_handler(InvalidCursor, on_bad_cursor)
     app.add_exception_handler(Exception, on_unexpected)
 
 

@@ -65,6 +65,23 @@ class IngestResponse(BaseModel):
     documents: list[IngestedDocument]
 
 
+class DocumentSummary(BaseModel):
+    id: str
+    chunks: int
+    updated_at: str
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentSummary]
+    cursor: str | None = Field(
+        description="Pass back as `cursor` for the next page; null at the end"
+    )
+
+
+class DocumentRecord(DocumentSummary):
+    metadata: dict[str, str | bool | int | float]
+
+
 class SearchRequest(_Strict):
     query: Question
     top_k: TopK = 5

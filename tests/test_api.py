@@ -229,3 +229,27 @@ async def test_llm_down_is_503_with_retry_after_and_changes_nothing(
     generator.fail_with = None
     fresh = (await client.post("/v1/answers", json={"question": "Seine?"}, headers=AUTH_A)).json()
     assert fresh["cached"] is False, "a failed answer is never cached"
+
+
+async def test_documents_list_in_pages_and_read_one(client: httpx.AsyncClient) -> None:
+    for name in ["c", "a", "b"]:
+        await ingest(client, {"id": name, "text": f"Document {name}.", "metadata": {"n": name}})
+    await ingest(client, {"id": "other", "text": "Tenant B's."}, auth=AUTH_B)
+    first = (await client.get("/v1/documents?limit=2", headers=AUTH_A)).json()
+    assert [d["id"] for d in first["documents"]] == ["a", "b"]
+    assert first["documents"][0]["chunks"] == 1 and first["documents"][0]["updated_at"]
+    assert first["cursor"]
+    rest = await client.get(
+        "/v1/documents", params={"limit": 2, "cursor": first["cursor"]}, headers=AUTH_A
+    )
+    assert [d["id"] for d in rest.json()["documents"]] == ["c"]
+    assert rest.json()["cursor"] is None
+
+    one = (await client.get("/v1/documents/b", headers=AUTH_A)).json()
+    assert (one["id"], one["chunks"], one["metadata"]) == ("b", 1, {"n": "b"})
+    assert (await client.get("/v1/documents/other", headers=AUTH_A)).status_code == 404
+    b_docs = (await client.get("/v1/documents", headers=AUTH_B)).json()["documents"]
+    assert [d["id"] for d in b_docs] == ["other"]
+    await client.delete("/v1/documents/b", headers=AUTH_A)
+    left = (await client.get("/v1/documents", headers=AUTH_A)).json()["documents"]
+    assert [d["id"] for d in left] == ["a", "c"]

@@ -143,6 +143,13 @@ async def test_invalid_input_is_422_with_errors(
     assert await corpus_is_empty(client)
 
 
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=1001", "limit=x", "cursor=%25%25%25", "cursor=" + "A" * 1025]
+)
+async def test_bad_listing_parameters_are_422(client: httpx.AsyncClient, query: str) -> None:
+    assert_problem(await client.get(f"/v1/documents?{query}", headers=AUTH_A), 422)
+
+
 async def test_json_null_body_is_422(client: httpx.AsyncClient) -> None:
     headers = {**AUTH_A, "Content-Type": "application/json"}
     assert_problem(await client.post("/v1/search", content=b"null", headers=headers), 422)

@@ -50,6 +50,7 @@ def test_edgecrew_dev_answers_a_real_question_and_stops_cleanly(tmp_path: Path) 
         [sys.executable, "-m", "edge.local.cli", "dev", "--port", str(port),
          "--llm-port", str(llm_port)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # so a failed test can still kill everything it started
     )  # fmt: skip
     try:
         output = "".join(wait_for_line(process, "ready on", timeout=240))
@@ -87,7 +88,12 @@ def test_edgecrew_dev_answers_a_real_question_and_stops_cleanly(tmp_path: Path) 
         assert "[1] team-notes#0" in run_cli(env, "ask", question, "--url", base, "--key", key)
     finally:
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
         assert process.stdout is not None
         farewell = process.stdout.read()
         process.stdout.close()

@@ -19,6 +19,7 @@ from edge.adapters.sse_lines import sse_data
 from edge.ports import (
     ChatMessage,
     DependencyUnavailable,
+    InvalidCursor,
     KVEntry,
     KVKey,
     KVListPage,
@@ -124,7 +125,12 @@ class CloudflareKV:
         options: dict[str, Any] = {"prefix": prefix, "limit": limit}
         if cursor:
             options["cursor"] = cursor
-        result = to_py(await self._kv.list(options))
+        try:
+            result = to_py(await self._kv.list(options))
+        except JsException as exc:
+            if cursor:  # KV rejects cursors it did not issue
+                raise InvalidCursor(f"KV rejected the cursor: {exc}") from exc
+            raise DependencyUnavailable("Workers KV", f"list failed: {exc}") from exc
         keys = [KVKey(k["name"], k.get("expiration"), k.get("metadata")) for k in result["keys"]]
         done = bool(result.get("list_complete", True))
         return KVListPage(keys, None if done else result.get("cursor"))

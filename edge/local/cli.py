@@ -39,6 +39,9 @@ def dev(
     env = _stack_env(llm_port)
     data_dir = Path(env["EDGECREW_DATA_DIR"])
     supervisor = Supervisor(data_dir / "logs")
+    # Ctrl-C and `kill` both stop the stack. SIGINT is set explicitly: a parent that
+    # ignores it (a background job, some CI runners) would otherwise leave it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     base_url = f"http://{host}:{port}"
     try:

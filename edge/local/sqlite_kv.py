@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.ports import KV_MIN_TTL_SECONDS, KVEntry, KVKey, KVListPage
+from edge.ports import KV_MIN_TTL_SECONDS, InvalidCursor, KVEntry, KVKey, KVListPage
 
 # Workers KV's documented limits, kept here so local mode fails where Cloudflare would.
 MAX_KEY_BYTES = 512
@@ -125,6 +125,6 @@ def _encode_cursor(last_key: str) -> str:
 
 def _decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor.encode()).decode()
+        return base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
-        raise ValueError(f"not a cursor this store issued: {cursor[:40]!r}") from None
+        raise InvalidCursor(f"not a cursor this store issued: {cursor[:40]!r}") from None

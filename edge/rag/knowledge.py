@@ -7,6 +7,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from edge.ports import Metadata, Ports, VectorMatch, VectorRecord
@@ -79,8 +80,16 @@ class KnowledgeBase:
             previous = await self._chunk_count(tenant, document.id)
             await self._ports.vectors.upsert(tenant, records)
             await self._delete_chunks(tenant, document.id, range(len(records), previous))
+            record = {
+                "id": document.id,
+                "chunks": len(records),
+                "metadata": dict(document.metadata),
+                "updated_at": _utc_now(),
+            }
+            # The summary rides along as KV metadata too, so a listing needs no extra reads.
+            summary = {"chunks": len(records), "updated_at": record["updated_at"]}
             await self._ports.kv.put(
-                _doc_key(tenant, document.id), json.dumps({"chunks": len(records)})
+                _doc_key(tenant, document.id), json.dumps(record), metadata=summary
             )
             results.append({"id": document.id, "chunks": len(records)})
         if documents:
@@ -96,6 +105,20 @@ class KnowledgeBase:
         await self._ports.kv.delete(_doc_key(tenant, document_id))
         await self._bump_corpus_version(tenant)
         return True
+
+    async def document(self, tenant: str, document_id: str) -> dict[str, Any] | None:
+        """A document's record (id, chunks, metadata, updated_at), or None."""
+        record = await self._ports.kv.get(_doc_key(tenant, document_id))
+        return None if record is None else dict(json.loads(record))
+
+    async def list_documents(
+        self, tenant: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the tenant's documents in id order, and the cursor of the next page."""
+        prefix = _doc_key(tenant, "")
+        page = await self._ports.kv.list(prefix=prefix, limit=limit, cursor=cursor)
+        documents = [{"id": key.name[len(prefix) :], **(key.metadata or {})} for key in page.keys]
+        return documents, page.cursor
 
     async def search(
         self, tenant: str, query: str, *, top_k: int, filter: Metadata | None = None
@@ -207,6 +230,10 @@ class KnowledgeBase:
             min_score=self._settings.min_score,
             filter=filter,
         )
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _doc_key(tenant: str, document_id: str) -> str:

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from edge.problems import Problem
 from edge.rag.knowledge import Document
 from edge.routes.deps import JsonBody, Knowledge, Tenant
 from edge.schemas import (
     DOCUMENT_ID_PATTERN,
+    DocumentList,
+    DocumentRecord,
     IngestedDocument,
     IngestRequest,
     IngestResponse,
@@ -16,6 +18,10 @@ from edge.schemas import (
 from shared.limits import DEFAULT_LIMITS
 
 router = APIRouter(prefix="/v1/documents", tags=["knowledge base"])
+
+DocumentIdPath = Annotated[
+    str, Path(pattern=DOCUMENT_ID_PATTERN, max_length=DEFAULT_LIMITS.max_document_id_chars)
+]
 
 
 @router.post("", response_model=IngestResponse, dependencies=[JsonBody])
@@ -27,14 +33,31 @@ async def ingest_documents(body: IngestRequest, tenant: Tenant, kb: Knowledge) -
 
 
 @router.delete("/{document_id}", status_code=204, response_class=Response)
-async def delete_document(
-    tenant: Tenant,
-    kb: Knowledge,
-    document_id: Annotated[
-        str, Path(pattern=DOCUMENT_ID_PATTERN, max_length=DEFAULT_LIMITS.max_document_id_chars)
-    ],
-) -> Response:
+async def delete_document(tenant: Tenant, kb: Knowledge, document_id: DocumentIdPath) -> Response:
     """Remove a document and its chunks."""
     if not await kb.delete(tenant, document_id):
         raise Problem(404, f"No document {document_id!r}")
     return Response(status_code=204)
+
+
+@router.get("", response_model=DocumentList)
+async def list_documents(
+    tenant: Tenant,
+    kb: Knowledge,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> DocumentList:
+    """The tenant's documents in id order, a page at a time."""
+    documents, next_cursor = await kb.list_documents(tenant, limit=limit, cursor=cursor)
+    return DocumentList.model_validate({"documents": documents, "cursor": next_cursor})
+
+
+@router.get("/{document_id}", response_model=DocumentRecord)
+async def get_document(
+    tenant: Tenant, kb: Knowledge, document_id: DocumentIdPath
+) -> DocumentRecord:
+    """One document's record: chunk count, metadata, last ingest time."""
+    record = await kb.document(tenant, document_id)
+    if record is None:
+        raise Problem(404, f"No document {document_id!r}")
+    return DocumentRecord.model_validate(record)

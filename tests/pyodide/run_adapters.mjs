@@ -1,0 +1,537 @@
+// Runs edge/adapters/cloudflare.py inside real Pyodide against JS fake bindings.
+//
+// Usage (Node >= 22, from the pinned tools):
+//   .tools/node_modules/node/bin/node tests/pyodide/run_adapters.mjs [--mode sdk|raw|sdk,raw]
+//
+// The fakes are plain JS classes that answer the way the Workers runtime does: JS `null` for a
+// missing KV key, plain JS objects for results, a ReadableStream of Uint8Array SSE bytes for a
+// streamed Workers AI run. Like workerd's own type checks, they refuse arguments a real binding
+// could not read (a PyProxy of a Python dict or list, a JS Map, a tuple-ish value).
+//
+// Modes:
+//   sdk  the production path: bindings reach the adapter through the workers-runtime-sdk
+//        `_EnvWrapper` (a `WorkerEntrypoint` is constructed with the JS env, exactly as
+//        workerd does), using the pinned wheel next to this script.
+//   raw  bindings handed to the adapter unwrapped, as with a Worker that has no vendored SDK.
+//
+// The checks themselves are Python (adapter_checks.py); failures exit 1 with each failing
+// check's traceback, setup problems exit 2. Nothing is downloaded: Pyodide loads from
+// .tools/node_modules/pyodide and only the standard library is imported.
+
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { dirname, join, relative, sep } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, "..", "..");
+const PYODIDE_DIR = join(ROOT, ".tools", "node_modules", "pyodide");
+const SDK_WHEEL = join(HERE, "workers_runtime_sdk-1.9.5-py3-none-any.whl");
+const SDK_WHEEL_SHA256 = "f2b912660a3ab60d2a24920106422f9eaf4cd7a794e42b022237ad2444287fef";
+const APP_DIR = "/app"; // where edge/ and shared/ land in the Pyodide FS
+const PACKAGES = ["edge", "shared"];
+const SKIP_DIRS = new Set(["__pycache__", "local"]); // edge/local never ships to the Worker
+
+// httpx is not in Pyodide offline; edge.adapters.openai_compatible imports it at module level.
+// This test is about the binding adapters, so a stub that fails loudly if ever used is enough.
+const HTTPX_STUB = `"""httpx stand-in for the Pyodide adapter test; any real use is a test bug."""
+
+
+class HTTPError(Exception):
+    pass
+
+
+class Response:
+    pass
+
+
+class AsyncClient:
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("httpx is stubbed in tests/pyodide: the OpenAI adapter is not under test")
+`;
+
+function fail(message, code = 2) {
+  console.error(`run_adapters: ${message}`);
+  process.exit(code);
+}
+
+function parseModes(argv) {
+  let modes = ["sdk"];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const value = arg.startsWith("--mode=") ? arg.slice(7) : arg === "--mode" ? argv[++i] : null;
+    if (value === null) fail(`unknown argument ${JSON.stringify(arg)} (use --mode sdk|raw|sdk,raw)`);
+    modes = String(value).split(",").filter(Boolean);
+  }
+  for (const mode of modes) if (!["sdk", "raw"].includes(mode)) fail(`unknown mode ${mode}`);
+  return modes;
+}
+
+function pythonFiles(dir) {
+  const out = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (entry.isDirectory()) {
+      if (!SKIP_DIRS.has(entry.name)) out.push(...pythonFiles(join(dir, entry.name)));
+    } else if (entry.isFile() && entry.name.endsWith(".py")) {
+      out.push(join(dir, entry.name));
+    }
+  }
+  return out;
+}
+
+// --- argument checks, as strict as workerd's ------------------------------------------------
+
+let PyProxy = null; // set once Pyodide is loaded
+
+function kind(value) {
+  if (PyProxy && value instanceof PyProxy) return `a PyProxy of a Python ${value.type}`;
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an Array";
+  if (value instanceof Map) return "a JS Map";
+  if (typeof value === "object") return `a ${value.constructor?.name ?? "prototype-less"} object`;
+  return `a ${typeof value}`;
+}
+
+function refuse(where, expected, value) {
+  let hint = "";
+  if (PyProxy && value instanceof PyProxy) {
+    hint =
+      " (Python dicts/lists cross into JS as PyProxy objects, which a binding cannot read:" +
+      " convert with to_js(value, dict_converter=js.Object.fromEntries) or go through the SDK)";
+  } else if (value instanceof Map) {
+    hint = " (to_js turns dicts into Maps unless dict_converter=js.Object.fromEntries)";
+  }
+  throw new TypeError(`${where}: expected ${expected}, got ${kind(value)}${hint}`);
+}
+
+function plainObject(where, value, { optional = false } = {}) {
+  if (optional && value === undefined) return {};
+  const ok =
+    value !== null &&
+    typeof value === "object" &&
+    !(PyProxy && value instanceof PyProxy) &&
+    Object.getPrototypeOf(value) === Object.prototype;
+  if (!ok) refuse(where, "a plain JS object", value);
+  return value;
+}
+
+function array(where, value) {
+  if (!Array.isArray(value)) refuse(where, "a JS Array", value);
+  return value;
+}
+
+function string(where, value) {
+  if (typeof value !== "string") refuse(where, "a string", value);
+  return value;
+}
+
+function numbers(where, value, length) {
+  const ok = Array.isArray(value) || (ArrayBuffer.isView(value) && !(value instanceof DataView));
+  if (!ok) refuse(where, "an Array of numbers", value);
+  if (!Array.from(value).every((x) => typeof x === "number" && Number.isFinite(x))) {
+    throw new TypeError(`${where}: every value must be a finite number`);
+  }
+  if (length !== undefined && value.length !== length) {
+    throw new Error(`${where}: VECTOR_DIMENSION_MISMATCH: expected ${length} values, got ${value.length}`);
+  }
+  return Array.from(value);
+}
+
+// Deep copy through JSON, as the real services store and return data. Also refuses anything
+// JSON cannot hold (PyProxy, Map, functions), naming where it was found.
+function jsonCopy(where, value) {
+  const visit = (v, path) => {
+    if (v === null || ["string", "number", "boolean"].includes(typeof v)) return;
+    if (Array.isArray(v)) return v.forEach((x, i) => visit(x, `${path}[${i}]`));
+    plainObject(path, v);
+    for (const [k, x] of Object.entries(v)) visit(x, `${path}.${k}`);
+  };
+  visit(value, where);
+  return JSON.parse(JSON.stringify(value));
+}
+
+const byteLength = (text) => Buffer.byteLength(text, "utf8");
+
+class Recorder {
+  calls = [];
+  record(method, args) {
+    // Arguments as a binding saw them (JSON); undefined trailing options are dropped.
+    const seen = args.map((a) => (a === undefined ? "<undefined>" : a));
+    while (seen.length && seen[seen.length - 1] === "<undefined>") seen.pop();
+    this.calls.push({ method, args: JSON.parse(JSON.stringify(seen)) });
+  }
+  callsJson() {
+    return JSON.stringify(this.calls);
+  }
+}
+
+// --- Workers KV (workerd src/workerd/api/kv.h) ------------------------------------------------
+
+class KvNamespace extends Recorder {
+  #entries = new Map(); // key -> {value, expiration, metadata}
+
+  #live(key) {
+    const entry = this.#entries.get(key);
+    if (entry && entry.expiration !== undefined && entry.expiration * 1000 <= Date.now()) return null;
+    return entry ?? null;
+  }
+
+  async get(key, options) {
+    string("KvNamespace.get key", key);
+    if (options !== undefined && typeof options !== "string") plainObject("KvNamespace.get options", options);
+    this.record("get", [key, options]);
+    return this.#live(key)?.value ?? null; // JS null for a missing key
+  }
+
+  async getWithMetadata(key, options) {
+    string("KvNamespace.getWithMetadata key", key);
+    this.record("getWithMetadata", [key, options]);
+    const entry = this.#live(key);
+    return { value: entry?.value ?? null, metadata: entry?.metadata ?? null, cacheStatus: null };
+  }
+
+  async put(key, value, options) {
+    string("KvNamespace.put key", key);
+    string("KvNamespace.put value", value); // the adapter only stores text
+    const opts = plainObject("KvNamespace.put options", options, { optional: true });
+    const copy = jsonCopy("KvNamespace.put options", opts);
+    this.record("put", [key, value, options === undefined ? undefined : copy]);
+    if (byteLength(key) > 512) throw new Error("KV PUT failed: 414 UTF-8 encoded length exceeds 512");
+    let expiration;
+    if (opts.expirationTtl !== undefined) {
+      if (typeof opts.expirationTtl !== "number" || opts.expirationTtl < 60) {
+        throw new Error(`KV PUT failed: 400 Invalid expiration_ttl of ${opts.expirationTtl}`);
+      }
+      expiration = Math.floor(Date.now() / 1000) + opts.expirationTtl;
+    }
+    if (copy.metadata !== undefined && byteLength(JSON.stringify(copy.metadata)) > 1024) {
+      throw new Error("KV PUT failed: 413 metadata too large");
+    }
+    this.#entries.set(key, { value, expiration, metadata: copy.metadata });
+  }
+
+  async delete(key) {
+    string("KvNamespace.delete key", key);
+    this.record("delete", [key]);
+    this.#entries.delete(key);
+  }
+
+  async list(options) {
+    const opts = plainObject("KvNamespace.list options", options, { optional: true });
+    this.record("list", [options === undefined ? undefined : jsonCopy("list options", opts)]);
+    const prefix = opts.prefix ?? "";
+    const limit = opts.limit ?? 1000;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+      throw new Error(`KV LIST failed: 400 invalid limit ${limit}`);
+    }
+    const after = opts.cursor ? Buffer.from(string("cursor", opts.cursor), "base64url").toString() : "";
+    const names = [...this.#entries.keys()]
+      .filter((name) => name.startsWith(prefix) && name > after && this.#live(name))
+      .sort();
+    const page = names.slice(0, limit);
+    const keys = page.map((name) => {
+      const { expiration, metadata } = this.#entries.get(name);
+      const key = { name };
+      if (expiration !== undefined) key.expiration = expiration;
+      if (metadata !== undefined) key.metadata = metadata;
+      return key;
+    });
+    const complete = names.length <= limit;
+    const result = { keys, list_complete: complete, cacheStatus: null };
+    if (!complete) result.cursor = Buffer.from(page[page.length - 1]).toString("base64url");
+    return result;
+  }
+}
+
+// --- Vectorize (workerd src/cloudflare/internal/vectorize.d.ts, V2 index) ----------------------
+
+class VectorizeIndexImpl extends Recorder {
+  #vectors = new Map(); // id (global to the index) -> {id, values, namespace, metadata}
+  #mutations = 0;
+
+  constructor(dimensions) {
+    super();
+    this.dimensions = dimensions;
+  }
+
+  async upsert(vectors) {
+    array("VectorizeIndexImpl.upsert vectors", vectors);
+    if (vectors.length > 1000) throw new Error("VECTOR_UPSERT_ERROR: more than 1000 vectors");
+    const stored = vectors.map((v, i) => {
+      const where = `VectorizeIndexImpl.upsert vectors[${i}]`;
+      plainObject(where, v);
+      const id = string(`${where}.id`, v.id);
+      if (byteLength(id) > 64) throw new Error(`VECTOR_UPSERT_ERROR: id over 64 bytes: ${id}`);
+      const values = numbers(`${where}.values`, v.values, this.dimensions);
+      if (v.namespace !== undefined && byteLength(string(`${where}.namespace`, v.namespace)) > 64) {
+        throw new Error("VECTOR_UPSERT_ERROR: namespace over 64 bytes");
+      }
+      const metadata = v.metadata === undefined ? undefined : jsonCopy(`${where}.metadata`, v.metadata);
+      if (metadata && byteLength(JSON.stringify(metadata)) > 10240) {
+        throw new Error("VECTOR_UPSERT_ERROR: metadata over 10 KiB");
+      }
+      return { id, values, namespace: v.namespace, metadata };
+    });
+    this.record("upsert", [stored.map((v) => ({ id: v.id, namespace: v.namespace }))]);
+    for (const v of stored) this.#vectors.set(v.id, v);
+    return { mutationId: `m${++this.#mutations}` };
+  }
+
+  async deleteByIds(ids) {
+    array("VectorizeIndexImpl.deleteByIds ids", ids).forEach((id, i) => string(`ids[${i}]`, id));
+    this.record("deleteByIds", [ids]);
+    for (const id of ids) this.#vectors.delete(id);
+    return { mutationId: `m${++this.#mutations}` };
+  }
+
+  async query(vector, options) {
+    const values = numbers("VectorizeIndexImpl.query vector", vector, this.dimensions);
+    const opts = plainObject("VectorizeIndexImpl.query options", options, { optional: true });
+    const copy = jsonCopy("VectorizeIndexImpl.query options", opts);
+    this.record("query", [`<${values.length} floats>`, copy]);
+    const topK = opts.topK ?? 5;
+    const returnMetadata = opts.returnMetadata ?? "none";
+    if (!["all", "indexed", "none"].includes(returnMetadata)) {
+      throw new Error(`VECTOR_QUERY_ERROR: returnMetadata must be all|indexed|none`);
+    }
+    const cap = opts.returnValues || returnMetadata === "all" ? 20 : 100;
+    if (!Number.isInteger(topK) || topK < 1 || topK > cap) {
+      throw new Error(`VECTOR_QUERY_ERROR: topK must be 1..${cap}, got ${topK}`);
+    }
+    const filter = copy.filter ?? {};
+    const matches = [...this.#vectors.values()]
+      .filter((v) => v.namespace === opts.namespace && matchesFilter(v.metadata ?? {}, filter))
+      .map((v) => ({ v, score: cosine(values, v.values) }))
+      .sort((a, b) => b.score - a.score)
+      .slice(0, topK)
+      .map(({ v, score }) => {
+        const match = { id: v.id, score };
+        if (opts.returnValues) match.values = v.values;
+        if (returnMetadata !== "none" && v.metadata !== undefined) match.metadata = v.metadata;
+        return match;
+      });
+    return { count: matches.length, matches };
+  }
+}
+
+function matchesFilter(metadata, filter) {
+  return Object.entries(filter).every(([key, condition]) => {
+    if (key.startsWith("$") || key.includes('"')) throw new Error(`VECTOR_QUERY_ERROR: bad key ${key}`);
+    const value = metadata[key];
+    const ops = condition !== null && typeof condition === "object" ? condition : { $eq: condition };
+    return Object.entries(ops).every(([op, operand]) => {
+      switch (op) {
+        case "$eq": return value === operand;
+        case "$ne": return value !== operand;
+        case "$in": return array("$in", operand).includes(value);
+        case "$nin": return !array("$nin", operand).includes(value);
+        default: throw new Error(`VECTOR_QUERY_ERROR: unsupported operator ${op}`);
+      }
+    });
+  });
+}
+
+function cosine(a, b) {
+  let dot = 0, na = 0, nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i] * b[i];
+    na += a[i] * a[i];
+    nb += b[i] * b[i];
+  }
+  return na && nb ? dot / Math.sqrt(na * nb) : 0;
+}
+
+// --- Workers AI (workerd src/cloudflare/internal/ai-api.ts) ------------------------------------
+
+const EMBEDDING_DIMENSIONS = {
+  "@cf/baai/bge-small-en-v1.5": 384,
+  "@cf/baai/bge-base-en-v1.5": 768,
+  "@test/embed-8": 8,
+};
+const BROKEN_MODEL = "@test/broken";
+
+// Deterministic, non-trivial embedding: a unit vector from the text's UTF-8 bytes.
+function embedText(text, dims) {
+  const v = new Array(dims).fill(0);
+  const bytes = Buffer.from(text, "utf8");
+  bytes.forEach((b, i) => {
+    v[(b * 31 + i) % dims] += 1 + (b % 7);
+  });
+  const norm = Math.sqrt(v.reduce((s, x) => s + x * x, 0)) || 1;
+  return v.map((x) => x / norm);
+}
+
+// Byte chunk sizes for the SSE stream: small primes, so cuts land inside `data:`, inside the
+// blank line that ends a frame and inside multi-byte UTF-8 characters.
+const CUTS = [1, 2, 3, 5, 7, 11, 13, 17];
+
+function sseStream(pieces, usage) {
+  let text = "";
+  for (const piece of pieces) text += `data: ${JSON.stringify({ response: piece, p: "abcdefghij" })}\n\n`;
+  text += `data: ${JSON.stringify({ response: "", usage })}\n\n`;
+  text += "data: [DONE]\n\n";
+  const bytes = new TextEncoder().encode(text);
+  let offset = 0;
+  let n = 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (offset >= bytes.length) return controller.close();
+      const size = CUTS[n++ % CUTS.length];
+      // subarray: a view with a non-zero byteOffset into one shared buffer, as network reads give
+      controller.enqueue(bytes.subarray(offset, offset + size));
+      offset += size;
+    },
+  });
+}
+
+function replyFor(messages) {
+  const last = [...messages].reverse().find((m) => m.role === "user");
+  return `Echo: ${last ? last.content : ""} — ok ✓ 🎉`;
+}
+
+class Ai extends Recorder {
+  async run(model, inputs, options) {
+    string("Ai.run model", model);
+    plainObject("Ai.run inputs", inputs);
+    if (options !== undefined) plainObject("Ai.run options", options);
+    this.record("run", [model, jsonCopy("Ai.run inputs", inputs), options]);
+    if (model === BROKEN_MODEL) throw new Error("InferenceUpstreamError: 5007: no such model");
+    if (model in EMBEDDING_DIMENSIONS) {
+      const texts = typeof inputs.text === "string" ? [inputs.text] : array("Ai.run inputs.text", inputs.text);
+      if (texts.length > 100) throw new Error("AiError: 8001: text: maxItems 100");
+      const dims = EMBEDDING_DIMENSIONS[model];
+      return { shape: [texts.length, dims], data: texts.map((t) => embedText(string("text", t), dims)), pooling: "mean" };
+    }
+    const messages = array("Ai.run inputs.messages", inputs.messages).map((m, i) => {
+      plainObject(`Ai.run inputs.messages[${i}]`, m);
+      return { role: string("role", m.role), content: string("content", m.content) };
+    });
+    if (inputs.max_tokens !== undefined && !Number.isInteger(inputs.max_tokens)) {
+      throw new TypeError("AiError: 5006: max_tokens must be an integer");
+    }
+    if (inputs.stream !== undefined && typeof inputs.stream !== "boolean") {
+      throw new TypeError(`AiError: 5006: stream must be a boolean, got ${kind(inputs.stream)}`);
+    }
+    const reply = replyFor(messages);
+    const usage = { prompt_tokens: 12, completion_tokens: 9, total_tokens: 21 };
+    if (inputs.stream) {
+      const chars = [...reply]; // code points, so each piece is valid text
+      const pieces = [];
+      for (let i = 0; i < chars.length; i += 3) pieces.push(chars.slice(i, i + 3).join(""));
+      return sseStream(pieces, usage);
+    }
+    return { response: reply, usage, tool_calls: [] };
+  }
+}
+
+// --- runtime modules the SDK imports (provided by workerd) -------------------------------------
+
+function registerRuntimeModules(pyodide, env) {
+  pyodide.registerJsModule("_pyodide_entrypoint_helper", {
+    cloudflareWorkersModule: { env, waitUntil: () => undefined },
+    cloudflareSocketsModule: {},
+    patchWaitUntil: () => undefined,
+    doAnImport: async (name) => {
+      throw new Error(`import ${name}: not available in the Pyodide adapter test`);
+    },
+    patch_env_helper: () => {
+      throw new Error("patch_env is not available in the Pyodide adapter test");
+    },
+  });
+  pyodide.registerJsModule("_cloudflare_compat_flags", {
+    python_workflows_implicit_dependencies: false,
+    python_request_headers_preserve_commas: false,
+  });
+}
+
+function makeEnv() {
+  return {
+    KV: new KvNamespace(),
+    VECTORIZE: new VectorizeIndexImpl(8),
+    AI: new Ai(),
+    // Vars as wrangler passes them: strings, and a number (vars may be any JSON value).
+    EDGECREW_API_KEYS: "tenant_a:key-a-0123456789",
+    EDGECREW_EMBED_MODEL: "@test/embed-8",
+    EDGECREW_EMBED_DIMENSIONS: 8,
+  };
+}
+
+// --- main ---------------------------------------------------------------------------------------
+
+async function main() {
+  const modes = parseModes(process.argv.slice(2));
+  const started = performance.now();
+  if (!existsSync(join(PYODIDE_DIR, "pyodide.mjs"))) {
+    fail(`${PYODIDE_DIR} is missing: run \`npm ci --prefix .tools\` first`);
+  }
+  const wheel = readFileSync(SDK_WHEEL);
+  const digest = createHash("sha256").update(wheel).digest("hex");
+  if (digest !== SDK_WHEEL_SHA256) fail(`${SDK_WHEEL}: sha256 ${digest}, expected ${SDK_WHEEL_SHA256}`);
+
+  const { loadPyodide } = await import(pathToFileURL(join(PYODIDE_DIR, "pyodide.mjs")).href);
+  const output = [];
+  const pyodide = await loadPyodide({
+    indexURL: PYODIDE_DIR + sep,
+    stdout: (line) => output.push(line),
+    stderr: (line) => output.push(line),
+  });
+  PyProxy = pyodide.ffi.PyProxy;
+  const loaded = performance.now();
+
+  const copied = [];
+  for (const pkg of PACKAGES) {
+    for (const file of pythonFiles(join(ROOT, pkg))) {
+      const target = `${APP_DIR}/${relative(ROOT, file).split(sep).join("/")}`;
+      pyodide.FS.mkdirTree(target.slice(0, target.lastIndexOf("/")));
+      pyodide.FS.writeFile(target, readFileSync(file));
+      copied.push(target);
+    }
+  }
+  pyodide.FS.mkdirTree("/stubs");
+  pyodide.FS.writeFile("/stubs/httpx.py", HTTPX_STUB);
+  pyodide.FS.writeFile("/tmp/sdk.whl", wheel);
+  pyodide.FS.writeFile(`${APP_DIR}/adapter_checks.py`, readFileSync(join(HERE, "adapter_checks.py")));
+  registerRuntimeModules(pyodide, makeEnv());
+  pyodide.runPython(`
+import sys, zipfile
+zipfile.ZipFile("/tmp/sdk.whl").extractall("/sdk")
+sys.path[:0] = ["${APP_DIR}", "/sdk", "/stubs"]
+`);
+
+  const checks = pyodide.pyimport("adapter_checks");
+  const lines = [];
+  let failed = 0;
+  let passed = 0;
+  for (const mode of modes) {
+    const env = makeEnv();
+    const helpers = { brokenModel: BROKEN_MODEL, replyTo: (text) => replyFor([{ role: "user", content: text }]) };
+    const reportJson = await checks.run(mode, env, helpers);
+    const report = JSON.parse(reportJson);
+    for (const r of report.results) {
+      if (r.ok) passed++;
+      else {
+        failed++;
+        lines.push(`FAIL [${mode}] ${r.name}\n${r.error.trimEnd().replace(/^/gm, "    ")}`);
+      }
+    }
+    lines.push(`[${mode}] ${report.results.filter((r) => r.ok).length}/${report.results.length} checks passed`);
+  }
+  checks.destroy();
+  const versions = pyodide.runPython(
+    "import sys, pyodide; f'Pyodide {pyodide.__version__}, Python {sys.version.split()[0]}'",
+  );
+  const elapsed = ((performance.now() - started) / 1000).toFixed(1);
+  const load = ((loaded - started) / 1000).toFixed(1);
+  if (output.length) console.log(output.join("\n"));
+  if (failed) {
+    console.error(lines.join("\n"));
+    console.error(`run_adapters: ${failed} check(s) failed, ${passed} passed (${versions}, ${elapsed} s)`);
+    process.exit(1);
+  }
+  console.log(
+    `run_adapters: OK: ${passed} checks in modes ${modes.join("+")} over ${copied.length} modules ` +
+      `(${versions}, workers-runtime-sdk 1.9.5; ${elapsed} s, Pyodide load ${load} s)`,
+  );
+}
+
+main().catch((err) => fail(err?.stack ?? String(err)));
