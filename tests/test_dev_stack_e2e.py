@@ -36,6 +36,21 @@ def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float) -
     pytest.fail(f"no {needle!r} from edgecrew dev; output:\n{''.join(seen)}")
 
 
+def interrupt(process: subprocess.Popen[str]) -> str:
+    """Ctrl-C, as a user would; the rest of its output. Kills it if it ignores Ctrl-C."""
+    assert process.stdout is not None
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+        raise
+    with process.stdout:
+        return process.stdout.read()
+
+
 def run_cli(env: dict[str, str], *args: str) -> str:
     command = [sys.executable, "-m", "edge.local.cli", *args]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=True)
@@ -87,16 +102,7 @@ def test_edgecrew_dev_answers_a_real_question_and_stops_cleanly(tmp_path: Path) 
         question = "What is the staging database called?"
         assert "[1] team-notes#0" in run_cli(env, "ask", question, "--url", base, "--key", key)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise
-        assert process.stdout is not None
-        farewell = process.stdout.read()
-        process.stdout.close()
+        farewell = interrupt(process)
     assert "stopped" in farewell
     assert process.returncode == 0
     assert not port_is_open(port) and not port_is_open(llm_port)
