@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from edge.adapters.cloudflare import (
     CloudflareKV,
+    JsException,
     OpenAICompatibleGenerator,
     WorkersAIGenerator,
     build_cloudflare_ports,
@@ -115,3 +116,35 @@ async def test_kv_adapter_passes_js_option_objects() -> None:
     assert binding.calls[0] == ("put", ("a", "1", None))
     assert binding.calls[1] == ("put", ("b", "2", {"expirationTtl": 120, "metadata": {"m": 1}}))
     assert binding.calls[2] == ("list", ({"prefix": "a", "limit": 10, "cursor": "YQ=="},))
+
+
+async def test_kv_errors_become_503_not_500(
+    make_client: Callable[[FastAPI], httpx.AsyncClient],
+) -> None:
+    env = worker_env()
+
+    async def rate_limited(*args: object) -> None:
+        raise JsException("KV PUT failed: 429 Too Many Requests")
+
+    env.KV.put = rate_limited
+    async with make_client(worker_app(env)) as client:
+        response = await client.post(
+            "/v1/documents", json={"documents": [{"id": "a", "text": "x"}]}, headers=AUTH_A
+        )
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "429" not in response.text, "platform details stay in the logs"
+
+
+async def test_kv_rejecting_a_cursor_is_422(
+    make_client: Callable[[FastAPI], httpx.AsyncClient],
+) -> None:
+    env = worker_env()
+
+    async def bad_cursor(*args: object) -> None:
+        raise JsException("KV LIST failed: 400 Invalid cursor")
+
+    env.KV.list = bad_cursor
+    async with make_client(worker_app(env)) as client:
+        response = await client.get("/v1/documents?cursor=zzz", headers=AUTH_A)
+    assert response.status_code == 422

@@ -89,11 +89,11 @@ class CloudflareKV:
         self._kv = binding
 
     async def get(self, key: str) -> str | None:
-        value = to_py(await self._kv.get(key))
+        value = await self._call("get", key)
         return None if value is None else str(value)
 
     async def get_with_metadata(self, key: str) -> KVEntry | None:
-        result = to_py(await self._kv.getWithMetadata(key)) or {}
+        result = await self._call("getWithMetadata", key) or {}
         if result.get("value") is None:
             return None
         return KVEntry(str(result["value"]), result.get("metadata"))
@@ -112,12 +112,12 @@ class CloudflareKV:
         if metadata is not None:
             options["metadata"] = metadata
         if options:
-            await self._kv.put(key, value, options)
+            await self._call("put", key, value, options)
         else:
-            await self._kv.put(key, value)
+            await self._call("put", key, value)
 
     async def delete(self, key: str) -> None:
-        await self._kv.delete(key)
+        await self._call("delete", key)
 
     async def list(
         self, *, prefix: str = "", limit: int = 1000, cursor: str | None = None
@@ -126,14 +126,22 @@ class CloudflareKV:
         if cursor:
             options["cursor"] = cursor
         try:
-            result = to_py(await self._kv.list(options))
-        except JsException as exc:
+            result = await self._call("list", options)
+        except DependencyUnavailable as exc:
             if cursor:  # KV rejects cursors it did not issue
                 raise InvalidCursor(f"KV rejected the cursor: {exc}") from exc
-            raise DependencyUnavailable("Workers KV", f"list failed: {exc}") from exc
+            raise
         keys = [KVKey(k["name"], k.get("expiration"), k.get("metadata")) for k in result["keys"]]
         done = bool(result.get("list_complete", True))
         return KVListPage(keys, None if done else result.get("cursor"))
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        # A KV error (429 on > 1 write/s to one key, an outage) is the platform's, not the
+        # client's: surface it as 503 + Retry-After rather than a 500.
+        try:
+            return to_py(await getattr(self._kv, method)(*args))
+        except JsException as exc:
+            raise DependencyUnavailable("Workers KV", f"{method} failed: {exc}", 1) from exc
 
 
 class CloudflareVectorIndex:
