@@ -6,9 +6,11 @@ Errors name the key and what was wrong with its value, but never echo a secret.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+_T = TypeVar("_T")
 _TENANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
 
 #: What `edgecrew dev` uses when EDGECREW_API_KEYS is not set anywhere. Documented in the README.
@@ -128,19 +130,16 @@ class _Reader:
         return default if value is None else str(value).strip()
 
     def integer(self, key: str, default: int) -> int:
-        raw = self.text(key, "")
-        if raw == "":
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise SettingsError(f"{key} must be an integer, got {raw!r}") from None
+        return self._parsed(key, default, int, "an integer")
 
     def number(self, key: str, default: float) -> float:
+        return self._parsed(key, default, float, "a number")
+
+    def _parsed(self, key: str, default: _T, kind: Callable[[str], _T], noun: str) -> _T:
         raw = self.text(key, "")
         if raw == "":
             return default
         try:
-            return float(raw)
+            return kind(raw)
         except ValueError:
-            raise SettingsError(f"{key} must be a number, got {raw!r}") from None
+            raise SettingsError(f"{key} must be {noun}, got {raw!r}") from None

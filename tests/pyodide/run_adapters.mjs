@@ -154,7 +154,13 @@ const byteLength = (text) => Buffer.byteLength(text, "utf8");
 
 class Recorder {
   calls = [];
+  #failures = [];
+  // The next call to this binding rejects with `message` (an outage, a 429, ...).
+  failNext(message) {
+    this.#failures.push(String(message));
+  }
   record(method, args) {
+    if (this.#failures.length) throw new Error(this.#failures.shift());
     // Arguments as a binding saw them (JSON); undefined trailing options are dropped.
     const seen = args.map((a) => (a === undefined ? "<undefined>" : a));
     while (seen.length && seen[seen.length - 1] === "<undefined>") seen.pop();
@@ -224,7 +230,12 @@ class KvNamespace extends Recorder {
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
       throw new Error(`KV LIST failed: 400 invalid limit ${limit}`);
     }
-    const after = opts.cursor ? Buffer.from(string("cursor", opts.cursor), "base64url").toString() : "";
+    let after = "";
+    if (opts.cursor !== undefined) {
+      const [tag, encoded] = string("KvNamespace.list options.cursor", opts.cursor).split(".", 2);
+      if (tag !== "c1" || !encoded) throw new Error("KV LIST failed: 400 Invalid cursor");
+      after = Buffer.from(encoded, "base64url").toString();
+    }
     const names = [...this.#entries.keys()]
       .filter((name) => name.startsWith(prefix) && name > after && this.#live(name))
       .sort();
@@ -238,7 +249,7 @@ class KvNamespace extends Recorder {
     });
     const complete = names.length <= limit;
     const result = { keys, list_complete: complete, cacheStatus: null };
-    if (!complete) result.cursor = Buffer.from(page[page.length - 1]).toString("base64url");
+    if (!complete) result.cursor = `c1.${Buffer.from(page[page.length - 1]).toString("base64url")}`;
     return result;
   }
 }
