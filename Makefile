@@ -4,7 +4,10 @@ VENV := .venv
 # The CPU build of torch; these machines carry it on disk. Override elsewhere if you like.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: dev test setup lint bench clean
+# The Workers runtime SDK, for the real-Pyodide adapter test (pywrangler vendors the same).
+SDK_WHEEL := .tools/wheels/workers_runtime_sdk-1.9.5-py3-none-any.whl
+
+.PHONY: dev test setup tools lint bench clean
 
 dev: setup
 	$(VENV)/bin/edgecrew dev
@@ -18,12 +21,22 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[local]' --group dev
 	touch $@
 
+# Node 22, wrangler and Pyodide pinned in .tools/package-lock.json, from the npm registry.
+tools: .tools/node_modules/.package-lock.json $(SDK_WHEEL)
+
+.tools/node_modules/.package-lock.json: .tools/package-lock.json
+	npm ci --prefix .tools --no-audit --no-fund --loglevel=error
+
+$(SDK_WHEEL): | setup
+	$(VENV)/bin/python -m pip download -q --no-deps --only-binary=:all: -d .tools/wheels \
+		workers-runtime-sdk==1.9.5
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+test: lint tools
 	$(VENV)/bin/python -m pytest
 	bash scripts/check_pyodide_imports.sh
 	bash scripts/check_worker_bundle.sh
@@ -34,4 +47,4 @@ bench: setup
 	bash scripts/check_pyodide_imports.sh --bench
 
 clean:
-	rm -rf build .tools .venv313 .edgecrew
+	rm -rf build .tools/node_modules .tools/wheels .venv313 .edgecrew

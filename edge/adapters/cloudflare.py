@@ -2,9 +2,10 @@
 
 This module and `edge/entry.py` are the only ones that know about JS values. Bindings come
 wrapped by the Workers runtime SDK (dict options go in as JS objects, results come back as
-dicts), but we still convert every result at this boundary: a raw binding (older SDK) can
-hand back JsProxy objects, and Pyodide >= 0.28 turns JS null into `jsnull`, not None.
-Under CPython (tests) the pyodide import fails and the doubles return plain values.
+dicts), but we still convert at this boundary both ways: a raw binding (no vendored SDK)
+needs JS arguments and hands back JsProxy objects, and Pyodide >= 0.28 turns JS null into
+`jsnull`, not None. tests/pyodide runs these adapters in real Pyodide both ways. Under
+CPython the pyodide imports fail and the Python doubles take and return plain values.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ try:
 except ImportError:  # CPython, or Pyodide < 0.28 where JS null already arrives as None
     _JSNULL = None
 
+try:
+    from js import Object as _JSObject
+    from pyodide.ffi import to_js as _to_js
+except ImportError:  # CPython: the doubles take plain Python values
+    _JSObject = _to_js = None
+
 #: Output sizes of Workers AI embedding models, to catch a mismatched index at startup.
 WORKERS_AI_EMBEDDING_DIMENSIONS = {
     "@cf/baai/bge-small-en-v1.5": 384,
@@ -69,6 +76,29 @@ def to_py(value: Any) -> Any:
         return {str(k): to_py(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_py(v) for v in value]
+    return value
+
+
+def to_js(value: Any) -> Any:
+    """A binding argument as JS: dicts as plain objects, lists as arrays, None as null.
+
+    The runtime SDK's binding wrapper converts arguments too, and passes JS values through
+    unchanged; converting here keeps the adapters right on a raw binding as well, which
+    would otherwise receive a PyProxy it cannot read.
+    """
+    if _to_js is None or not isinstance(value, dict | list | tuple):
+        return value
+    return _to_js(_null_for_none(value), dict_converter=_JSObject.fromEntries)
+
+
+def _null_for_none(value: Any) -> Any:
+    # to_js turns None into undefined, which drops object keys; KV and Vectorize want null.
+    if value is None:
+        return _JSNULL
+    if isinstance(value, dict):
+        return {k: _null_for_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_null_for_none(v) for v in value]
     return value
 
 
@@ -139,7 +169,7 @@ class CloudflareKV:
         # A KV error (429 on > 1 write/s to one key, an outage) is the platform's, not the
         # client's: surface it as 503 + Retry-After rather than a 500.
         try:
-            return to_py(await getattr(self._kv, method)(*args))
+            return to_py(await getattr(self._kv, method)(*map(to_js, args)))
         except JsException as exc:
             raise DependencyUnavailable("Workers KV", f"{method} failed: {exc}", 1) from exc
 
@@ -197,7 +227,7 @@ class CloudflareVectorIndex:
 
     async def _call(self, method: str, *args: Any) -> dict[str, Any]:
         try:
-            result = to_py(await getattr(self._index, method)(*args))
+            result = to_py(await getattr(self._index, method)(*map(to_js, args)))
         except JsException as exc:
             raise DependencyUnavailable("Vectorize", f"{method} failed: {exc}") from exc
         return result if isinstance(result, dict) else {}
@@ -221,7 +251,7 @@ class WorkersAIEmbedder:
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         try:
-            result = to_py(await self._ai.run(self._model, {"text": list(texts)}))
+            result = to_py(await self._ai.run(self._model, to_js({"text": list(texts)})))
         except JsException as exc:
             raise DependencyUnavailable("Workers AI", f"embedding failed: {exc}") from exc
         vectors: list[list[float]] = [[float(x) for x in row] for row in result["data"]]
@@ -265,7 +295,7 @@ class WorkersAIGenerator:
             "stream": stream,
         }
         try:
-            return await self._ai.run(self._model, inputs)
+            return await self._ai.run(self._model, to_js(inputs))
         except JsException as exc:
             raise DependencyUnavailable("Workers AI", f"generation failed: {exc}") from exc
 

@@ -11,7 +11,7 @@
 // Modes:
 //   sdk  the production path: bindings reach the adapter through the workers-runtime-sdk
 //        `_EnvWrapper` (a `WorkerEntrypoint` is constructed with the JS env, exactly as
-//        workerd does), using the pinned wheel next to this script.
+//        workerd does), using the pinned wheel that `make tools` downloads to .tools/wheels.
 //   raw  bindings handed to the adapter unwrapped, as with a Worker that has no vendored SDK.
 //
 // The checks themselves are Python (adapter_checks.py); failures exit 1 with each failing
@@ -26,7 +26,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, "..", "..");
 const PYODIDE_DIR = join(ROOT, ".tools", "node_modules", "pyodide");
-const SDK_WHEEL = join(HERE, "workers_runtime_sdk-1.9.5-py3-none-any.whl");
+const SDK_WHEEL = join(ROOT, ".tools", "wheels", "workers_runtime_sdk-1.9.5-py3-none-any.whl");
 const SDK_WHEEL_SHA256 = "f2b912660a3ab60d2a24920106422f9eaf4cd7a794e42b022237ad2444287fef";
 const APP_DIR = "/app"; // where edge/ and shared/ land in the Pyodide FS
 const PACKAGES = ["edge", "shared"];
@@ -224,7 +224,7 @@ class KvNamespace extends Recorder {
 
   async list(options) {
     const opts = plainObject("KvNamespace.list options", options, { optional: true });
-    this.record("list", [options === undefined ? undefined : jsonCopy("list options", opts)]);
+    this.record("list", [options === undefined ? undefined : jsonCopy("KvNamespace.list options", opts)]);
     const prefix = opts.prefix ?? "";
     const limit = opts.limit ?? 1000;
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
@@ -408,10 +408,12 @@ class Ai extends Recorder {
     this.record("run", [model, jsonCopy("Ai.run inputs", inputs), options]);
     if (model === BROKEN_MODEL) throw new Error("InferenceUpstreamError: 5007: no such model");
     if (model in EMBEDDING_DIMENSIONS) {
-      const texts = typeof inputs.text === "string" ? [inputs.text] : array("Ai.run inputs.text", inputs.text);
+      const texts =
+        typeof inputs.text === "string" ? [inputs.text] : array("Ai.run inputs.text", inputs.text);
       if (texts.length > 100) throw new Error("AiError: 8001: text: maxItems 100");
       const dims = EMBEDDING_DIMENSIONS[model];
-      return { shape: [texts.length, dims], data: texts.map((t) => embedText(string("text", t), dims)), pooling: "mean" };
+      const data = texts.map((t) => embedText(string("Ai.run inputs.text[]", t), dims));
+      return { shape: [texts.length, dims], data, pooling: "mean" };
     }
     const messages = array("Ai.run inputs.messages", inputs.messages).map((m, i) => {
       plainObject(`Ai.run inputs.messages[${i}]`, m);
@@ -501,7 +503,8 @@ async function main() {
   pyodide.FS.mkdirTree("/stubs");
   pyodide.FS.writeFile("/stubs/httpx.py", HTTPX_STUB);
   pyodide.FS.writeFile("/tmp/sdk.whl", wheel);
-  pyodide.FS.writeFile(`${APP_DIR}/adapter_checks.py`, readFileSync(join(HERE, "adapter_checks.py")));
+  const checksSource = readFileSync(join(HERE, "adapter_checks.py"));
+  pyodide.FS.writeFile(`${APP_DIR}/adapter_checks.py`, checksSource);
   registerRuntimeModules(pyodide, makeEnv());
   pyodide.runPython(`
 import sys, zipfile
@@ -515,7 +518,10 @@ sys.path[:0] = ["${APP_DIR}", "/sdk", "/stubs"]
   let passed = 0;
   for (const mode of modes) {
     const env = makeEnv();
-    const helpers = { brokenModel: BROKEN_MODEL, replyTo: (text) => replyFor([{ role: "user", content: text }]) };
+    const helpers = {
+      brokenModel: BROKEN_MODEL,
+      replyTo: (text) => replyFor([{ role: "user", content: text }]),
+    };
     const reportJson = await checks.run(mode, env, helpers);
     const report = JSON.parse(reportJson);
     for (const r of report.results) {
@@ -525,7 +531,9 @@ sys.path[:0] = ["${APP_DIR}", "/sdk", "/stubs"]
         lines.push(`FAIL [${mode}] ${r.name}\n${r.error.trimEnd().replace(/^/gm, "    ")}`);
       }
     }
-    lines.push(`[${mode}] ${report.results.filter((r) => r.ok).length}/${report.results.length} checks passed`);
+    const ok = report.results.filter((r) => r.ok).length;
+    lines.push(`[${mode}] ${ok}/${report.results.length} checks passed`);
+    if (report.results.length === 0) fail(`mode ${mode} ran no checks`);
   }
   checks.destroy();
   const versions = pyodide.runPython(
@@ -536,7 +544,9 @@ sys.path[:0] = ["${APP_DIR}", "/sdk", "/stubs"]
   if (output.length) console.log(output.join("\n"));
   if (failed) {
     console.error(lines.join("\n"));
-    console.error(`run_adapters: ${failed} check(s) failed, ${passed} passed (${versions}, ${elapsed} s)`);
+    console.error(
+      `run_adapters: ${failed} check(s) failed, ${passed} passed (${versions}, ${elapsed} s)`,
+    );
     process.exit(1);
   }
   console.log(
