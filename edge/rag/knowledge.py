@@ -61,47 +61,17 @@ class KnowledgeBase:
 
     async def ingest(self, tenant: str, documents: Sequence[Document]) -> list[dict[str, Any]]:
         """Chunk, embed and index documents; re-ingesting an id replaces its chunks."""
-        results = []
-        for document in documents:
-            chunks = chunk_text(
-                document.text,
-                size=self._settings.chunk_size,
-                overlap=self._settings.chunk_overlap,
-            )
-            vectors = await self._embed([c.text for c in chunks])
-            records = [
-                VectorRecord(
-                    id=f"{document.id}#{chunk.index}",
-                    values=vector,
-                    metadata={**document.metadata, DOC_FIELD: document.id, TEXT_FIELD: chunk.text},
-                )
-                for chunk, vector in zip(chunks, vectors, strict=True)
-            ]
-            previous = await self._chunk_count(tenant, document.id)
-            await self._ports.vectors.upsert(tenant, records)
-            await self._delete_chunks(tenant, document.id, range(len(records), previous))
-            record = {
-                "id": document.id,
-                "chunks": len(records),
-                "metadata": dict(document.metadata),
-                "updated_at": _utc_now(),
-            }
-            # The summary rides along as KV metadata too, so a listing needs no extra reads.
-            summary = {"chunks": len(records), "updated_at": record["updated_at"]}
-            await self._ports.kv.put(
-                _doc_key(tenant, document.id), json.dumps(record), metadata=summary
-            )
-            results.append({"id": document.id, "chunks": len(records)})
+        results = [await self._ingest_one(tenant, document) for document in documents]
         if documents:
             await self._bump_corpus_version(tenant)
         return results
 
     async def delete(self, tenant: str, document_id: str) -> bool:
         """Remove a document's chunks; False when the tenant has no such document."""
-        record = await self._ports.kv.get(_doc_key(tenant, document_id))
+        record = await self.document(tenant, document_id)
         if record is None:
             return False
-        await self._delete_chunks(tenant, document_id, range(json.loads(record)["chunks"]))
+        await self._delete_chunks(tenant, document_id, range(record["chunks"]))
         await self._ports.kv.delete(_doc_key(tenant, document_id))
         await self._bump_corpus_version(tenant)
         return True
@@ -182,6 +152,40 @@ class KnowledgeBase:
 
     # --- helpers ----------------------------------------------------------------------------
 
+    async def _ingest_one(self, tenant: str, document: Document) -> dict[str, Any]:
+        chunks = chunk_text(
+            document.text, size=self._settings.chunk_size, overlap=self._settings.chunk_overlap
+        )
+        vectors = await self._embed([c.text for c in chunks])
+        records = [
+            VectorRecord(
+                id=f"{document.id}#{chunk.index}",
+                values=vector,
+                metadata={**document.metadata, DOC_FIELD: document.id, TEXT_FIELD: chunk.text},
+            )
+            for chunk, vector in zip(chunks, vectors, strict=True)
+        ]
+        previous = await self.document(tenant, document.id)
+        await self._ports.vectors.upsert(tenant, records)
+        # Chunks past the new count belong to the old version; the record is written last,
+        # so a retry after a crash here still knows how many there were.
+        stale = range(len(records), previous["chunks"] if previous else 0)
+        await self._delete_chunks(tenant, document.id, stale)
+        updated_at = _utc_now()
+        record = {
+            "id": document.id,
+            "chunks": len(records),
+            "metadata": dict(document.metadata),
+            "updated_at": updated_at,
+        }
+        # The summary rides along as KV metadata, so a listing needs no extra reads.
+        await self._ports.kv.put(
+            _doc_key(tenant, document.id),
+            json.dumps(record),
+            metadata={"chunks": len(records), "updated_at": updated_at},
+        )
+        return {"id": document.id, "chunks": len(records)}
+
     async def _retrieve(
         self,
         tenant: str,
@@ -203,10 +207,6 @@ class KnowledgeBase:
         for offset in range(0, len(texts), batch):
             vectors.extend(await self._ports.embedder.embed(texts[offset : offset + batch]))
         return vectors
-
-    async def _chunk_count(self, tenant: str, document_id: str) -> int:
-        record = await self._ports.kv.get(_doc_key(tenant, document_id))
-        return 0 if record is None else int(json.loads(record)["chunks"])
 
     async def _delete_chunks(self, tenant: str, document_id: str, indexes: range) -> None:
         if indexes:
