@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_MODULES = {"js", "pyodide", "workers", "asgi"}
-RUNTIME_ALLOWED = {"edge/entry.py", "edge/adapters/cloudflare.py"}
+RUNTIME_ALLOWED = {"edge/entry.py", "edge/adapters/cloudflare/_js.py"}
 LOCAL_ONLY = {"edge.local", "numpy", "torch", "sentence_transformers", "uvicorn", "typer", "rich"}
 
 

@@ -1,4 +1,4 @@
-"""Checks for edge/adapters/cloudflare.py, run inside real Pyodide by run_adapters.mjs.
+"""Checks for edge/adapters/cloudflare/, run inside real Pyodide by run_adapters.mjs.
 
 Not a pytest module: it imports `pyodide` and `workers`, which exist only inside Pyodide.
 `run(mode, js_env, helpers)` runs every check against the JS fake bindings and returns a JSON

@@ -1,4 +1,4 @@
-// Runs edge/adapters/cloudflare.py inside real Pyodide against JS fake bindings.
+// Runs edge/adapters/cloudflare/ inside real Pyodide against JS fake bindings.
 //
 // Usage (Node >= 22, from the pinned tools):
 //   .tools/node_modules/node/bin/node tests/pyodide/run_adapters.mjs [--mode sdk|raw|sdk,raw]

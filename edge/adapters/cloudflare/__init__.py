@@ -1,0 +1,64 @@
+"""Cloudflare adapters: the ports over the KV, Vectorize and Workers AI bindings.
+
+Only `_js` (and `edge/entry.py`) import `js`/`pyodide`; the adapters here see plain Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.adapters.cloudflare._js import JsException, to_js, to_py
+from edge.adapters.cloudflare.kv import CloudflareKV
+from edge.adapters.cloudflare.vectorize import CloudflareVectorIndex, vectorize_id
+from edge.adapters.cloudflare.workers_ai import (
+    WORKERS_AI_EMBEDDING_DIMENSIONS,
+    WorkersAIEmbedder,
+    WorkersAIGenerator,
+)
+from edge.adapters.openai_compatible import OpenAICompatibleGenerator
+from edge.ports import Ports, TextGenerator
+from edge.settings import ENV_KEYS, Settings
+
+__all__ = [
+    "WORKERS_AI_EMBEDDING_DIMENSIONS",
+    "CloudflareKV",
+    "CloudflareVectorIndex",
+    "JsException",
+    "OpenAICompatibleGenerator",
+    "WorkersAIEmbedder",
+    "WorkersAIGenerator",
+    "build_cloudflare_ports",
+    "env_mapping",
+    "to_js",
+    "to_py",
+    "vectorize_id",
+]
+
+
+def env_mapping(env: Any) -> dict[str, str]:
+    """The settings' keys read off the Worker env (vars and secrets), as strings."""
+    found: dict[str, str] = {}
+    for key in ENV_KEYS:
+        value = to_py(getattr(env, key, None))
+        if value is not None:
+            found[key] = str(value)
+    return found
+
+
+def build_cloudflare_ports(env: Any, settings: Settings) -> Ports:
+    """Ports over the Worker's bindings; an OpenAI-compatible LLM if one is configured."""
+    generator: TextGenerator
+    if settings.llm_base_url:
+        generator = OpenAICompatibleGenerator(
+            settings.llm_base_url, settings.llm_model, api_key=settings.llm_api_key
+        )
+    else:
+        generator = WorkersAIGenerator(env.AI, model=settings.llm_model)
+    return Ports(
+        kv=CloudflareKV(env.KV),
+        vectors=CloudflareVectorIndex(env.VECTORIZE, dimensions=settings.embed_dimensions),
+        embedder=WorkersAIEmbedder(
+            env.AI, model=settings.embed_model, dimensions=settings.embed_dimensions
+        ),
+        generator=generator,
+    )
