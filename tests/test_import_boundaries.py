@@ -64,6 +64,7 @@ def test_shared_imports_only_the_standard_library_and_itself() -> None:
                 "collections",
                 "enum",
                 "json",
+                "secrets",
                 "hmac",
                 "hashlib",
                 "base64",

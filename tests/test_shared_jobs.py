@@ -1,0 +1,76 @@
+"""The job state machine: forward only, terminal is final, events are idempotent."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from shared.jobs import TERMINAL, JobStatus, apply_event, can_transition
+
+AT = "2026-11-27T12:00:00Z"
+ORDER = [JobStatus.SUBMITTING, JobStatus.QUEUED, JobStatus.RUNNING]
+
+
+def job(status: JobStatus, **fields: object) -> dict[str, object]:
+    return {"id": "job_1", "status": status.value, "progress": None, "result": None,
+            "error": None, "updated_at": "before", **fields}  # fmt: skip
+
+
+@pytest.mark.parametrize(("current", "new"), list(itertools.product(JobStatus, JobStatus)))
+def test_transitions_only_move_forward_and_terminal_is_final(
+    current: JobStatus, new: JobStatus
+) -> None:
+    expected = current not in TERMINAL and (
+        new in TERMINAL
+        or (current in ORDER and new in ORDER and ORDER.index(new) > ORDER.index(current))
+    )
+    assert can_transition(current, new) is expected
+
+
+def test_running_then_progress_then_success() -> None:
+    queued = job(JobStatus.QUEUED)
+    running = apply_event(queued, {"type": "running"}, AT)
+    assert running is not None and running["status"] == "running" and running["updated_at"] == AT
+    step = {"completed_tasks": 1, "total_tasks": 2, "current_task": "write"}
+    progressed = apply_event(running, {"type": "progress", "progress": step}, AT)
+    assert progressed is not None and progressed["progress"] == step
+    done = apply_event(progressed, {"type": "succeeded", "result": {"report": "ok"}}, AT)
+    assert done is not None
+    assert (done["status"], done["result"]) == ("succeeded", {"report": "ok"})
+    assert done["progress"]["completed_tasks"] == 2
+
+
+def test_repeated_and_stale_events_change_nothing() -> None:
+    running = job(JobStatus.RUNNING, progress={"completed_tasks": 2, "total_tasks": 3})
+    assert apply_event(running, {"type": "running"}, AT) is None
+    stale = {"type": "progress", "progress": {"completed_tasks": 1, "total_tasks": 3}}
+    assert apply_event(running, stale, AT) is None
+    same = {"type": "progress", "progress": {"completed_tasks": 2, "total_tasks": 3}}
+    assert apply_event(running, same, AT) is None
+
+
+@pytest.mark.parametrize("terminal", sorted(TERMINAL))
+@pytest.mark.parametrize("kind", ["running", "progress", "succeeded", "failed", "cancelled"])
+def test_terminal_jobs_ignore_every_event(terminal: JobStatus, kind: str) -> None:
+    event = {"type": kind, "progress": {"completed_tasks": 9, "total_tasks": 9}}
+    assert apply_event(job(terminal), event, AT) is None
+
+
+def test_progress_on_a_queued_job_means_it_runs() -> None:
+    event = {"type": "progress", "progress": {"completed_tasks": 0, "total_tasks": 2}}
+    updated = apply_event(job(JobStatus.QUEUED), event, AT)
+    assert updated is not None and updated["status"] == "running"
+
+
+def test_failure_keeps_the_error_and_a_submitting_job_can_be_cancelled() -> None:
+    error = {"kind": "Crashed", "message": "worker died"}
+    failed = apply_event(job(JobStatus.RUNNING), {"type": "failed", "error": error}, AT)
+    assert failed is not None and failed["error"] == error
+    cancelled = apply_event(job(JobStatus.SUBMITTING), {"type": "cancelled"}, AT)
+    assert cancelled is not None and cancelled["status"] == "cancelled"
+
+
+def test_unknown_event_types_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown event type 'exploded'"):
+        apply_event(job(JobStatus.RUNNING), {"type": "exploded"}, AT)
