@@ -6,10 +6,11 @@ from fastapi import FastAPI
 
 from edge.auth import ApiKeys
 from edge.guards import ApiKeyAuth, BodySizeLimit
+from edge.jobs.service import JobService
 from edge.ports import Ports
 from edge.problems import install_problem_handlers
 from edge.rag.knowledge import KnowledgeBase
-from edge.routes import answers, documents, health, search
+from edge.routes import answers, callbacks, documents, health, jobs, search
 from edge.settings import Settings, SettingsError
 from shared.limits import DEFAULT_LIMITS
 
@@ -26,7 +27,8 @@ def create_app(settings: Settings, ports: Ports) -> FastAPI:
     app.state.settings = settings
     app.state.ports = ports
     app.state.knowledge = KnowledgeBase(ports, settings)
-    for module in (health, documents, search, answers):
+    app.state.jobs = JobService(ports, settings)
+    for module in (health, documents, search, answers, jobs, callbacks):
         app.include_router(module.router)
     install_problem_handlers(app)
     # Added last so it runs first: authenticate, then bound the body.

@@ -153,3 +153,44 @@ class Ports:
     vectors: VectorIndex
     embedder: Embedder
     generator: TextGenerator
+    orchestrator: Orchestrator | None = None  # None: the jobs API answers 503
+    deliveries: DeliveryQueue | None = None
+
+
+# --- orchestrator (Prefect) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """A flow run's state as the orchestrator reports it (Prefect state types, upper case)."""
+
+    run_id: str
+    type: str  # SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CRASHED, CANCELLING, CANCELLED...
+    name: str = ""
+    message: str = ""
+
+
+class Orchestrator(Protocol):
+    """Where crews run. Submission is idempotent: the same key never makes a second run."""
+
+    async def submit(
+        self,
+        deployment: str,
+        *,
+        parameters: Mapping[str, object],
+        idempotency_key: str,
+        tags: Sequence[str] = (),
+    ) -> RunState: ...
+
+    async def read(self, run_id: str) -> RunState: ...
+
+    async def cancel(self, run_id: str) -> RunState: ...
+
+
+# --- delivery queue (client webhooks) ---------------------------------------------------------
+
+
+class DeliveryQueue(Protocol):
+    """Cloudflare Queues semantics: a JSON message, delivered later, at least once."""
+
+    async def send(self, message: Mapping[str, object], *, delay_seconds: int = 0) -> None: ...

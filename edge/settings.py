@@ -32,6 +32,13 @@ ENV_KEYS = (
     "EDGECREW_ANSWER_CACHE_TTL",
     "EDGECREW_MAX_ANSWER_TOKENS",
     "EDGECREW_MAX_CONTEXT_CHARS",
+    "EDGECREW_PREFECT_API_URL",
+    "EDGECREW_PREFECT_API_KEY",
+    "EDGECREW_EXECUTOR_SECRET",
+    "EDGECREW_SECRET_KEY",
+    "EDGECREW_ALLOW_LOOPBACK_WEBHOOKS",
+    "EDGECREW_JOB_TTL_DAYS",
+    "EDGECREW_STALE_AFTER_SECONDS",
 )
 
 
@@ -56,8 +63,19 @@ class Settings:
     answer_cache_ttl: int = 3600
     max_answer_tokens: int = 256
     max_context_chars: int = 6000
+    prefect_api_url: str | None = None
+    prefect_api_key: str | None = field(default=None, repr=False)
+    executor_secret: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    allow_loopback_webhooks: bool = False
+    job_ttl_days: int = 30
+    stale_after_seconds: int = 60
 
     def __post_init__(self) -> None:
+        if self.executor_secret and not self.executor_secret.startswith("whsec_"):
+            raise SettingsError("EDGECREW_EXECUTOR_SECRET must be a whsec_ secret (value hidden)")
+        if self.secret_key is not None and len(self.secret_key) < 32:
+            raise SettingsError("EDGECREW_SECRET_KEY must be at least 32 characters (value hidden)")
         if not 100 <= self.chunk_size <= 4000:
             raise SettingsError(f"EDGECREW_CHUNK_SIZE must be 100..4000, got {self.chunk_size}")
         if not 0 <= self.chunk_overlap < self.chunk_size // 2:
@@ -93,6 +111,15 @@ class Settings:
             ),
             max_context_chars=reader.integer(
                 "EDGECREW_MAX_CONTEXT_CHARS", defaults.max_context_chars
+            ),
+            prefect_api_url=reader.text("EDGECREW_PREFECT_API_URL", "") or None,
+            prefect_api_key=reader.text("EDGECREW_PREFECT_API_KEY", "") or None,
+            executor_secret=reader.text("EDGECREW_EXECUTOR_SECRET", "") or None,
+            secret_key=reader.text("EDGECREW_SECRET_KEY", "") or None,
+            allow_loopback_webhooks=reader.boolean("EDGECREW_ALLOW_LOOPBACK_WEBHOOKS", False),
+            job_ttl_days=reader.integer("EDGECREW_JOB_TTL_DAYS", defaults.job_ttl_days),
+            stale_after_seconds=reader.integer(
+                "EDGECREW_STALE_AFTER_SECONDS", defaults.stale_after_seconds
             ),
         )
 
@@ -134,6 +161,14 @@ class _Reader:
 
     def number(self, key: str, default: float) -> float:
         return self._parsed(key, default, float, "a number")
+
+    def boolean(self, key: str, default: bool) -> bool:
+        raw = self.text(key, "").lower()
+        if raw == "":
+            return default
+        if raw not in {"true", "false", "1", "0", "yes", "no"}:
+            raise SettingsError(f"{key} must be true or false, got {raw!r}")
+        return raw in {"true", "1", "yes"}
 
     def _parsed(self, key: str, default: _T, kind: Callable[[str], _T], noun: str) -> _T:
         raw = self.text(key, "")

@@ -37,8 +37,10 @@ _RANK = {
     JobStatus.CANCELLED: 3,
 }
 
-#: Executor event types and the status each one leads to.
+#: Event types and the status each one leads to. The executor sends all but `queued`,
+#: which the edge applies itself once the orchestrator has taken the job.
 EVENT_STATUS = {
+    "queued": JobStatus.QUEUED,
     "running": JobStatus.RUNNING,
     "progress": JobStatus.RUNNING,
     "succeeded": JobStatus.SUCCEEDED,

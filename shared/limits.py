@@ -18,6 +18,10 @@ class Limits:
     max_metadata_value_chars: int = 256
     max_question_chars: int = 2_000
     max_top_k: int = 20
+    max_job_inputs_bytes: int = 65_536
+    max_job_metadata_bytes: int = 4_096
+    max_idempotency_key_chars: int = 255
+    max_webhook_url_chars: int = 2_048
 
 
 DEFAULT_LIMITS = Limits()

@@ -66,3 +66,12 @@ def _key(secret: str) -> bytes:
         return base64.b64decode(raw, validate=True)
     except ValueError:
         raise SignatureError("the secret is not base64 after its whsec_ prefix") from None
+
+
+def derived_secret(master_key: str, purpose: str) -> str:
+    """A stable `whsec_` secret for one purpose (e.g. one tenant's webhooks) from a master key.
+
+    Derived rather than stored: no KV write, no race between two edges creating it at once.
+    """
+    digest = hmac.new(master_key.encode(), purpose.encode(), hashlib.sha256).digest()
+    return SECRET_PREFIX + base64.b64encode(digest).decode()

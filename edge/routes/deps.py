@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 
+from edge.jobs.service import JobService
 from edge.problems import Problem
 from edge.rag.knowledge import KnowledgeBase
 
@@ -26,6 +27,11 @@ def knowledge_base(request: Request) -> KnowledgeBase:
     return kb
 
 
+def job_service(request: Request) -> JobService:
+    service: JobService = request.app.state.jobs
+    return service
+
+
 def json_body(request: Request) -> None:
     """Refuse bodies that are not JSON before FastAPI tries to read them as such."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -35,4 +41,5 @@ def json_body(request: Request) -> None:
 
 Tenant = Annotated[str, Depends(current_tenant)]
 Knowledge = Annotated[KnowledgeBase, Depends(knowledge_base)]
+JobsDep = Annotated[JobService, Depends(job_service)]
 JsonBody = Depends(json_body)

@@ -1,0 +1,120 @@
+"""The Orchestrator port over Prefect's REST API (self-hosted server or Prefect Cloud).
+
+Plain httpx, never the `prefect` package: the Worker cannot import it, and the edge needs
+four calls. Timeouts and 5xx are retried with backoff, always with the same idempotency
+key, so a retry can never create a second flow run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from edge.ports import DependencyUnavailable, RunState
+
+#: Prefect states from which a run has not started yet: cancel them outright.
+_NOT_STARTED = {"SCHEDULED", "PENDING", "PAUSED"}
+
+
+class PrefectOrchestrator:
+    """`api_url` is `http://host:4200/api`, or for Cloud
+    `https://api.prefect.cloud/api/accounts/<account>/workspaces/<workspace>` with a key."""
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 5.0,
+        attempts: int = 3,
+        backoff: float = 0.2,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = client or httpx.AsyncClient(
+            base_url=api_url.rstrip("/") + "/", timeout=timeout, headers=headers
+        )
+        self._attempts = attempts
+        self._backoff = backoff
+        self._deployment_ids: dict[str, str] = {}
+
+    async def submit(
+        self,
+        deployment: str,
+        *,
+        parameters: Mapping[str, object],
+        idempotency_key: str,
+        tags: Sequence[str] = (),
+    ) -> RunState:
+        deployment_id = await self._deployment_id(deployment)
+        body = {
+            "parameters": dict(parameters),
+            "idempotency_key": idempotency_key,
+            "tags": list(tags),
+        }
+        run = await self._request("POST", f"deployments/{deployment_id}/create_flow_run", body)
+        return _state(run)
+
+    async def read(self, run_id: str) -> RunState:
+        return _state(await self._request("GET", f"flow_runs/{run_id}"))
+
+    async def cancel(self, run_id: str) -> RunState:
+        current = await self.read(run_id)
+        if current.type in _NOT_STARTED:
+            state = {"type": "CANCELLED", "name": "Cancelled", "message": "Cancelled by the API"}
+        else:  # the worker stops the process and reports CANCELLED
+            state = {"type": "CANCELLING", "name": "Cancelling", "message": "Cancelled by the API"}
+        await self._request(
+            "POST", f"flow_runs/{run_id}/set_state", {"state": state, "force": True}
+        )
+        return await self.read(run_id)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _deployment_id(self, deployment: str) -> str:
+        if deployment not in self._deployment_ids:
+            found = await self._request("GET", f"deployments/name/{deployment}")
+            self._deployment_ids[deployment] = str(found["id"])
+        return self._deployment_ids[deployment]
+
+    async def _request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        reason = ""
+        for attempt in range(self._attempts):
+            if attempt:
+                # Full jitter: many edges retrying at once should not retry in step.
+                await asyncio.sleep(random.uniform(0, self._backoff * 2**attempt))  # noqa: S311
+            try:
+                response = await self._client.request(method, path, json=body)
+            except httpx.TransportError as exc:  # timeouts, refused connections
+                reason = type(exc).__name__
+                continue
+            if response.status_code >= 500 or response.status_code == 429:
+                reason = f"HTTP {response.status_code}"
+                continue
+            if response.status_code >= 400:
+                # Our request or configuration (unknown deployment, bad key): not retryable.
+                raise DependencyUnavailable(
+                    "Prefect", f"{method} {path}: HTTP {response.status_code} {response.text[:200]}"
+                )
+            try:
+                result: dict[str, Any] = response.json()
+            except ValueError:  # seen from a loaded SQLite server: retry, same key
+                reason = "a response that is not JSON"
+                continue
+            return result
+        raise DependencyUnavailable("Prefect", f"{method} {path} failed: {reason}", 5)
+
+
+def _state(run: Mapping[str, Any]) -> RunState:
+    state = run.get("state") or {}
+    return RunState(
+        run_id=str(run["id"]),
+        type=str(state.get("type") or run.get("state_type") or "UNKNOWN"),
+        name=str(state.get("name") or ""),
+        message=str(state.get("message") or ""),
+    )

@@ -1,0 +1,238 @@
+"""The jobs core: submit, read, list, cancel, apply executor events, reconcile.
+
+Prefect is the source of truth for execution; the KV record is the edge's view of it,
+kept monotonic by `shared.jobs.apply_event`. A `202` is a promise: the record is written
+before anything else happens, and a job Prefect did not take yet stays `submitting` until
+the reconciler submits it with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
+from edge.jobs.store import JobStore, index_key
+from edge.ports import DependencyUnavailable, Orchestrator, Ports, RunState
+from edge.settings import Settings
+from shared.crews import CREWS
+from shared.jobs import DEFAULT_WEBHOOK_EVENTS, EVENT_STATUS, JobStatus, apply_event
+
+log = logging.getLogger("edgecrew.jobs")
+
+#: How long a run may sit COMPLETED in Prefect without its result reaching the edge.
+RESULT_GRACE_SECONDS = 600
+PUBLIC_FIELDS = (
+    "id", "crew", "status", "inputs", "metadata", "created_at", "updated_at",
+    "progress", "result", "error", "deliveries",
+)  # fmt: skip
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+class JobService:
+    def __init__(
+        self, ports: Ports, settings: Settings, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._ports = ports
+        self._settings = settings
+        self._clock = clock
+        self.store = JobStore(ports.kv, ttl_seconds=settings.job_ttl_days * 86400)
+
+    @property
+    def orchestrator(self) -> Orchestrator:
+        if self._ports.orchestrator is None:
+            raise DependencyUnavailable("orchestrator", "EDGECREW_PREFECT_API_URL is not set", 60)
+        return self._ports.orchestrator
+
+    async def submit(
+        self, tenant: str, request: Mapping[str, Any], idempotency_key: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Record the job, hand it to the orchestrator; (job, created). Raises on a key reuse."""
+        digest = fingerprint(request)
+        job_id = job_id_for_key(tenant, idempotency_key) if idempotency_key else new_job_id()
+        if idempotency_key and (existing := await self.store.get(tenant, job_id)):
+            if existing["fingerprint"] != digest:
+                raise IdempotencyConflict(job_id)
+            return existing, False
+        now = self._clock()
+        job = {
+            "id": job_id,
+            "tenant": tenant,
+            "crew": request["crew"],
+            "status": JobStatus.SUBMITTING.value,
+            "inputs": request["inputs"],
+            "metadata": request.get("metadata") or {},
+            "webhook": _webhook(request.get("webhook")),
+            "created_at": _iso(now),
+            "updated_at": _iso(now),
+            "progress": None,
+            "result": None,
+            "error": None,
+            "deliveries": [],
+            "fingerprint": digest,
+            "flow_run_id": None,
+            "index_key": index_key(tenant, int(now * 1000), job_id),
+            "heard_at": now,
+        }
+        await self.store.save(job, previous=None)  # the promise: recorded before anything else
+        return await self._hand_over(job), True
+
+    async def get(self, tenant: str, job_id: str) -> dict[str, Any] | None:
+        """The job, refreshed from the orchestrator when the executor has been quiet."""
+        job = await self.store.get(tenant, job_id)
+        if job is None or JobStatus(job["status"]).terminal:
+            return job
+        if self._clock() - float(job.get("heard_at", 0)) >= self._settings.stale_after_seconds:
+            job = await self.refresh(job)
+        return job
+
+    async def cancel(self, tenant: str, job_id: str) -> dict[str, Any] | None:
+        """Ask for cancellation; the job becomes `cancelled` once the orchestrator confirms."""
+        job = await self.store.get(tenant, job_id)
+        if job is None or JobStatus(job["status"]).terminal:
+            return job
+        if job["flow_run_id"] is None:  # never reached Prefect: nothing to stop
+            return await self._apply(job, {"type": "cancelled"})
+        state = await self.orchestrator.cancel(job["flow_run_id"])
+        return await self._apply_run_state(job, state)
+
+    async def apply_event(
+        self, tenant: str, job_id: str, event: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Apply an executor callback; None when the job does not exist."""
+        job = await self.store.get(tenant, job_id)
+        if job is None:
+            return None
+        job["heard_at"] = self._clock()
+        return await self._apply(job, event)
+
+    async def refresh(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Bring a non-terminal job up to date with the orchestrator (submitting it if needed)."""
+        try:
+            if job["flow_run_id"] is None:
+                return await self._hand_over(job)
+            state = await self.orchestrator.read(job["flow_run_id"])
+        except DependencyUnavailable as exc:
+            log.warning("could not refresh %s: %s", job["id"], exc)
+            return job
+        return await self._apply_run_state(job, state)
+
+    async def reconcile(self, *, batch: int = 100) -> dict[str, int]:
+        """One pass over every non-terminal job; returns counts for logs and tests."""
+        counts = {"checked": 0, "changed": 0}
+        cursor: str | None = None
+        while True:
+            pairs, cursor = await self.store.active(limit=batch, cursor=cursor)
+            for tenant, job_id in pairs:
+                job = await self.store.get(tenant, job_id)
+                if job is None or JobStatus(job["status"]).terminal:
+                    continue
+                quiet = self._clock() - float(job.get("heard_at", 0))
+                if job["flow_run_id"] is not None and quiet < self._settings.stale_after_seconds:
+                    continue
+                counts["checked"] += 1
+                refreshed = await self.refresh(job)
+                counts["changed"] += refreshed["status"] != job["status"]
+            if cursor is None:
+                return counts
+
+    # --- internals ---------------------------------------------------------------------------
+
+    async def _hand_over(self, job: dict[str, Any]) -> dict[str, Any]:
+        spec = CREWS[job["crew"]]
+        try:
+            state = await self.orchestrator.submit(
+                spec.deployment,
+                parameters={
+                    "job_id": job["id"],
+                    "tenant": job["tenant"],
+                    "crew": job["crew"],
+                    "inputs": job["inputs"],
+                },
+                idempotency_key=job["id"],
+                tags=[f"tenant:{job['tenant']}", f"crew:{job['crew']}"],
+            )
+        except DependencyUnavailable as exc:
+            # Accepted all the same: the reconciler submits it later with the same key.
+            log.warning("job %s stays submitting: %s", job["id"], exc)
+            return job
+        taken = {**job, "flow_run_id": state.run_id, "heard_at": self._clock()}
+        queued = apply_event(taken, {"type": "queued"}, _iso(self._clock())) or taken
+        await self.store.save(queued, previous=job)
+        return await self._apply_run_state(queued, state)
+
+    async def _apply_run_state(self, job: dict[str, Any], state: RunState) -> dict[str, Any]:
+        event = _event_for_run_state(job, state, self._clock())
+        return job if event is None else await self._apply(job, event)
+
+    async def _apply(self, job: dict[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
+        updated = apply_event(job, event, _iso(self._clock()))
+        if updated is None:
+            return job
+        await self.store.save(updated, previous=job)
+        await self._notify(updated, event["type"])
+        return updated
+
+    async def _notify(self, job: dict[str, Any], event_type: str) -> None:
+        webhook = job.get("webhook")
+        name = (
+            f"job.{EVENT_STATUS[event_type].value}" if event_type != "progress" else "job.progress"
+        )
+        if not webhook or name not in webhook["events"]:
+            return
+        if self._ports.deliveries is None:
+            log.warning("no delivery queue configured; %s for %s not sent", name, job["id"])
+            return
+        await self._ports.deliveries.send(
+            {
+                "tenant": job["tenant"],
+                "job_id": job["id"],
+                "event": name,
+                "message_id": f"msg_{job['id']}_{name}_{job['updated_at']}",
+                "attempt": 1,
+                "first_attempt_at": self._clock(),
+                "payload": {"type": name, "timestamp": job["updated_at"], "data": public(job)},
+            }
+        )
+
+
+def public(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The job as the API shows it: no tenant, fingerprint or orchestrator internals."""
+    view = {field: job.get(field) for field in PUBLIC_FIELDS}
+    view["urls"] = {"self": f"/v1/jobs/{job['id']}", "cancel": f"/v1/jobs/{job['id']}/cancel"}
+    return view
+
+
+def _event_for_run_state(
+    job: Mapping[str, Any], state: RunState, now: float
+) -> dict[str, Any] | None:
+    """The job event a Prefect run state implies, if any."""
+    kind = state.type.upper()
+    if kind in {"FAILED", "CRASHED"}:
+        message = state.message or f"the flow run ended {state.name or kind}"
+        return {"type": "failed", "error": {"kind": state.name or kind.title(), "message": message}}
+    if kind == "CANCELLED":
+        return {"type": "cancelled"}
+    if kind == "RUNNING":
+        return {"type": "running"}
+    if kind == "COMPLETED" and now - float(job.get("heard_at", 0)) > RESULT_GRACE_SECONDS:
+        error = {"kind": "ResultLost", "message": "the run completed but its result never arrived"}
+        return {"type": "failed", "error": error}
+    return None
+
+
+def _webhook(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    return {"url": raw["url"], "events": list(raw.get("events") or DEFAULT_WEBHOOK_EVENTS)}
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,73 @@
+"""Job records in the key-value store, per tenant, with an index for listing.
+
+Keys (tenants match [A-Za-z0-9_-], so prefixes never collide):
+- `job:{tenant}:{id}` the record (JSON), kept `ttl_seconds`;
+- `jobs:{tenant}:{newest-first sort key}` an index entry whose KV metadata is the
+  summary (id, crew, status, created_at), so a listing reads no records;
+- `active:{tenant}:{id}` present while the job is not terminal: the reconciler's worklist.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from edge.ports import KeyValueStore
+from shared.jobs import JobStatus
+
+_MAX_MS = 10**13 - 1  # newest first: KV lists keys in ascending order
+
+
+class JobStore:
+    def __init__(self, kv: KeyValueStore, *, ttl_seconds: int) -> None:
+        self._kv = kv
+        self._ttl = ttl_seconds
+
+    async def get(self, tenant: str, job_id: str) -> dict[str, Any] | None:
+        raw = await self._kv.get(f"job:{tenant}:{job_id}")
+        return None if raw is None else dict(json.loads(raw))
+
+    async def save(self, job: dict[str, Any], *, previous: dict[str, Any] | None) -> None:
+        """Write the record; keep the index and the active list in step with its status."""
+        tenant, job_id = job["tenant"], job["id"]
+        await self._kv.put(f"job:{tenant}:{job_id}", json.dumps(job), ttl_seconds=self._ttl)
+        if previous is not None and previous["status"] == job["status"]:
+            return
+        await self._kv.put(
+            job["index_key"],
+            "",
+            ttl_seconds=self._ttl,
+            metadata={
+                "id": job_id,
+                "crew": job["crew"],
+                "status": job["status"],
+                "created_at": job["created_at"],
+            },
+        )
+        active_key = f"active:{tenant}:{job_id}"
+        if JobStatus(job["status"]).terminal:
+            await self._kv.delete(active_key)
+        else:
+            await self._kv.put(active_key, "", metadata={"status": job["status"]})
+
+    async def list_jobs(
+        self, tenant: str, *, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first. With a status filter a page can hold fewer than `limit` jobs."""
+        page = await self._kv.list(prefix=f"jobs:{tenant}:", limit=limit, cursor=cursor)
+        summaries = [dict(key.metadata or {}) for key in page.keys]
+        if status is not None:
+            summaries = [s for s in summaries if s.get("status") == status]
+        return summaries, page.cursor
+
+    async def active(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[tuple[str, str]], str | None]:
+        """(tenant, job id) of non-terminal jobs, across tenants, for the reconciler."""
+        page = await self._kv.list(prefix="active:", limit=limit, cursor=cursor)
+        pairs = [tuple(key.name.split(":", 2)[1:]) for key in page.keys]
+        return [(tenant, job_id) for tenant, job_id in pairs], page.cursor
+
+
+def index_key(tenant: str, created_ms: int, job_id: str) -> str:
+    return f"jobs:{tenant}:{_MAX_MS - created_ms:013d}:{job_id}"

@@ -1,0 +1,87 @@
+"""Which webhook URLs edgecrew will post to: public https endpoints only.
+
+Checked when a job is created and again before every delivery, so a job cannot be used
+to reach private networks, loopback, link-local or cloud metadata addresses, whatever the
+spelling of the address (decimal, octal, hex, short forms, IPv4-mapped IPv6).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from urllib.parse import urlsplit
+
+MAX_URL_LENGTH = 2048
+_BLOCKED_NAMES = re.compile(r"(^|\.)(localhost|local|internal|localdomain|home\.arpa)$")
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class UnsafeWebhookUrl(ValueError):
+    """The URL is not one edgecrew may call; the message says why."""
+
+
+def check_webhook_url(url: str, *, allow_loopback_http: bool = False) -> None:
+    """Raise UnsafeWebhookUrl unless `url` is an https URL of a public host.
+
+    `allow_loopback_http` (local mode only) also admits http and https to loopback.
+    """
+    if len(url) > MAX_URL_LENGTH:
+        raise UnsafeWebhookUrl(f"longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeWebhookUrl(f"not a valid URL: {exc}") from None
+    host = (parts.hostname or "").rstrip(".").lower()
+    if parts.scheme not in {"https", "http"} or not host:
+        raise UnsafeWebhookUrl("must be an absolute https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeWebhookUrl("must not carry credentials; sign requests with the secret")
+    if port == 0:
+        raise UnsafeWebhookUrl("port 0 is not a port")
+    address = literal_address(host)
+    loopback = address is not None and address.is_loopback
+    if parts.scheme == "http" and not (allow_loopback_http and loopback):
+        raise UnsafeWebhookUrl("must use https (plain http only to loopback in local mode)")
+    if address is None:
+        if _BLOCKED_NAMES.search(host):
+            raise UnsafeWebhookUrl(f"{host!r} names a local or internal host")
+        return
+    check_address(address, allow_loopback=allow_loopback_http)
+
+
+def check_address(address: IpAddress, *, allow_loopback: bool = False) -> None:
+    """Raise unless the address is globally routable (or loopback, when allowed)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback and allow_loopback:
+        return
+    if not address.is_global or address.is_multicast:
+        raise UnsafeWebhookUrl(f"{address} is not a public address")
+
+
+def check_resolved_host(host: str, port: int, *, allow_loopback: bool = False) -> None:
+    """Resolve `host` and check every address it has (CPython only: DNS-rebinding guard)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UnsafeWebhookUrl(f"{host!r} does not resolve: {exc}") from None
+    for info in infos:
+        check_address(ipaddress.ip_address(info[4][0]), allow_loopback=allow_loopback)
+
+
+def literal_address(host: str) -> IpAddress | None:
+    """The IP a host names literally, in any spelling inet_aton accepts; None for names."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    if not _NUMERIC_HOST.match(host):
+        return None
+    try:  # 127.1, 2130706433, 0x7f.0.0.1, 0177.0.0.1 ... all mean an IPv4 address
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        raise UnsafeWebhookUrl(f"{host!r} is a malformed IP address") from None

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from edge.jobs.schemas import (
+    CrewList,
+    Job,
+    JobAccepted,
+    JobList,
+    JobRequest,
+    WebhookSecret,
+)
+from edge.jobs.service import IdempotencyConflict, public
+from edge.jobs.webhook_urls import UnsafeWebhookUrl, check_webhook_url
+from edge.problems import Problem
+from edge.routes.deps import JobsDep, JsonBody, Tenant
+from shared.crews import CREWS, input_errors
+from shared.jobs import JobStatus
+from shared.limits import DEFAULT_LIMITS
+from shared.signing import derived_secret
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+JobId = Annotated[str, Path(pattern=r"^job_[0-9a-z]{26}$")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=DEFAULT_LIMITS.max_idempotency_key_chars,
+        pattern=r"^[\x21-\x7e]+$",
+    ),
+]
+
+
+@router.get("/crews", response_model=CrewList)
+async def list_crews() -> CrewList:
+    """The crews this edge can run, with their input schemas and work pools."""
+    return CrewList.model_validate({"crews": [spec.public() for spec in CREWS.values()]})
+
+
+@router.post("/jobs", status_code=202, response_model=JobAccepted, dependencies=[JsonBody])
+async def submit_job(
+    body: JobRequest, request: Request, tenant: Tenant, jobs: JobsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:  # fmt: skip
+    """Accept a crew job: 202 at once, then poll, stream or wait for the webhook."""
+    if errors := input_errors(CREWS[body.crew].inputs, body.inputs):
+        raise Problem(422, "The inputs do not match the crew's schema", extra={"errors": errors})
+    if body.webhook is not None:
+        try:
+            check_webhook_url(
+                body.webhook.url,
+                allow_loopback_http=request.app.state.settings.allow_loopback_webhooks,
+            )
+        except UnsafeWebhookUrl as exc:
+            errors = [{"loc": ["body", "webhook", "url"], "msg": str(exc)}]
+            raise Problem(422, f"Unusable webhook URL: {exc}", extra={"errors": errors}) from exc
+    try:
+        job, _ = await jobs.submit(tenant, body.model_dump(mode="json"), idempotency_key)
+    except IdempotencyConflict:
+        raise Problem(
+            422, "This Idempotency-Key was already used with a different request body"
+        ) from None
+    accepted = {k: job[k] for k in ("id", "status", "crew", "created_at")}
+    accepted["urls"] = public(job)["urls"]
+    return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+
+
+@router.get("/jobs", response_model=JobList)
+async def list_jobs(
+    tenant: Tenant,
+    jobs: JobsDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> JobList:
+    """The tenant's jobs, newest first; a status filter can make a page shorter than `limit`."""
+    status_value = None if status is None else status.value
+    summaries, next_cursor = await jobs.store.list_jobs(
+        tenant, status=status_value, limit=limit, cursor=cursor
+    )
+    return JobList.model_validate({"jobs": summaries, "cursor": next_cursor})
+
+
+@router.get("/jobs/{job_id}", response_model=Job)
+async def get_job(job_id: JobId, tenant: Tenant, jobs: JobsDep) -> Job:
+    """The job now: status, progress, result or error, webhook deliveries."""
+    job = await jobs.get(tenant, job_id)
+    if job is None:
+        raise Problem(404, f"No job {job_id!r}")
+    return Job.model_validate(public(job))
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=Job)
+async def cancel_job(job_id: JobId, tenant: Tenant, jobs: JobsDep) -> JSONResponse:
+    """Ask to cancel; the job becomes `cancelled` once the orchestrator confirms."""
+    job = await jobs.cancel(tenant, job_id)
+    if job is None:
+        raise Problem(404, f"No job {job_id!r}")
+    return JSONResponse(public(job), status_code=202)
+
+
+@router.get("/webhooks/secret", response_model=WebhookSecret)
+async def webhook_secret(request: Request, tenant: Tenant) -> WebhookSecret:
+    """The `whsec_` secret that signs this tenant's webhooks (Standard Webhooks)."""
+    master = request.app.state.settings.secret_key
+    if not master:
+        raise Problem(503, "EDGECREW_SECRET_KEY is not configured", headers={"Retry-After": "60"})
+    return WebhookSecret(secret=derived_secret(master, f"webhooks:{tenant}"))

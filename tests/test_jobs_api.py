@@ -1,0 +1,347 @@
+"""The jobs API with respx standing in for Prefect's REST API."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from fastapi import FastAPI
+
+from edge.adapters.prefect import PrefectOrchestrator
+from edge.app import create_app
+from edge.local.numpy_index import NumpyVectorIndex
+from edge.local.sqlite_kv import SqliteKV
+from edge.ports import Ports
+from edge.settings import Settings
+from shared.signing import new_secret, signed_headers
+from tests.conftest import AUTH_A, AUTH_B, KEY_A, KEY_B
+from tests.doubles.models import RecordingEmbedder, RecordingGenerator
+from tests.doubles.queues import RecordingQueue
+
+PREFECT = "http://prefect.test/api"
+DEPLOYMENT_GPU = "11111111-1111-1111-1111-111111111111"
+EXECUTOR_SECRET = new_secret()
+JOB = {"crew": "research", "inputs": {"topic": "edge AI"}}
+
+
+class FakePrefect:
+    """respx routes that behave like Prefect: one run per idempotency key."""
+
+    def __init__(self, router: respx.MockRouter) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.by_key: dict[str, str] = {}
+        self.create_calls = 0
+        self.fail_next: list[httpx.Response | Exception] = []
+        router.get(f"{PREFECT}/deployments/name/run-crew-job/gpu").respond(
+            json={"id": DEPLOYMENT_GPU, "name": "gpu"}
+        )
+        router.get(f"{PREFECT}/deployments/name/run-crew-job/cpu").respond(
+            json={"id": "22222222-2222-2222-2222-222222222222", "name": "cpu"}
+        )
+        router.post(url__regex=rf"{PREFECT}/deployments/[^/]+/create_flow_run").mock(
+            side_effect=self.create
+        )
+        router.get(url__regex=rf"{PREFECT}/flow_runs/[^/]+$").mock(side_effect=self.read)
+        router.post(url__regex=rf"{PREFECT}/flow_runs/[^/]+/set_state").mock(
+            side_effect=self.set_state
+        )
+
+    def create(self, request: httpx.Request) -> httpx.Response:
+        self.create_calls += 1
+        if self.fail_next:
+            failure = self.fail_next.pop(0)
+            if isinstance(failure, Exception):
+                raise failure
+            return failure
+        body = json.loads(request.content)
+        key = body["idempotency_key"]
+        if key in self.by_key:
+            return httpx.Response(200, json=self.runs[self.by_key[key]])
+        run_id = f"run-{len(self.runs) + 1}"
+        self.runs[run_id] = {"id": run_id, "parameters": body["parameters"], "tags": body["tags"],
+                             "state": {"type": "SCHEDULED", "name": "Scheduled"}}  # fmt: skip
+        self.by_key[key] = run_id
+        return httpx.Response(201, json=self.runs[run_id])
+
+    def read(self, request: httpx.Request) -> httpx.Response:
+        run_id = request.url.path.rsplit("/", 1)[1]
+        return httpx.Response(200, json=self.runs[run_id])
+
+    def set_state(self, request: httpx.Request) -> httpx.Response:
+        run_id = request.url.path.split("/")[-2]
+        state = json.loads(request.content)["state"]
+        self.runs[run_id]["state"] = {"type": state["type"], "name": state["name"]}
+        return httpx.Response(201, json={"status": "ACCEPT"})
+
+    def set(self, run_id: str, state_type: str, name: str = "", message: str = "") -> None:
+        self.runs[run_id]["state"] = {"type": state_type, "name": name or state_type.title(),
+                                      "message": message}  # fmt: skip
+
+
+@pytest.fixture
+def prefect() -> Iterator[FakePrefect]:
+    with respx.mock(assert_all_called=False) as router:
+        yield FakePrefect(router)
+
+
+@pytest.fixture
+def queue() -> RecordingQueue:
+    return RecordingQueue()
+
+
+@pytest.fixture
+def jobs_app(tmp_path: Path, prefect: FakePrefect, queue: RecordingQueue) -> FastAPI:
+    settings = Settings(
+        api_keys={KEY_A: "tenant_a", KEY_B: "tenant_b"},
+        embed_model="fake-bow",
+        prefect_api_url=PREFECT,
+        executor_secret=EXECUTOR_SECRET,
+        secret_key="k" * 40,
+        stale_after_seconds=3600,
+    )
+    ports = Ports(
+        kv=SqliteKV(tmp_path / "kv.sqlite3"),
+        vectors=NumpyVectorIndex(tmp_path / "v.sqlite3", dimensions=384),
+        embedder=RecordingEmbedder(),
+        generator=RecordingGenerator(),
+        orchestrator=PrefectOrchestrator(PREFECT, backoff=0.001),
+        deliveries=queue,
+    )
+    return create_app(settings, ports)
+
+
+@pytest.fixture
+async def api(jobs_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=jobs_app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
+        yield client
+
+
+async def post_event(
+    api: httpx.AsyncClient,
+    job_id: str,
+    event: dict[str, Any],
+    message_id: str = "evt-1",
+    secret: str = EXECUTOR_SECRET,
+) -> httpx.Response:
+    body = json.dumps({"tenant": "tenant_a", **event}).encode()
+    headers = signed_headers(secret, message_id, int(time.time()), body)
+    headers["Content-Type"] = "application/json"
+    return await api.post(f"/v1/internal/jobs/{job_id}/events", content=body, headers=headers)
+
+
+async def test_crews_are_listed_from_the_manifest(api: httpx.AsyncClient) -> None:
+    crews = (await api.get("/v1/crews", headers=AUTH_A)).json()["crews"]
+    assert {c["name"]: c["pool"] for c in crews} == {"research": "gpu", "summarize": "cpu"}
+    assert crews[0]["inputs"]["required"] == ["topic"]
+
+
+async def test_submit_answers_202_and_reaches_prefect_once(
+    api: httpx.AsyncClient, prefect: FakePrefect
+) -> None:
+    response = await api.post("/v1/jobs", json=JOB, headers=AUTH_A)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "queued" and body["id"].startswith("job_")
+    assert response.headers["location"] == f"/v1/jobs/{body['id']}"
+    (run,) = prefect.runs.values()
+    assert run["parameters"] == {"job_id": body["id"], "tenant": "tenant_a", "crew": "research",
+                                 "inputs": {"topic": "edge AI"}}  # fmt: skip
+    assert "tenant:tenant_a" in run["tags"]
+    job = (await api.get(body["urls"]["self"], headers=AUTH_A)).json()
+    assert (job["status"], job["inputs"], job["result"]) == ("queued", JOB["inputs"], None)
+    assert "tenant" not in job and "fingerprint" not in job
+
+
+async def test_idempotency_key_same_body_same_job_different_body_422(
+    api: httpx.AsyncClient, prefect: FakePrefect
+) -> None:
+    headers = {**AUTH_A, "Idempotency-Key": "order-42"}
+    first = (await api.post("/v1/jobs", json=JOB, headers=headers)).json()
+    again = await api.post("/v1/jobs", json=dict(reversed(JOB.items())), headers=headers)
+    assert again.status_code == 202 and again.json()["id"] == first["id"]
+    assert prefect.create_calls == 1 and len(prefect.runs) == 1
+    changed = await api.post(
+        "/v1/jobs", json={**JOB, "inputs": {"topic": "other"}}, headers=headers
+    )
+    assert changed.status_code == 422
+    other_tenant = (await api.post("/v1/jobs", json=JOB,
+                                   headers={**AUTH_B, "Idempotency-Key": "order-42"})).json()  # fmt: skip
+    assert other_tenant["id"] != first["id"], "keys are scoped per tenant"
+
+
+async def test_prefect_5xx_is_retried_with_the_same_key(
+    api: httpx.AsyncClient, prefect: FakePrefect
+) -> None:
+    prefect.fail_next = [httpx.Response(503), httpx.ReadTimeout("slow")]
+    response = await api.post("/v1/jobs", json=JOB, headers={**AUTH_A, "Idempotency-Key": "k1"})
+    assert response.json()["status"] == "queued"
+    assert prefect.create_calls == 3 and len(prefect.runs) == 1
+
+
+async def test_prefect_down_still_accepts_and_the_reconciler_submits_later(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    prefect.fail_next = [httpx.ConnectError("down")] * 3
+    accepted = await api.post("/v1/jobs", json=JOB, headers=AUTH_A)
+    assert accepted.status_code == 202 and accepted.json()["status"] == "submitting"
+    assert prefect.runs == {}
+    counts = await jobs_app.state.jobs.reconcile()
+    assert counts == {"checked": 1, "changed": 1}
+    job = (await api.get(f"/v1/jobs/{accepted.json()['id']}", headers=AUTH_A)).json()
+    assert job["status"] == "queued" and len(prefect.runs) == 1
+
+
+async def test_callbacks_move_the_job_and_fire_webhooks(
+    api: httpx.AsyncClient, queue: RecordingQueue
+) -> None:
+    hooked = {**JOB, "webhook": {"url": "https://app.example.com/hooks",
+                                 "events": ["job.running", "job.succeeded"]}}  # fmt: skip
+    job_id = (await api.post("/v1/jobs", json=hooked, headers=AUTH_A)).json()["id"]
+    assert (await post_event(api, job_id, {"type": "running"}, "e1")).json()["status"] == "running"
+    progress = {"completed_tasks": 1, "total_tasks": 2, "current_task": "write"}
+    await post_event(api, job_id, {"type": "progress", "progress": progress}, "e2")
+    done = await post_event(api, job_id, {"type": "succeeded", "result": {"report": "r"}}, "e3")
+    assert done.json()["status"] == "succeeded"
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert job["result"] == {"report": "r"} and job["progress"]["completed_tasks"] == 2
+    events = [message["event"] for message, _ in queue.sent]
+    assert events == ["job.running", "job.succeeded"], "job.progress was not subscribed"
+    final = queue.sent[-1][0]
+    assert final["payload"]["data"]["status"] == "succeeded" and final["tenant"] == "tenant_a"
+
+
+async def test_repeated_and_late_callbacks_change_nothing(
+    api: httpx.AsyncClient, queue: RecordingQueue
+) -> None:
+    hooked = {**JOB, "webhook": {"url": "https://app.example.com/hooks"}}
+    job_id = (await api.post("/v1/jobs", json=hooked, headers=AUTH_A)).json()["id"]
+    await post_event(api, job_id, {"type": "succeeded", "result": "ok"}, "e1")
+    again = await post_event(api, job_id, {"type": "succeeded", "result": "ok"}, "e1")
+    assert again.json() == {"status": "duplicate"}
+    late = await post_event(api, job_id, {"type": "failed", "error": {"kind": "X",
+                                                                       "message": "m"}}, "e2")  # fmt: skip
+    assert late.json()["status"] == "succeeded", "terminal is final"
+    assert [m["event"] for m, _ in queue.sent] == ["job.succeeded"]
+
+
+@pytest.mark.parametrize(
+    "mangle", ["no-signature", "wrong-secret", "old-timestamp", "tampered-body"]
+)
+async def test_bad_callback_signatures_are_401(api: httpx.AsyncClient, mangle: str) -> None:
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    body = json.dumps({"tenant": "tenant_a", "type": "failed",
+                       "error": {"kind": "x", "message": "y"}}).encode()  # fmt: skip
+    secret = new_secret() if mangle == "wrong-secret" else EXECUTOR_SECRET
+    stamp = int(time.time()) - (400 if mangle == "old-timestamp" else 0)
+    headers = {} if mangle == "no-signature" else signed_headers(secret, "m1", stamp, body)
+    if mangle == "tampered-body":
+        body = body.replace(b"failed", b"cancelled")
+    response = await api.post(f"/v1/internal/jobs/{job_id}/events", content=body,
+                              headers={**headers, "Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()["status"] == "queued"
+
+
+async def test_a_callback_for_another_tenants_job_is_404(api: httpx.AsyncClient) -> None:
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=AUTH_B)).json()["id"]
+    response = await post_event(api, job_id, {"type": "running"})
+    assert response.status_code == 404
+
+
+async def test_reconciler_ends_crashed_and_cancelled_runs(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    crashed = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    cancelled = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    prefect.set("run-1", "CRASHED", "Crashed", "worker process exited with -9")
+    prefect.set("run-2", "CANCELLED")
+    jobs_app.state.jobs._settings = jobs_app.state.settings.__class__(
+        **{**_fields(jobs_app.state.settings), "stale_after_seconds": 0}
+    )
+    counts = await jobs_app.state.jobs.reconcile()
+    assert counts["changed"] == 2
+    first = (await api.get(f"/v1/jobs/{crashed}", headers=AUTH_A)).json()
+    assert first["status"] == "failed"
+    assert first["error"] == {"kind": "Crashed", "message": "worker process exited with -9"}
+    second = (await api.get(f"/v1/jobs/{cancelled}", headers=AUTH_A)).json()
+    assert second["status"] == "cancelled"
+    assert await jobs_app.state.jobs.reconcile() == {"checked": 0, "changed": 0}
+
+
+def _fields(settings: Any) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+
+
+async def test_cancel_a_scheduled_run(api: httpx.AsyncClient, prefect: FakePrefect) -> None:
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    response = await api.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_A)
+    assert response.status_code == 202 and response.json()["status"] == "cancelled"
+    assert prefect.runs["run-1"]["state"]["type"] == "CANCELLED"
+    assert (await api.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_B)).status_code == 404
+
+
+async def test_jobs_list_newest_first_with_status_filter(api: httpx.AsyncClient) -> None:
+    ids = [(await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"] for _ in range(3)]
+    await post_event(api, ids[1], {"type": "running"})
+    listed = (await api.get("/v1/jobs?limit=2", headers=AUTH_A)).json()
+    assert [j["id"] for j in listed["jobs"]] == [ids[2], ids[1]] and listed["cursor"]
+    rest = (await api.get(f"/v1/jobs?limit=2&cursor={listed['cursor']}", headers=AUTH_A)).json()
+    assert [j["id"] for j in rest["jobs"]] == [ids[0]]
+    running = (await api.get("/v1/jobs?status=running", headers=AUTH_A)).json()
+    assert [j["id"] for j in running["jobs"]] == [ids[1]]
+    assert (await api.get("/v1/jobs", headers=AUTH_B)).json()["jobs"] == []
+
+
+async def test_webhook_secret_is_per_tenant_and_stable(api: httpx.AsyncClient) -> None:
+    a1 = (await api.get("/v1/webhooks/secret", headers=AUTH_A)).json()["secret"]
+    a2 = (await api.get("/v1/webhooks/secret", headers=AUTH_A)).json()["secret"]
+    b = (await api.get("/v1/webhooks/secret", headers=AUTH_B)).json()["secret"]
+    assert a1 == a2 != b and a1.startswith("whsec_")
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"crew": "nope", "inputs": {}}, "crew"),
+        ({"crew": "research", "inputs": {}}, "topic"),
+        ({"crew": "research", "inputs": {"topic": 3}}, "topic"),
+        ({"crew": "research"}, "inputs"),
+        ({**JOB, "webhook": {"url": "http://app.example.com/h"}}, "url"),
+        ({**JOB, "webhook": {"url": "https://169.254.169.254/"}}, "url"),
+        (
+            {**JOB, "webhook": {"url": "https://a.example.com", "events": ["job.exploded"]}},
+            "events",
+        ),
+        ({**JOB, "metadata": {"blob": "x" * 5000}}, "metadata"),
+        ({**JOB, "extra": True}, "extra"),
+    ],
+)
+async def test_bad_job_requests_are_422_and_create_nothing(
+    api: httpx.AsyncClient, prefect: FakePrefect, body: dict[str, Any], where: str
+) -> None:
+    response = await api.post("/v1/jobs", json=body, headers=AUTH_A)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert any(where in json.dumps(e["loc"]) for e in response.json()["errors"])
+    assert prefect.create_calls == 0
+    assert (await api.get("/v1/jobs", headers=AUTH_A)).json()["jobs"] == []
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "has space", "tab\tkey"])
+async def test_bad_idempotency_keys_are_422(api: httpx.AsyncClient, key: str) -> None:
+    response = await api.post("/v1/jobs", json=JOB, headers={**AUTH_A, "Idempotency-Key": key})
+    assert response.status_code == 422
+
+
+async def test_unknown_and_malformed_job_ids_are_problems(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/v1/jobs/job_" + "0" * 26, headers=AUTH_A)).status_code == 404
+    assert (await api.get("/v1/jobs/../../etc", headers=AUTH_A)).status_code in {404, 422}
+    assert (await api.get("/v1/jobs/nope", headers=AUTH_A)).status_code == 422

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+
+from edge.jobs.webhook_urls import UnsafeWebhookUrl, check_webhook_url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://app.example.com/hooks",
+        "https://app.example.com:8443/hooks?x=1",
+        "https://93.184.216.34/hook",
+        "https://[2606:4700::1111]/hook",
+    ],
+)
+def test_public_https_urls_are_allowed(url: str) -> None:
+    check_webhook_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://app.example.com/hooks", "https"),
+        ("ftp://app.example.com/", "https"),
+        ("//app.example.com/", "https"),
+        ("https://user:pw@app.example.com/", "credentials"),
+        ("https://localhost/hook", "local"),
+        ("https://api.localhost/hook", "local"),
+        ("https://printer.local/hook", "local"),
+        ("https://metadata.google.internal/computeMetadata", "local"),
+        ("https://127.0.0.1/", "public"),
+        ("https://127.1/", "public"),
+        ("https://2130706433/", "public"),
+        ("https://0x7f000001/", "public"),
+        ("https://0177.0.0.1/", "public"),
+        ("https://0/", "public"),
+        ("https://10.0.0.5/", "public"),
+        ("https://172.16.3.4/", "public"),
+        ("https://192.168.1.1/", "public"),
+        ("https://100.64.0.1/", "public"),
+        ("https://169.254.169.254/latest/meta-data", "public"),
+        ("https://[::1]/", "public"),
+        ("https://[::ffff:127.0.0.1]/", "public"),
+        ("https://[::ffff:169.254.169.254]/", "public"),
+        ("https://[fd00::1]/", "public"),
+        ("https://[fe80::1]/", "public"),
+        ("https://224.0.0.1/", "public"),
+        ("https://999.1.1.1/", "malformed"),
+        ("https://app.example.com:0/", "port"),
+        ("https://app.example.com:99999/", "valid URL"),
+        ("https://" + "a" * 2050 + ".com/", "longer"),
+    ],
+)
+def test_unsafe_urls_are_refused(url: str, why: str) -> None:
+    with pytest.raises(UnsafeWebhookUrl, match=why):
+        check_webhook_url(url)
+
+
+def test_local_mode_admits_loopback_http_only() -> None:
+    check_webhook_url("http://127.0.0.1:9000/hook", allow_loopback_http=True)
+    check_webhook_url("http://[::1]:9000/hook", allow_loopback_http=True)
+    with pytest.raises(UnsafeWebhookUrl):
+        check_webhook_url("http://app.example.com/hook", allow_loopback_http=True)
+    with pytest.raises(UnsafeWebhookUrl):
+        check_webhook_url("http://10.0.0.1/hook", allow_loopback_http=True)
+    with pytest.raises(UnsafeWebhookUrl):
+        check_webhook_url("http://127.0.0.1:9000/hook")
