@@ -171,8 +171,8 @@ async def test_idempotency_key_same_body_same_job_different_body_422(
         "/v1/jobs", json={**JOB, "inputs": {"topic": "other"}}, headers=headers
     )
     assert changed.status_code == 422
-    other_tenant = (await api.post("/v1/jobs", json=JOB,
-                                   headers={**AUTH_B, "Idempotency-Key": "order-42"})).json()  # fmt: skip
+    b_headers = {**AUTH_B, "Idempotency-Key": "order-42"}
+    other_tenant = (await api.post("/v1/jobs", json=JOB, headers=b_headers)).json()
     assert other_tenant["id"] != first["id"], "keys are scoped per tenant"
 
 
@@ -225,8 +225,8 @@ async def test_repeated_and_late_callbacks_change_nothing(
     await post_event(api, job_id, {"type": "succeeded", "result": "ok"}, "e1")
     again = await post_event(api, job_id, {"type": "succeeded", "result": "ok"}, "e1")
     assert again.json() == {"status": "duplicate"}
-    late = await post_event(api, job_id, {"type": "failed", "error": {"kind": "X",
-                                                                       "message": "m"}}, "e2")  # fmt: skip
+    failure = {"type": "failed", "error": {"kind": "X", "message": "m"}}
+    late = await post_event(api, job_id, failure, "e2")
     assert late.json()["status"] == "succeeded", "terminal is final"
     assert [m["event"] for m, _ in queue.sent] == ["job.succeeded"]
 
