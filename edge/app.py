@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.types import Lifespan
 
 from edge.auth import ApiKeys
 from edge.guards import ApiKeyAuth, BodySizeLimit
@@ -20,10 +21,16 @@ knowledge base at the edge. Errors are `application/problem+json` (RFC 9457).
 """
 
 
-def create_app(settings: Settings, ports: Ports) -> FastAPI:
-    """Build the edge app; raises SettingsError when the adapters do not fit together."""
+def create_app(
+    settings: Settings, ports: Ports, *, lifespan: Lifespan[FastAPI] | None = None
+) -> FastAPI:
+    """Build the edge app; raises SettingsError when the adapters do not fit together.
+
+    `lifespan` is for local mode's background loops; the Worker passes none (it runs
+    per request there) and uses Queue and Cron handlers instead.
+    """
     check_dimensions(settings, ports)
-    app = FastAPI(title="edgecrew", version="1", description=API_DESCRIPTION)
+    app = FastAPI(title="edgecrew", version="1", description=API_DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.ports = ports
     app.state.knowledge = KnowledgeBase(ports, settings)

@@ -194,6 +194,7 @@ class JobService:
                 "tenant": job["tenant"],
                 "job_id": job["id"],
                 "event": name,
+                "url": webhook["url"],
                 "message_id": f"msg_{job['id']}_{name}_{job['updated_at']}",
                 "attempt": 1,
                 "first_attempt_at": self._clock(),

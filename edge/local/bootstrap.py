@@ -9,10 +9,13 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from edge.adapters.openai_compatible import OpenAICompatibleGenerator
+from edge.adapters.prefect import PrefectOrchestrator
 from edge.app import create_app
+from edge.local.background import background_lifespan
 from edge.local.minilm_embedder import DIMENSIONS, MODEL_NAME, MiniLMEmbedder
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
+from edge.local.sqlite_queue import SqliteQueue
 from edge.ports import Embedder, Ports, TextGenerator
 from edge.settings import Settings
 
@@ -42,7 +45,14 @@ def build_local_ports(
     data_dir.mkdir(parents=True, exist_ok=True)
     if settings.llm_base_url is None and generator is None:
         raise ValueError("EDGECREW_LLM_BASE_URL is required in local mode")
+    orchestrator = (
+        PrefectOrchestrator(settings.prefect_api_url, api_key=settings.prefect_api_key)
+        if settings.prefect_api_url
+        else None
+    )
     return Ports(
+        orchestrator=orchestrator,
+        deliveries=SqliteQueue(data_dir / "queue.sqlite3"),
         kv=SqliteKV(data_dir / "kv.sqlite3"),
         vectors=NumpyVectorIndex(
             data_dir / "vectors.sqlite3", dimensions=settings.embed_dimensions
@@ -60,4 +70,6 @@ def create_local_app() -> FastAPI:
     env = local_env(os.environ)
     settings = Settings.from_env(env)
     ports = build_local_ports(settings, Path(env["EDGECREW_DATA_DIR"]))
-    return create_app(settings, ports)
+    assert isinstance(ports.deliveries, SqliteQueue)
+    every = float(env.get("EDGECREW_RECONCILE_SECONDS", "15"))
+    return create_app(settings, ports, lifespan=background_lifespan(ports.deliveries, every))

@@ -1,0 +1,112 @@
+"""Client webhook delivery: sign, post, log, and say when to retry.
+
+Standard Webhooks headers (same `webhook-id` on every retry of one event, a fresh
+timestamp and signature per attempt). 2xx within 15 s is success; redirects are never
+followed; `410 Gone` stops retries; anything else retries with exponential backoff and
+full jitter for at least 24 hours. The URL is checked again before every attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from edge.jobs.store import JobStore
+from edge.jobs.webhook_urls import UnsafeWebhookUrl, check_resolved_host, check_webhook_url
+from edge.settings import Settings
+from shared.signing import derived_secret, signed_headers
+
+log = logging.getLogger("edgecrew.webhooks")
+
+DELIVERY_WINDOW_SECONDS = 26 * 3600  # retries go on for at least 24 h
+FIRST_RETRY_SECONDS = 30
+MAX_RETRY_SECONDS = 6 * 3600  # under Cloudflare Queues' 12 h delay ceiling
+TIMEOUT_SECONDS = 15.0
+MAX_LOGGED_DELIVERIES = 50
+
+
+def retry_delay(attempt: int, rng: Callable[[float, float], float] = random.uniform) -> int:
+    """Seconds before attempt `attempt + 1`: exponential, capped, with full jitter."""
+    ceiling = min(FIRST_RETRY_SECONDS * 2 ** (attempt - 1), MAX_RETRY_SECONDS)
+    return max(1, int(rng(ceiling / 2, ceiling)))
+
+
+class WebhookSender:
+    """Delivers one queued webhook message; returns the retry delay, or None when done."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        settings: Settings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        resolve_dns: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._client = client or httpx.AsyncClient(follow_redirects=False)
+        self._resolve_dns = resolve_dns  # CPython only; Workers cannot reach private networks
+        self._clock = clock
+
+    async def deliver(self, message: Mapping[str, Any]) -> int | None:
+        attempt = int(message["attempt"])
+        status = await self._post(message)
+        await self._log(message, status)
+        if status is not None and (200 <= status < 300 or status == 410):
+            return None
+        if self._clock() - float(message["first_attempt_at"]) > DELIVERY_WINDOW_SECONDS:
+            log.warning("giving up on %s after %d attempts", message["message_id"], attempt)
+            return None
+        return retry_delay(attempt)
+
+    async def _post(self, message: Mapping[str, Any]) -> int | None:
+        url = str(message["url"])
+        allow_loopback = self._settings.allow_loopback_webhooks
+        try:
+            check_webhook_url(url, allow_loopback_http=allow_loopback)
+            if self._resolve_dns:
+                parts = urlsplit(url)
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                check_resolved_host(parts.hostname or "", port, allow_loopback=allow_loopback)
+        except UnsafeWebhookUrl as exc:
+            log.warning("not delivering %s: %s", message["message_id"], exc)
+            return None
+        body = json.dumps(message["payload"]).encode()
+        secret = derived_secret(self._settings.secret_key or "", f"webhooks:{message['tenant']}")
+        headers = signed_headers(secret, str(message["message_id"]), int(self._clock()), body)
+        headers |= {"Content-Type": "application/json", "User-Agent": "edgecrew-webhooks/1"}
+        try:
+            response = await self._client.post(
+                url, content=body, headers=headers, timeout=TIMEOUT_SECONDS
+            )
+        except httpx.HTTPError as exc:
+            log.info("webhook %s attempt failed: %s", message["message_id"], type(exc).__name__)
+            return None
+        return response.status_code
+
+    async def _log(self, message: Mapping[str, Any], status: int | None) -> None:
+        job = await self._store.get(str(message["tenant"]), str(message["job_id"]))
+        if job is None:
+            return
+        entry = {
+            "event": message["event"],
+            "attempt": message["attempt"],
+            "status_code": status,
+            "at": datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="seconds"),
+        }
+        updated = {**job, "deliveries": [*job["deliveries"], entry][-MAX_LOGGED_DELIVERIES:]}
+        await self._store.save(updated, previous=job)
+
+
+def next_attempt(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The same message, one attempt later (same webhook-id)."""
+    return {**message, "attempt": int(message["attempt"]) + 1}

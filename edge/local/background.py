@@ -1,0 +1,50 @@
+"""Local mode's stand-ins for Cloudflare Queues and Cron Triggers: two asyncio loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI
+
+from edge.jobs.delivery import WebhookSender, next_attempt
+from edge.local.sqlite_queue import SqliteQueue
+
+log = logging.getLogger("edgecrew.local")
+
+
+def background_lifespan(
+    queue: SqliteQueue, reconcile_every: float
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """A FastAPI lifespan that delivers webhooks and reconciles jobs while the app runs."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sender = WebhookSender(app.state.jobs.store, app.state.settings, resolve_dns=True)
+        tasks = [
+            asyncio.create_task(queue.consume(sender.deliver, next_attempt), name="webhooks"),
+            asyncio.create_task(_reconcile_forever(app, reconcile_every), name="reconciler"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    return lifespan
+
+
+async def _reconcile_forever(app: FastAPI, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            counts = await app.state.jobs.reconcile()
+        except Exception:  # one bad pass must not stop the timer; it is logged
+            log.exception("reconciler pass failed")
+            continue
+        if counts["changed"]:
+            log.info("reconciler: %s", counts)

@@ -1,0 +1,117 @@
+"""Cloudflare Queues semantics on SQLite: delayed messages, at-least-once, leases.
+
+A claimed message becomes invisible for `lease_seconds`; if its handler dies, it shows up
+again. The handler answers None (done: the message is deleted) or a delay in seconds
+(send the next attempt then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("edgecrew.queue")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    body TEXT NOT NULL,
+    visible_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_visible ON messages (visible_at);
+"""
+
+Handler = Callable[[Mapping[str, Any]], Awaitable[int | None]]
+
+
+class SqliteQueue:
+    """A DeliveryQueue in a SQLite file, plus the consumer loop that drains it."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        lease_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._lease = lease_seconds
+        self._clock = clock
+
+    async def send(self, message: Mapping[str, object], *, delay_seconds: int = 0) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO messages (body, visible_at) VALUES (?, ?)",
+                (json.dumps(dict(message)), self._clock() + delay_seconds),
+            )
+
+    def claim(self, limit: int = 10) -> list[tuple[int, dict[str, Any]]]:
+        """Due messages, leased to the caller."""
+        now = self._clock()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            rows = self._db.execute(
+                "SELECT id, body FROM messages WHERE visible_at <= ? ORDER BY visible_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            self._db.executemany(
+                "UPDATE messages SET visible_at = ? WHERE id = ?",
+                [(now + self._lease, row[0]) for row in rows],
+            )
+            self._db.execute("COMMIT")
+        return [(row[0], json.loads(row[1])) for row in rows]
+
+    def settle(self, message_id: int, *, retry: tuple[dict[str, Any], int] | None) -> None:
+        """Delete a handled message, or replace it with its next attempt after a delay."""
+        with self._lock:
+            if retry is None:
+                self._db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+            else:
+                body, delay = retry
+                self._db.execute(
+                    "UPDATE messages SET body = ?, visible_at = ? WHERE id = ?",
+                    (json.dumps(body), self._clock() + delay, message_id),
+                )
+
+    def pending(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    async def drain_once(
+        self, handler: Handler, next_attempt: Callable[[Mapping[str, Any]], dict[str, Any]]
+    ) -> int:
+        """Handle every due message once; returns how many were handled."""
+        claimed = self.claim()
+        for message_id, body in claimed:
+            try:
+                delay = await handler(body)
+            except Exception:  # the lease runs out and the message comes back
+                log.exception("delivery handler failed; message %s will be retried", message_id)
+                continue
+            self.settle(message_id, retry=None if delay is None else (next_attempt(body), delay))
+        return len(claimed)
+
+    async def consume(
+        self,
+        handler: Handler,
+        next_attempt: Callable[[Mapping[str, Any]], dict[str, Any]],
+        *,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        """Drain forever (until cancelled)."""
+        while True:
+            if not await self.drain_once(handler, next_attempt):
+                await asyncio.sleep(poll_seconds)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,171 @@
+"""Client webhook delivery (respx as the client's endpoint) and the SQLite queue."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from standardwebhooks import Webhook
+
+from edge.jobs.delivery import (
+    DELIVERY_WINDOW_SECONDS,
+    MAX_RETRY_SECONDS,
+    WebhookSender,
+    next_attempt,
+    retry_delay,
+)
+from edge.jobs.store import JobStore, index_key
+from edge.local.sqlite_kv import SqliteKV
+from edge.local.sqlite_queue import SqliteQueue
+from edge.settings import Settings
+from shared.signing import derived_secret
+from tests.conftest import Clock
+
+HOOK = "https://app.example.com/hooks"
+SETTINGS = Settings(api_keys={}, secret_key="m" * 40)
+
+
+def message(**changes: Any) -> dict[str, Any]:
+    base = {
+        "tenant": "tenant_a",
+        "job_id": "job_1",
+        "event": "job.succeeded",
+        "url": HOOK,
+        "message_id": "msg_job_1_job.succeeded_t",
+        "attempt": 1,
+        "first_attempt_at": 1_800_000_000.0,
+        "payload": {"type": "job.succeeded", "timestamp": "t", "data": {"id": "job_1"}},
+    }
+    return {**base, **changes}
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: Clock) -> JobStore:
+    jobs = JobStore(SqliteKV(tmp_path / "kv.sqlite3", clock=clock), ttl_seconds=86400)
+    job = {
+        "id": "job_1",
+        "tenant": "tenant_a",
+        "crew": "research",
+        "status": "succeeded",
+        "created_at": "t",
+        "deliveries": [],
+        "index_key": index_key("tenant_a", 1, "job_1"),
+    }
+    await jobs.save(job, previous=None)
+    return jobs
+
+
+def sender(store: JobStore, clock: Clock, **settings: Any) -> WebhookSender:
+    configured = Settings(**{**SETTINGS.__dict__, **settings}) if settings else SETTINGS
+    return WebhookSender(store, configured, clock=clock)
+
+
+def test_retry_delays_grow_then_cap_with_jitter() -> None:
+    assert retry_delay(1, lambda lo, hi: hi) == 30
+    assert retry_delay(2, lambda lo, hi: hi) == 60
+    assert retry_delay(1, lambda lo, hi: lo) == 15
+    assert retry_delay(30, lambda lo, hi: hi) == MAX_RETRY_SECONDS
+    delays = [retry_delay(n) for n in range(1, 25)]
+    assert sum(delays) > 24 * 3600 * 0.5 and max(delays) <= MAX_RETRY_SECONDS
+
+
+@respx.mock
+async def test_success_is_signed_verifiable_and_logged(store: JobStore, clock: Clock) -> None:
+    route = respx.post(HOOK).respond(204)
+    clock.now = time.time()  # the reference verifier checks against the real clock
+    assert await sender(store, clock).deliver(message()) is None
+    request = route.calls[0].request
+    secret = derived_secret("m" * 40, "webhooks:tenant_a")
+    headers = dict(request.headers)
+    Webhook(secret).verify(request.content, headers)  # raises if the signature is wrong
+    assert headers["webhook-id"] == "msg_job_1_job.succeeded_t"
+    assert json.loads(request.content)["type"] == "job.succeeded"
+    job = await store.get("tenant_a", "job_1")
+    assert job is not None
+    assert job["deliveries"] == [
+        {
+            "event": "job.succeeded",
+            "attempt": 1,
+            "status_code": 204,
+            "at": job["deliveries"][0]["at"],
+        }
+    ]
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("reply", "retried"),
+    [
+        (httpx.Response(500), True),
+        (httpx.Response(429), True),
+        (httpx.Response(302, headers={"Location": "http://169.254.169.254/"}), True),
+        (httpx.ConnectTimeout("slow"), True),
+        (httpx.Response(410), False),
+        (httpx.Response(200), False),
+    ],
+)
+async def test_outcomes(store: JobStore, clock: Clock, reply: Any, retried: bool) -> None:
+    route = respx.post(HOOK).mock(side_effect=[reply])
+    delay = await sender(store, clock).deliver(message())
+    assert (delay is not None) is retried
+    assert route.call_count == 1, "redirects are never followed"
+
+
+@respx.mock
+async def test_retries_stop_after_the_delivery_window(store: JobStore, clock: Clock) -> None:
+    respx.post(HOOK).respond(503)
+    clock.now = 1_800_000_000.0 + DELIVERY_WINDOW_SECONDS + 1
+    assert await sender(store, clock).deliver(message(attempt=20)) is None
+
+
+@respx.mock
+async def test_unsafe_urls_are_not_called_at_delivery(store: JobStore, clock: Clock) -> None:
+    route = respx.post("https://10.0.0.7/hooks").respond(200)
+    delay = await sender(store, clock).deliver(message(url="https://10.0.0.7/hooks"))
+    assert route.call_count == 0 and delay is not None
+
+
+async def test_queue_delays_retries_and_redelivers_after_a_crash(
+    tmp_path: Path, clock: Clock
+) -> None:
+    queue = SqliteQueue(tmp_path / "q.sqlite3", lease_seconds=60, clock=clock)
+    await queue.send({"n": 1})
+    await queue.send({"n": 2}, delay_seconds=30)
+    seen: list[dict[str, Any]] = []
+
+    async def handler(body: dict[str, Any]) -> int | None:
+        seen.append(body)
+        if body["n"] == 1 and body.get("attempt", 1) == 1:
+            return 10  # ask for another attempt in 10 s
+        return None
+
+    def bump(body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "attempt": body.get("attempt", 1) + 1}
+
+    assert await queue.drain_once(handler, bump) == 1
+    clock.advance(10)
+    assert await queue.drain_once(handler, bump) == 1
+    assert seen[-1] == {"n": 1, "attempt": 2}
+    clock.advance(20)
+    assert await queue.drain_once(handler, bump) == 1 and seen[-1] == {"n": 2}
+    assert queue.pending() == 0
+
+    await queue.send({"n": 3})
+
+    async def crash(body: dict[str, Any]) -> int | None:
+        raise RuntimeError("handler died")
+
+    assert await queue.drain_once(crash, bump) == 1
+    assert await queue.drain_once(handler, bump) == 0, "leased, invisible"
+    clock.advance(61)
+    assert await queue.drain_once(handler, bump) == 1 and queue.pending() == 0
+
+
+def test_next_attempt_keeps_the_webhook_id() -> None:
+    later = next_attempt(message())
+    assert later["attempt"] == 2 and later["message_id"] == message()["message_id"]
