@@ -2,8 +2,9 @@
 
 from workers import WorkerEntrypoint
 
-from edge.adapters.cloudflare import build_cloudflare_ports, env_mapping
+from edge.adapters.cloudflare import build_cloudflare_ports, env_mapping, to_py
 from edge.app import create_app
+from edge.handlers import deliver_webhooks, reconcile
 from edge.settings import Settings
 
 # Built on the first request, not at import: Cloudflare snapshots module state at deploy,
@@ -24,3 +25,21 @@ class Default(WorkerEntrypoint):  # type: ignore[misc]
         import asgi  # provided by the Workers runtime SDK, importable only inside workerd
 
         return await asgi.fetch(_app_for(self.env), request.js_object, self.env)
+
+    async def queue(self, batch, env=None, ctx=None):  # type: ignore[no-untyped-def]
+        # env and ctx arrive as None for class-based entrypoints; bindings are on self.env.
+        await deliver_webhooks(_app_for(self.env), [_Message(m) for m in batch.messages])
+
+    async def scheduled(self, controller, env=None, ctx=None):  # type: ignore[no-untyped-def]
+        await reconcile(_app_for(self.env))
+
+
+class _Message:
+    """A Queues message with its body converted to plain Python at this boundary."""
+
+    def __init__(self, message):  # type: ignore[no-untyped-def]
+        self._message = message
+        self.body = to_py(message.body)
+
+    def ack(self):  # type: ignore[no-untyped-def]
+        self._message.ack()

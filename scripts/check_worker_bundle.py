@@ -22,7 +22,7 @@ WRANGLER = ROOT / ".tools/node_modules/wrangler/bin/wrangler.js"
 OUTDIR = ROOT / "build" / "dry-run"  # beside base_dir (build/worker), never inside it
 PACKAGES = ("edge", "shared")
 LOCAL_ONLY = ("edge/local/",)
-REQUIRED_BINDINGS = {"AI", "VECTORIZE", "KV"}
+REQUIRED_BINDINGS = {"AI", "VECTORIZE", "KV", "WEBHOOKS"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 

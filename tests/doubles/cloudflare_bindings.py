@@ -197,3 +197,22 @@ def _matches(metadata: dict[str, Any], filter: dict[str, Any]) -> bool:
         if metadata.get(key) != expected:
             return False
     return True
+
+
+class FakeQueueProducer:
+    """A Queues producer binding: `send(body, {delaySeconds})`."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, Any]] = []
+
+    async def send(self, body: Any, options: Any = None) -> None:
+        self.sent.append((body, options))
+
+
+class FakeQueueMessage:
+    def __init__(self, body: Any) -> None:
+        self.body = body
+        self.acked = False
+
+    def ack(self) -> None:
+        self.acked = True

@@ -9,6 +9,7 @@ from typing import Any
 
 from edge.adapters.cloudflare._js import JsException, to_js, to_py
 from edge.adapters.cloudflare.kv import CloudflareKV
+from edge.adapters.cloudflare.queues import CloudflareQueue
 from edge.adapters.cloudflare.vectorize import CloudflareVectorIndex, vectorize_id
 from edge.adapters.cloudflare.workers_ai import (
     WORKERS_AI_EMBEDDING_DIMENSIONS,
@@ -16,12 +17,14 @@ from edge.adapters.cloudflare.workers_ai import (
     WorkersAIGenerator,
 )
 from edge.adapters.openai_compatible import OpenAICompatibleGenerator
+from edge.adapters.prefect import PrefectOrchestrator
 from edge.ports import Ports, TextGenerator
 from edge.settings import ENV_KEYS, Settings
 
 __all__ = [
     "WORKERS_AI_EMBEDDING_DIMENSIONS",
     "CloudflareKV",
+    "CloudflareQueue",
     "CloudflareVectorIndex",
     "JsException",
     "OpenAICompatibleGenerator",
@@ -54,7 +57,15 @@ def build_cloudflare_ports(env: Any, settings: Settings) -> Ports:
         )
     else:
         generator = WorkersAIGenerator(env.AI, model=settings.llm_model)
+    orchestrator = (
+        PrefectOrchestrator(settings.prefect_api_url, api_key=settings.prefect_api_key)
+        if settings.prefect_api_url
+        else None
+    )
+    webhooks = getattr(env, "WEBHOOKS", None)
     return Ports(
+        orchestrator=orchestrator,
+        deliveries=None if webhooks is None else CloudflareQueue(webhooks),
         kv=CloudflareKV(env.KV),
         vectors=CloudflareVectorIndex(env.VECTORIZE, dimensions=settings.embed_dimensions),
         embedder=WorkersAIEmbedder(

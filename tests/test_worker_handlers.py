@@ -1,0 +1,70 @@
+"""The Worker's queue and cron handlers, over binding doubles."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import respx
+
+from edge.adapters.cloudflare import CloudflareQueue, build_cloudflare_ports, env_mapping
+from edge.app import create_app
+from edge.handlers import deliver_webhooks, reconcile
+from edge.settings import Settings
+from tests.conftest import KEY_A
+from tests.doubles.cloudflare_bindings import (
+    FakeAI,
+    FakeKVNamespace,
+    FakeQueueMessage,
+    FakeQueueProducer,
+    FakeVectorize,
+)
+from tests.doubles.models import bag_of_words_vector
+
+HOOK = "https://app.example.com/hooks"
+
+
+def worker_app() -> tuple[object, SimpleNamespace]:
+    env = SimpleNamespace(
+        KV=FakeKVNamespace(),
+        VECTORIZE=FakeVectorize(384),
+        AI=FakeAI(bag_of_words_vector),
+        WEBHOOKS=FakeQueueProducer(),
+        EDGECREW_API_KEYS=f"tenant_a:{KEY_A}",
+        EDGECREW_SECRET_KEY="s" * 40,
+    )
+    settings = Settings.from_env(env_mapping(env))
+    return create_app(settings, build_cloudflare_ports(env, settings)), env
+
+
+def webhook_message(attempt: int = 1) -> dict[str, object]:
+    return {
+        "tenant": "tenant_a", "job_id": "job_x", "event": "job.succeeded", "url": HOOK,
+        "message_id": "msg_1", "attempt": attempt, "first_attempt_at": time.time(),
+        "payload": {"type": "job.succeeded", "timestamp": "t", "data": {"id": "job_x"}},
+    }  # fmt: skip
+
+
+async def test_queue_producer_gets_body_and_capped_delay() -> None:
+    producer = FakeQueueProducer()
+    queue = CloudflareQueue(producer)
+    await queue.send({"a": 1})
+    await queue.send({"a": 2}, delay_seconds=90_000)
+    assert producer.sent == [({"a": 1}, None), ({"a": 2}, {"delaySeconds": 43_200})]
+
+
+@respx.mock
+async def test_batch_acks_all_and_requeues_failures_with_a_delay() -> None:
+    app, env = worker_app()
+    respx.post(HOOK).mock(side_effect=[respx.MockResponse(200), respx.MockResponse(503)])
+    ok, failing = FakeQueueMessage(webhook_message()), FakeQueueMessage(webhook_message(3))
+    await deliver_webhooks(app, [ok, failing])  # type: ignore[arg-type]
+    assert ok.acked and failing.acked
+    ((body, options),) = env.WEBHOOKS.sent
+    assert body["attempt"] == 4 and body["message_id"] == "msg_1"
+    assert 60 <= options["delaySeconds"] <= 120
+
+
+async def test_cron_runs_a_reconciler_pass_without_an_orchestrator() -> None:
+    app, _ = worker_app()
+    assert await reconcile(app) == {"checked": 0, "changed": 0}  # type: ignore[arg-type]
