@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -13,6 +14,16 @@ from edge.local.sqlite_kv import SqliteKV
 from edge.ports import Ports
 from edge.settings import Settings
 from tests.doubles.models import RecordingEmbedder, RecordingGenerator
+
+# Nothing under test may phone home: CrewAI and Prefect telemetry off before test modules
+# (which import them) load.
+for _name, _value in {
+    "CREWAI_DISABLE_TELEMETRY": "true",
+    "OTEL_SDK_DISABLED": "true",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
 
 KEY_A = "key-a-0123456789"
 KEY_B = "key-b-0123456789"

@@ -131,6 +131,12 @@ class ExecutorEvent(_Strict):
     error: JobError | None = None
 
 
+class ExecutorSearch(_Strict):
+    tenant: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
+    query: Annotated[str, Field(min_length=1, max_length=LIMITS.max_question_chars)]
+    top_k: Annotated[int, Field(ge=1, le=LIMITS.max_top_k)] = 5
+
+
 def _bounded(value: dict[str, Any], limit: int) -> dict[str, Any]:
     if len(json.dumps(value, ensure_ascii=False).encode()) > limit:
         raise ValueError(f"must be at most {limit} bytes as JSON")

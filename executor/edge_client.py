@@ -1,0 +1,81 @@
+"""The executor's calls to the edge: signed job events and knowledge searches.
+
+Each event has a stable `webhook-id`; a retry sends the same id, so the edge applies it at
+most once. Retries back off exponentially until the edge acknowledges (2xx) or answers
+with a client error that retrying cannot fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from executor.settings import ExecutorSettings
+from shared.signing import signed_headers
+
+log = logging.getLogger("edgecrew.executor")
+
+
+class EdgeUnreachable(RuntimeError):
+    """The edge did not acknowledge a callback after every retry."""
+
+
+class EdgeClient:
+    def __init__(
+        self,
+        settings: ExecutorSettings,
+        *,
+        client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._client = client or httpx.Client(timeout=15.0)
+        self._sleep = sleep
+
+    def event(
+        self, job_id: str, tenant: str, event_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Post one job event; returns the edge's answer once it acknowledged it."""
+        payload = {"tenant": tenant, **body}
+        return self._signed_post(
+            f"/v1/internal/jobs/{job_id}/events", f"{job_id}:{event_id}", payload
+        )
+
+    def search(self, tenant: str, query: str, top_k: int = 5) -> list[dict[str, Any]]:
+        """The tenant's knowledge-base matches for a query (the crews' knowledge tool)."""
+        payload = {"tenant": tenant, "query": query, "top_k": top_k}
+        message_id = f"search:{tenant}:{time.time_ns()}"
+        answer = self._signed_post("/v1/internal/search", message_id, payload)
+        return list(answer["matches"])
+
+    def _signed_post(
+        self, path: str, message_id: str, payload: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        body = json.dumps(payload).encode()
+        reason = ""
+        for attempt in range(self._settings.callback_attempts):
+            if attempt:
+                self._sleep(min(0.5 * 2**attempt, 30.0))
+            headers = signed_headers(
+                self._settings.executor_secret, message_id, int(time.time()), body
+            )
+            headers["Content-Type"] = "application/json"
+            try:
+                response = self._client.post(
+                    self._settings.edge_url + path, content=body, headers=headers
+                )
+            except httpx.TransportError as exc:
+                reason = type(exc).__name__
+                continue
+            if response.status_code < 300:
+                answer: dict[str, Any] = response.json()
+                return answer
+            reason = f"HTTP {response.status_code}"
+            if response.status_code < 500 and response.status_code != 429:
+                break  # a 4xx will not get better by retrying
+        raise EdgeUnreachable(f"POST {path} ({message_id}) was not acknowledged: {reason}")
