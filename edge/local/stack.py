@@ -1,0 +1,90 @@
+"""The services of the local stack: Prefect server, work pools and deployments, workers.
+
+`edgecrew dev` starts these beside the LLM server and the edge; the integration tests and
+benchmarks start the same ones, so what is tested is what users run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from edge.local.demo import REPO_ROOT
+from edge.local.processes import Service, ServiceFailed, free_port
+from shared.signing import new_secret
+
+POOLS = ("gpu", "cpu")
+QUIET = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "CREWAI_DISABLE_TELEMETRY": "true",
+    "OTEL_SDK_DISABLED": "true",
+}
+
+
+def dev_secrets(data_dir: Path) -> dict[str, str]:
+    """The executor secret and the master key of local mode, made once and kept."""
+    path = data_dir / "dev-secrets.json"
+    if path.is_file():
+        stored: dict[str, str] = json.loads(path.read_text())
+        return stored
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secrets = {
+        "EDGECREW_EXECUTOR_SECRET": new_secret(),
+        "EDGECREW_SECRET_KEY": new_secret().removeprefix("whsec_"),
+    }
+    path.write_text(json.dumps(secrets))
+    path.chmod(0o600)
+    return secrets
+
+
+def prefect_server(port: int, data_dir: Path) -> Service:
+    """Prefect server on SQLite under `data_dir`, analytics off."""
+    return Service(
+        name="prefect",
+        argv=[sys.executable, "-m", "prefect", "server", "start",
+              "--host", "127.0.0.1", "--port", str(port)],
+        health_url=f"http://127.0.0.1:{port}/api/health",
+        env={**QUIET, "PREFECT_HOME": str(data_dir / "prefect")},
+    )  # fmt: skip
+
+
+def deploy_flows(api_url: str, *, root: Path = REPO_ROOT) -> None:
+    """Create the process work pools and register the deployments in prefect.yaml."""
+    env = {**os.environ, **QUIET, "PREFECT_API_URL": api_url, "EDGECREW_EXECUTOR_DIR": str(root)}
+    prefect = [sys.executable, "-m", "prefect"]
+    for pool in POOLS:
+        _run([*prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"], env, root)
+    _run([*prefect, "--no-prompt", "deploy", "--all"], env, root)
+
+
+def worker(pool: str, api_url: str, env: dict[str, str], *, limit: int = 4) -> Service:
+    """A process worker for one pool, polling every second (the default is 10 s)."""
+    port = free_port()
+    return Service(
+        name=f"worker-{pool}",
+        argv=[sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
+              "--type", "process", "--limit", str(limit), "--with-healthcheck"],
+        health_url=f"http://127.0.0.1:{port}/health",
+        env={
+            **QUIET,
+            **env,
+            "PREFECT_API_URL": api_url,
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
+            "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+            "EDGECREW_EXECUTOR_DIR": str(REPO_ROOT),
+        },
+    )  # fmt: skip
+
+
+def _run(argv: list[str], env: dict[str, str], cwd: Path) -> None:
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)  # noqa: S603
+    if done.returncode != 0:
+        raise ServiceFailed(
+            f"{' '.join(argv[2:5])} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
