@@ -1,14 +1,28 @@
-"""Helpers for tests that start real processes."""
+"""Helpers for tests that start real processes: `edgecrew dev`, a webhook receiver."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
 
 from edge.local.processes import free_port
 
-__all__ = ["free_port", "port_is_open", "processes_mentioning"]
+__all__ = ["DevStack", "WebhookReceiver", "free_port", "port_is_open", "processes_mentioning"]
 
 
 def port_is_open(port: int) -> bool:
@@ -30,3 +44,127 @@ def processes_mentioning(text: str) -> list[int]:
         if text in cmdline:
             found.append(int(entry.name))
     return found
+
+
+@dataclass
+class DevStack:
+    """`edgecrew dev` started as a user would, on free ports, with its own data dir."""
+
+    process: subprocess.Popen[str]
+    port: int
+    llm_port: int
+    prefect_port: int
+    env: dict[str, str]
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    @contextmanager
+    def running(
+        cls, tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> Iterator[DevStack]:
+        ports = {"port": free_port(), "llm_port": free_port(), "prefect_port": free_port()}
+        base = {k: v for k, v in os.environ.items() if not k.startswith("EDGECREW_")}
+        full_env = {**base, "EDGECREW_DATA_DIR": str(tmp_path / "data"),
+                    "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}  # fmt: skip
+        argv = [sys.executable, "-m", "edge.local.cli", "dev", *args]
+        for name, port in ports.items():
+            argv += [f"--{name.replace('_', '-')}", str(port)]
+        process = subprocess.Popen(
+            argv, cwd=tmp_path, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,  # so a failed test can still kill it all
+        )  # fmt: skip
+        stack = cls(process=process, env=full_env, **ports)
+        try:
+            stack.wait_for("ready on", timeout)
+            yield stack
+        finally:
+            stack.output.append(stack.interrupt())
+
+    def wait_for(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                if self.process.poll() is not None:
+                    break
+                continue
+            self.output.append(line)
+            if needle in line:
+                return
+        pytest.fail(f"no {needle!r} from edgecrew dev; output:\n{''.join(self.output)}")
+
+    def interrupt(self) -> str:
+        """Ctrl-C, as a user would; the rest of its output. Kills it if it ignores Ctrl-C."""
+        assert self.process.stdout is not None
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process.stdout.close()
+            raise
+        with self.process.stdout:
+            return self.process.stdout.read()
+
+    def wait_for_job(self, job_id: str, key: str, timeout: float = 240) -> dict[str, Any]:
+        """Poll until the job is terminal; fails the test with the job if it never is."""
+        deadline = time.monotonic() + timeout
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            url = f"{self.base_url}/v1/jobs/{job_id}"
+            job = httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=30).json()
+            if job["status"] in {"succeeded", "failed", "cancelled"}:
+                return job
+            time.sleep(0.5)
+        pytest.fail(f"job did not finish in {timeout} s: {job}")
+
+
+class WebhookReceiver:
+    """A local HTTP endpoint that records every webhook it gets (answers 204)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self._event = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver._event:
+                    receiver.received.append({"headers": dict(self.headers), "body": body})
+                    receiver._event.notify_all()
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def wait_for_event(self, event: str, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self._event:
+            while True:
+                for hook in self.received:
+                    if json.loads(hook["body"])["type"] == event:
+                        return hook
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pytest.fail(f"no {event} webhook within {timeout} s; got {self.received}")
+                self._event.wait(remaining)

@@ -1,54 +1,22 @@
-"""`edgecrew dev` as a user runs it: real SmolLM2, real MiniLM, a real question, Ctrl-C."""
+"""`edgecrew dev` as a user runs it: real SmolLM2, real MiniLM, real Prefect; Ctrl-C."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from edge.settings import DEV_API_KEYS
-from tests.support import free_port, port_is_open, processes_mentioning
+from tests.support import DevStack, WebhookReceiver, port_is_open, processes_mentioning
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
-
-
-def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            if process.poll() is not None:
-                break
-            continue
-        seen.append(line)
-        if needle in line:
-            return seen
-    pytest.fail(f"no {needle!r} from edgecrew dev; output:\n{''.join(seen)}")
-
-
-def interrupt(process: subprocess.Popen[str]) -> str:
-    """Ctrl-C, as a user would; the rest of its output. Kills it if it ignores Ctrl-C."""
-    assert process.stdout is not None
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        process.stdout.close()
-        raise
-    with process.stdout:
-        return process.stdout.read()
+KEY = DEV_API_KEYS.split(":", 1)[1]
+HEADERS = {"Authorization": f"Bearer {KEY}"}
 
 
 def run_cli(env: dict[str, str], *args: str) -> str:
@@ -57,24 +25,13 @@ def run_cli(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def test_edgecrew_dev_answers_a_real_question_and_stops_cleanly(tmp_path: Path) -> None:
-    port, llm_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECREW_")}
-    env |= {"EDGECREW_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.local.cli", "dev", "--port", str(port),
-         "--llm-port", str(llm_port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,  # so a failed test can still kill everything it started
-    )  # fmt: skip
-    try:
-        output = "".join(wait_for_line(process, "ready on", timeout=240))
+def test_edgecrew_dev_answers_runs_a_crew_and_stops_cleanly(tmp_path: Path) -> None:
+    with DevStack.running(tmp_path) as stack, WebhookReceiver() as receiver:
+        output = "".join(stack.output)
         assert "ingested" in output and "demo documents" in output
-        key = DEV_API_KEYS.split(":", 1)[1]
-        headers = {"Authorization": f"Bearer {key}"}
-        base = f"http://127.0.0.1:{port}"
+        base = stack.base_url
         question = {"question": "Which port does the local edge listen on?"}
-        response = httpx.post(f"{base}/v1/answers", json=question, headers=headers, timeout=120)
+        response = httpx.post(f"{base}/v1/answers", json=question, headers=HEADERS, timeout=120)
         assert response.status_code == 200, response.text
         answer = response.json()
         assert answer["model"] == "smollm2" and answer["answer"].strip()
@@ -82,13 +39,8 @@ def test_edgecrew_dev_answers_a_real_question_and_stops_cleanly(tmp_path: Path) 
         assert any("8787" in c["text"] for c in answer["citations"])
         assert answer["timings_ms"]["generate"] > 0
 
-        with httpx.stream(
-            "POST",
-            f"{base}/v1/answers",
-            json={**question, "stream": True},
-            headers=headers,
-            timeout=120,
-        ) as streamed:
+        with httpx.stream("POST", f"{base}/v1/answers", json={**question, "stream": True},
+                          headers=HEADERS, timeout=120) as streamed:  # fmt: skip
             lines = list(streamed.iter_lines())
         events = [line[7:] for line in lines if line.startswith("event: ")]
         assert events[-1] == "done" and "token" in events
@@ -97,14 +49,30 @@ def test_edgecrew_dev_answers_a_real_question_and_stops_cleanly(tmp_path: Path) 
 
         notes = tmp_path / "Team Notes.md"
         notes.write_text("The staging database is called heron-7 and lives in Oslo.")
-        ingested = run_cli(env, "ingest", str(notes), "--url", base, "--key", key)
+        ingested = run_cli(stack.env, "ingest", str(notes), "--url", base, "--key", KEY)
         assert "team-notes: 1 chunks" in ingested
-        question = "What is the staging database called?"
-        assert "[1] team-notes#0" in run_cli(env, "ask", question, "--url", base, "--key", key)
-    finally:
-        farewell = interrupt(process)
-    assert "stopped" in farewell
-    assert process.returncode == 0
-    assert not port_is_open(port) and not port_is_open(llm_port)
-    assert processes_mentioning(f"--port {llm_port}") == []
-    assert processes_mentioning(f"--port {port}") == []
+        asked = run_cli(stack.env, "ask", "What is the staging database called?",
+                        "--url", base, "--key", KEY)  # fmt: skip
+        assert "[1] team-notes#0" in asked
+
+        # A real crew on the real SmolLM2, through Prefect, ending in a signed webhook.
+        job = {"crew": "summarize", "inputs": {"text": notes.read_text(), "sentences": 1},
+               "webhook": {"url": receiver.url}}  # fmt: skip
+        accepted = httpx.post(f"{base}/v1/jobs", json=job, headers=HEADERS, timeout=30)
+        assert accepted.status_code == 202, accepted.text
+        finished = stack.wait_for_job(accepted.json()["id"], KEY)
+        assert finished["status"] == "succeeded", finished
+        assert finished["result"]["output"].strip()
+        hook = receiver.wait_for_event("job.succeeded")
+        secret = httpx.get(f"{base}/v1/webhooks/secret", headers=HEADERS).json()["secret"]
+        payload = Webhook(secret).verify(
+            hook["body"], {k.lower(): v for k, v in hook["headers"].items()}
+        )
+        assert payload["data"]["id"] == finished["id"]
+
+    assert "stopped" in stack.output[-1]
+    assert stack.process.returncode == 0
+    for port in (stack.port, stack.llm_port, stack.prefect_port):
+        assert not port_is_open(port)
+        assert processes_mentioning(f"--port {port}") == []
+    assert processes_mentioning(str(tmp_path / "data")) == []
