@@ -80,7 +80,8 @@ def dev(
             console.print(f"Prefect UI: http://127.0.0.1:{prefect_port}  (crew logs per flow run)")
         while True:
             time.sleep(1.0)
-            supervisor.check_alive()
+            for name in supervisor.check_alive():
+                console.print(f"[yellow]{name} exited; restarted it[/]")
     except ServiceFailed as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc

@@ -32,6 +32,7 @@ class Service:
     argv: Sequence[str]
     health_url: str
     env: Mapping[str, str] = field(default_factory=dict)
+    restart: bool = False  # like `restart: always`: a crashed worker comes back
 
 
 class ServiceFailed(RuntimeError):
@@ -54,28 +55,36 @@ class Supervisor:
 
     def start(self, service: Service, *, timeout: float = 120.0) -> None:
         """Start a service and return once its health URL answers 200."""
-        self._log_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path(service).open("ab")
-        process = subprocess.Popen(  # noqa: S603 - argv is built by us, never a shell  # noqa: S603 - argv is built by us, never a shell
-            list(service.argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **service.env},
-            start_new_session=True,
-        )
-        log.close()  # the child holds its own descriptor
+        process = self._spawn(service)
         self._children.append((service, process))
         self._wait_healthy(service, process, timeout)
 
-    def check_alive(self) -> None:
-        """Raise if any child has exited."""
-        for service, process in self._children:
-            if process.poll() is not None:
+    def _spawn(self, service: Service) -> subprocess.Popen[bytes]:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path(service).open("ab") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(  # noqa: S603 - argv is built by us, never a shell
+                list(service.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **service.env},
+                start_new_session=True,
+            )
+
+    def check_alive(self) -> list[str]:
+        """Restart children that may restart; raise if another has exited. Returns restarts."""
+        restarted = []
+        for index, (service, process) in enumerate(self._children):
+            if process.poll() is None:
+                continue
+            if not service.restart:
                 raise ServiceFailed(
                     f"{service.name} exited with code {process.returncode}; "
                     f"see {self.log_path(service)}"
                 )
+            self._children[index] = (service, self._spawn(service))
+            restarted.append(service.name)
+        return restarted
 
     def stop_all(self, *, grace: float = 10.0) -> None:
         """SIGTERM every process group (newest first), then SIGKILL what is left."""

@@ -59,6 +59,8 @@ def deploy_flows(api_url: str, *, root: Path = REPO_ROOT) -> None:
     for pool in POOLS:
         _run([*prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"], env, root)
     _run([*prefect, "--no-prompt", "deploy", "--all"], env, root)
+    within = os.environ.get("EDGECREW_ZOMBIE_SECONDS", "90")
+    _run([sys.executable, "-m", "executor.zombies", "--within", within], env, root)
 
 
 def worker(pool: str, api_url: str, env: dict[str, str], *, limit: int = 4) -> Service:
@@ -69,8 +71,11 @@ def worker(pool: str, api_url: str, env: dict[str, str], *, limit: int = 4) -> S
         argv=[sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
               "--type", "process", "--limit", str(limit), "--with-healthcheck"],
         health_url=f"http://127.0.0.1:{port}/health",
+        restart=True,
         env={
             **QUIET,
+            # Heartbeats let the zombie automation crash runs whose worker died.
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
             **env,
             "PREFECT_API_URL": api_url,
             "PREFECT_WORKER_QUERY_SECONDS": "1",

@@ -2,7 +2,8 @@
 
 With tools on offer and no observation yet, it asks for `knowledge_search`; otherwise it
 gives a final answer that quotes the last observation, so a test can see the tool's
-output flow through the crew. Set EDGECREW_FAKE_LLM_LOG to append each call to a JSONL
+output flow through the crew. A prompt containing SLOW-CREW hangs (for kill tests). Set
+EDGECREW_FAKE_LLM_LOG to append each call to a JSONL
 file (flows run in worker subprocesses, where the test cannot see memory).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from crewai.llms.base_llm import BaseLLM
@@ -29,6 +31,8 @@ class ScriptedLLM(BaseLLM):
             else "\n".join(str(m.get("content", "")) for m in messages)
         )
         self.calls.append(text)
+        if "SLOW-CREW" in text:  # lets a test kill a worker while a crew is mid-run
+            time.sleep(600)
         if path := os.environ.get("EDGECREW_FAKE_LLM_LOG"):
             with open(path, "a", encoding="utf-8") as log:
                 log.write(json.dumps({"prompt": text}) + "\n")

@@ -1,0 +1,100 @@
+"""Jobs through the real local stack: Prefect server, process workers, the real flow and
+CrewAI, callbacks, KV and signed webhooks; the crew LLM is a scripted fake so the test is
+about the plumbing (tests/test_dev_stack_e2e.py runs the real SmolLM2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from edge.settings import DEV_API_KEYS
+from tests.support import DevStack, WebhookReceiver, processes_mentioning
+
+pytestmark = pytest.mark.e2e
+KEY = DEV_API_KEYS.split(":", 1)[1]
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("jobs-stack")
+    env = {
+        "EDGECREW_CREW_LLM_FACTORY": "tests.doubles.crew_llm:scripted_llm",
+        "EDGECREW_FAKE_LLM_LOG": str(tmp / "llm.jsonl"),
+        "EDGECREW_ZOMBIE_SECONDS": "45",
+        "EDGECREW_RECONCILE_SECONDS": "3",
+        "EDGECREW_STALE_AFTER_SECONDS": "5",
+    }
+    with DevStack.running(tmp, "--no-demo", env=env) as running:
+        yield running
+
+
+def submit(stack: DevStack, body: dict[str, Any], **headers: str) -> dict[str, Any]:
+    url = f"{stack.base_url}/v1/jobs"
+    response = httpx.post(url, json=body, headers={**HEADERS, **headers}, timeout=30)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def verified(stack: DevStack, hook: dict[str, Any]) -> dict[str, Any]:
+    secret = httpx.get(f"{stack.base_url}/v1/webhooks/secret", headers=HEADERS).json()["secret"]
+    headers = {k.lower(): v for k, v in hook["headers"].items()}
+    return dict(Webhook(secret).verify(hook["body"], headers))
+
+
+def flow_runs_for(stack: DevStack, job_id: str) -> int:
+    api = f"http://127.0.0.1:{stack.prefect_port}/api"
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 200}).json()
+    return sum(1 for run in runs if run["parameters"].get("job_id") == job_id)
+
+
+def test_research_job_runs_the_crew_with_the_knowledge_tool(stack: DevStack) -> None:
+    note = {"id": "atlas", "text": "Heron-7 is the staging database; it lives in Oslo."}
+    url = f"{stack.base_url}/v1/documents"  # the first ingest loads MiniLM: allow for it
+    httpx.post(url, json={"documents": [note]}, headers=HEADERS, timeout=180).raise_for_status()
+    with WebhookReceiver() as receiver:
+        body = {"crew": "research", "inputs": {"topic": "the staging database"},
+                "webhook": {"url": receiver.url, "events": ["job.running", "job.progress",
+                                                             "job.succeeded"]}}  # fmt: skip
+        accepted = submit(stack, body, **{"Idempotency-Key": "research-1"})
+        job = stack.wait_for_job(accepted["id"], KEY)
+        assert job["status"] == "succeeded", job
+        assert job["progress"] == {"completed_tasks": 2, "total_tasks": 2, "current_task": None}
+        research, report = job["result"]["tasks"]
+        assert "[atlas#0]" in research["output"], "the tool's passage reached the researcher"
+        assert report["output"].startswith("FAKE ANSWER")
+        succeeded = verified(stack, receiver.wait_for_event("job.succeeded"))
+        assert succeeded["data"]["result"] == job["result"]
+        kinds = [json.loads(h["body"])["type"] for h in receiver.received]
+        assert kinds[0] == "job.running" and kinds.count("job.progress") == 2
+        assert {d["status_code"] for d in job["deliveries"]} == {204}
+
+    again = submit(stack, body, **{"Idempotency-Key": "research-1"})
+    assert again["id"] == accepted["id"] and again["status"] == "succeeded"
+    assert flow_runs_for(stack, accepted["id"]) == 1, "one Prefect run, however often it is sent"
+    prompts = Path(stack.env["EDGECREW_FAKE_LLM_LOG"]).read_text()
+    assert "the staging database" in prompts
+
+
+def test_killing_the_worker_mid_job_still_ends_the_job(stack: DevStack) -> None:
+    with WebhookReceiver() as receiver:
+        hook = {"url": receiver.url, "events": ["job.running", "job.failed"]}
+        body = {"crew": "summarize", "inputs": {"text": "SLOW-CREW: hang."}, "webhook": hook}
+        accepted = submit(stack, body)
+        receiver.wait_for_event("job.running", timeout=60)
+        engines = processes_mentioning("prefect.engine") + processes_mentioning("--pool cpu")
+        assert engines, "a worker and its flow-run process should be running"
+        for pid in engines:
+            os.kill(pid, signal.SIGKILL)
+        failed = verified(stack, receiver.wait_for_event("job.failed", timeout=240))
+    assert failed["data"]["id"] == accepted["id"]
+    assert failed["data"]["error"]["kind"] == "Crashed"
+    job = httpx.get(f"{stack.base_url}/v1/jobs/{accepted['id']}", headers=HEADERS).json()
+    assert job["status"] == "failed"
