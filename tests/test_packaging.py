@@ -1,0 +1,49 @@
+"""What can be checked here of the deployment files without Docker or Cloudflare."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import yaml
+
+from shared.crews import CREWS, FLOW_NAME
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_prefect_yaml_has_one_capped_deployment_per_pool_the_crews_use() -> None:
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in config["deployments"]}
+    assert set(deployments) == {spec.pool for spec in CREWS.values()}
+    for name, deployment in deployments.items():
+        assert deployment["work_pool"]["name"] == name
+        assert deployment["concurrency_limit"] >= 1
+        path, _, function = deployment["entrypoint"].partition(":")
+        tree = ast.parse((ROOT / path).read_text())
+        flows = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function]
+        assert flows, f"{deployment['entrypoint']} does not exist"
+        decorator = ast.unparse(flows[0].decorator_list[0])
+        assert "name=FLOW_NAME" in decorator and FLOW_NAME == "run-crew-job"
+
+
+def test_compose_workers_restart_always_and_cover_every_pool() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    workers = {k: v for k, v in compose["services"].items() if k.startswith("worker-")}
+    pools = {
+        service["command"][service["command"].index("--pool") + 1] for service in workers.values()
+    }
+    assert pools == {spec.pool for spec in CREWS.values()}
+    assert all(service["restart"] == "always" for service in workers.values())
+    for service in workers.values():
+        env = service["environment"]
+        assert {"PREFECT_API_URL", "EDGECREW_EDGE_URL", "EDGECREW_EXECUTOR_SECRET"} <= set(env)
+
+
+def test_dockerfile_installs_the_executor_extra_and_runs_a_worker() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install '.[executor]'" in dockerfile
+    assert '"prefect", "worker", "start"' in dockerfile
+    assert "USER worker" in dockerfile
+    for copied in ("shared", "edge", "executor", "prefect.yaml", "pyproject.toml"):
+        assert copied in dockerfile
