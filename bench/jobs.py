@@ -1,0 +1,231 @@
+"""Job start latency and intake, on the real local stack, against plain Prefect.
+
+    .venv/bin/python bench/jobs.py [--jobs 20] [--intake 500] [--concurrency 50]
+
+1. Start latency. Our path: POST /v1/jobs → the `job.running` webhook at a local receiver
+   (create → RUNNING as the client sees it), and POST → `job.succeeded` webhook minus the
+   crew's own time (updated_at of succeeded - updated_at of running). The crew LLM is the
+   scripted fake, so the crew itself takes milliseconds. Baseline, same run, same server:
+   a trivial flow on a plain process worker, create_flow_run over REST → RUNNING (polled
+   every 50 ms).
+2. Intake: `--intake` POST /v1/jobs at `--concurrency` in flight, each with its own
+   Idempotency-Key, no workers running; then every flow run in Prefect is counted per job:
+   accepted/s, lost (accepted, no run) and duplicated (more than one run).
+Prints markdown; docs/benchmarks.md records a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from edge.local.cli import _edge_service
+from edge.local.processes import Service, Supervisor, free_port
+from edge.local.stack import QUIET, deploy_flows, dev_secrets, prefect_server, worker
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.support import WebhookReceiver  # noqa: E402
+
+KEY = "bench-key-0123456789"
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+
+
+def pct(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples), q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--intake", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="edgecrew-jobs-bench-"))
+    supervisor = Supervisor(data / "logs")
+    prefect_port, edge_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{prefect_port}/api"
+    base = f"http://127.0.0.1:{edge_port}"
+    try:
+        supervisor.start(prefect_server(prefect_port, data), timeout=180)
+        deploy_flows(api)
+        secrets = dev_secrets(data)
+        env = {**QUIET, **secrets, "EDGECREW_API_KEYS": f"bench:{KEY}",
+               "EDGECREW_DATA_DIR": str(data), "EDGECREW_PREFECT_API_URL": api,
+               "EDGECREW_ALLOW_LOOPBACK_WEBHOOKS": "true", "EDGECREW_LLM_MODEL": "none",
+               "EDGECREW_EMBED_MODEL": "all-MiniLM-L6-v2",
+               "EDGECREW_LLM_BASE_URL": "http://127.0.0.1:9/v1"}  # fmt: skip
+        os.environ.update({"EDGECREW_DATA_DIR": str(data)})
+        supervisor.start(_edge_service("127.0.0.1", edge_port, env))
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
+            f"{platform.python_version()}, Prefect server on SQLite, process workers "
+            "polling every 1 s\n"
+        )
+        asyncio.run(intake(base, api, args.intake, args.concurrency))
+        executor_env = {"EDGECREW_EDGE_URL": base, **secrets,
+                        "EDGECREW_CREW_LLM_FACTORY": "tests.doubles.crew_llm:scripted_llm",
+                        "PYTHONPATH": str(ROOT)}  # fmt: skip
+        supervisor.start(worker("cpu", api, executor_env))
+        supervisor.start(baseline_worker(api, data))
+        start_latency(base, api, args.jobs)
+    finally:
+        supervisor.stop_all()
+
+
+def baseline_worker(api: str, data: Path) -> Service:
+    """A plain Prefect process worker on its own pool, for a trivial flow."""
+    env = {"PYTHONPATH": str(ROOT)}
+    service = worker("bench", api, env)
+    root = str(ROOT)
+    prefect = [sys.executable, "-m", "prefect"]
+    run_env = {**os.environ, **QUIET, "PREFECT_API_URL": api, "EDGECREW_EXECUTOR_DIR": root}
+    subprocess.run([*prefect, "work-pool", "create", "bench", "--type", "process", "--overwrite"],
+                   env=run_env, cwd=root, check=True, capture_output=True)  # fmt: skip
+    subprocess.run([*prefect, "--no-prompt", "deploy", "bench/trivial_flow.py:trivial",
+                    "--name", "bench", "--pool", "bench"],
+                   env=run_env, cwd=root, check=True, capture_output=True)  # fmt: skip
+    return service
+
+
+async def intake(base: str, api: str, total: int, concurrency: int) -> None:
+    limits = httpx.Limits(max_connections=concurrency)
+    accepted: list[str] = []
+    queued: list[bool] = []
+    failures = 0
+    async with httpx.AsyncClient(base_url=base, headers=HEADERS, limits=limits,
+                                 timeout=60) as client:  # fmt: skip
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(n: int) -> None:
+            nonlocal failures
+            async with semaphore:
+                # research runs on the gpu pool, which has no worker here: nothing executes.
+                body = {"crew": "research", "inputs": {"topic": f"intake {n}"}}
+                key = {"Idempotency-Key": f"intake-{n}"}
+                response = await client.post("/v1/jobs", json=body, headers=key)
+                if response.status_code == 202:
+                    accepted.append(response.json()["id"])
+                    queued.append(response.json()["status"] == "queued")
+                else:
+                    failures += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(n) for n in range(total)))
+        elapsed = time.perf_counter() - started
+        statuses = await job_statuses(client, accepted)
+        # What Prefect did not take in the request is the reconciler's: give it time.
+        deadline = time.monotonic() + 120
+        while statuses.get("submitting") and time.monotonic() < deadline:
+            await asyncio.sleep(5)
+            statuses = await job_statuses(client, accepted)
+    runs = await flow_runs_by_job(api)
+    lost = sum(1 for job_id in accepted if runs.get(job_id, 0) == 0)
+    duplicated = sum(1 for job_id in accepted if runs.get(job_id, 0) > 1)
+    print(f"intake ({total} POST /v1/jobs, {concurrency} in flight, no workers):\n")
+    print("| accepted | refused | accepted/s | queued in the 202 | reached Prefect once | lost "
+          "| duplicated |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    row = [len(accepted), failures, f"{len(accepted) / elapsed:.0f}", sum(queued),
+           len(accepted) - lost - duplicated, lost, duplicated]  # fmt: skip
+    print("| " + " | ".join(str(cell) for cell in row) + " |\n", flush=True)
+
+
+async def job_statuses(client: httpx.AsyncClient, ids: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for job_id in ids:
+        status = (await client.get(f"/v1/jobs/{job_id}")).json()["status"]
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+async def flow_runs_by_job(api: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    async with httpx.AsyncClient(timeout=60) as client:
+        offset = 0
+        while True:
+            page = (await client.post(f"{api}/flow_runs/filter",
+                                      json={"limit": 200, "offset": offset})).json()  # fmt: skip
+            for run in page:
+                job_id = run["parameters"].get("job_id")
+                if job_id:
+                    counts[job_id] = counts.get(job_id, 0) + 1
+            if len(page) < 200:
+                return counts
+            offset += 200
+
+
+def start_latency(base: str, api: str, jobs: int) -> None:
+    to_running: list[float] = []
+    overhead: list[float] = []
+    with WebhookReceiver() as receiver, httpx.Client(base_url=base, headers=HEADERS,
+                                                     timeout=60) as client:  # fmt: skip
+        for n in range(jobs):
+            hook = {"url": receiver.url, "events": ["job.running", "job.succeeded"]}
+            body = {"crew": "summarize", "inputs": {"text": f"latency {n}"}, "webhook": hook}
+            receiver.received.clear()
+            started = time.perf_counter()
+            job_id = client.post("/v1/jobs", json=body).json()["id"]
+            receiver.wait_for_event("job.running", timeout=120)
+            to_running.append(time.perf_counter() - started)
+            receiver.wait_for_event("job.succeeded", timeout=120)
+            total = time.perf_counter() - started
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            crew = crew_seconds(job, receiver.received)
+            overhead.append(total - crew)
+    baseline = baseline_latency(api, jobs)
+    print(f"start latency ({jobs} sequential jobs; baseline: {jobs} trivial flow runs):\n")
+    print("| path | p50 s | p90 s |")
+    print("|---|---|---|")
+    rows = [
+        ("edgecrew: POST /v1/jobs → job.running webhook", to_running),
+        ("edgecrew: POST → job.succeeded webhook, minus crew time", overhead),
+        ("plain Prefect: create_flow_run → RUNNING", baseline),
+    ]
+    for label, samples in rows:
+        print(f"| {label} | {pct(samples, 50):.2f} | {pct(samples, 90):.2f} |")
+    ratio = pct(to_running, 50) / pct(baseline, 50)
+    print(f"\nratio (edgecrew to RUNNING / plain Prefect, p50): {ratio:.2f}x")
+
+
+def crew_seconds(job: dict[str, Any], hooks: list[dict[str, Any]]) -> float:
+    import json
+    from datetime import datetime
+
+    stamps = {json.loads(h["body"])["type"]: json.loads(h["body"])["timestamp"] for h in hooks}
+    running = datetime.fromisoformat(stamps["job.running"].replace("Z", "+00:00"))
+    done = datetime.fromisoformat(stamps["job.succeeded"].replace("Z", "+00:00"))
+    return (done - running).total_seconds()
+
+
+def baseline_latency(api: str, runs: int) -> list[float]:
+    samples = []
+    with httpx.Client(base_url=api + "/", timeout=30) as client:
+        deployment = client.get("deployments/name/trivial/bench").json()["id"]
+        for _ in range(runs):
+            started = time.perf_counter()
+            run = client.post(f"deployments/{deployment}/create_flow_run", json={}).json()
+            while client.get(f"flow_runs/{run['id']}").json()["state"]["type"] not in {
+                "RUNNING",
+                "COMPLETED",
+                "FAILED",
+                "CRASHED",
+            }:
+                time.sleep(0.05)
+            samples.append(time.perf_counter() - started)
+    return samples
+
+
+if __name__ == "__main__":
+    main()
