@@ -45,6 +45,7 @@ test: lint tools
 bench: setup
 	$(VENV)/bin/python bench/vector_search.py
 	$(VENV)/bin/python bench/answers.py
+	$(VENV)/bin/python bench/jobs.py
 	bash scripts/check_pyodide_imports.sh --bench
 
 clean:

@@ -4,7 +4,7 @@ from workers import WorkerEntrypoint
 
 from edge.adapters.cloudflare import build_cloudflare_ports, env_mapping, to_py
 from edge.app import create_app
-from edge.handlers import deliver_webhooks, reconcile
+from edge.handlers import handle_batch, reconcile
 from edge.settings import Settings
 
 # Built on the first request, not at import: Cloudflare snapshots module state at deploy,
@@ -28,7 +28,7 @@ class Default(WorkerEntrypoint):  # type: ignore[misc]
 
     async def queue(self, batch, env=None, ctx=None):  # type: ignore[no-untyped-def]
         # env and ctx arrive as None for class-based entrypoints; bindings are on self.env.
-        await deliver_webhooks(_app_for(self.env), [_Message(m) for m in batch.messages])
+        await handle_batch(_app_for(self.env), [_Message(m) for m in batch.messages])
 
     async def scheduled(self, controller, env=None, ctx=None):  # type: ignore[no-untyped-def]
         await reconcile(_app_for(self.env))

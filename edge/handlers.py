@@ -4,7 +4,7 @@ it runs and is tested under CPython too."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from fastapi import FastAPI
@@ -23,19 +23,35 @@ class QueueMessage(Protocol):
     def ack(self) -> None: ...
 
 
-async def deliver_webhooks(app: FastAPI, messages: Iterable[QueueMessage]) -> None:
-    """Deliver each message; a retry is a new message with a delay, so every one is acked.
+async def handle_batch(app: FastAPI, messages: Iterable[QueueMessage]) -> None:
+    """Handle each message; a retry is a new message with a delay, so every one is acked.
 
     A message whose handling raises is not acked: Queues redelivers it, and after
     `max_retries` it lands in the dead-letter queue.
     """
-    sender = WebhookSender(app.state.jobs.store, app.state.settings)
+    handle = task_handler(app, WebhookSender(app.state.jobs.store, app.state.settings))
     for message in messages:
         body = message.body
-        delay = await sender.deliver(body)
+        delay = await handle(body)
         if delay is not None:
             await app.state.ports.deliveries.send(next_attempt(body), delay_seconds=delay)
         message.ack()
+
+
+def task_handler(
+    app: FastAPI, sender: WebhookSender
+) -> Callable[[Mapping[str, Any]], Awaitable[int | None]]:
+    """One handler for the queue's two kinds of message: job hand-overs and webhooks."""
+
+    async def handle(body: Mapping[str, Any]) -> int | None:
+        if body.get("kind") == "submit":
+            if await app.state.jobs.submit_pending(body["tenant"], body["job_id"]):
+                return None
+            delay: int = min(5 * 2 ** (int(body["attempt"]) - 1), 300)  # Prefect struggles
+            return delay
+        return await sender.deliver(body)
+
+    return handle
 
 
 async def reconcile(app: FastAPI) -> dict[str, int]:

@@ -15,6 +15,8 @@ from fastapi import FastAPI
 
 from edge.adapters.prefect import PrefectOrchestrator
 from edge.app import create_app
+from edge.handlers import task_handler
+from edge.jobs.delivery import WebhookSender
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.ports import Ports
@@ -345,3 +347,39 @@ async def test_unknown_and_malformed_job_ids_are_problems(api: httpx.AsyncClient
     assert (await api.get("/v1/jobs/job_" + "0" * 26, headers=AUTH_A)).status_code == 404
     assert (await api.get("/v1/jobs/../../etc", headers=AUTH_A)).status_code in {404, 422}
     assert (await api.get("/v1/jobs/nope", headers=AUTH_A)).status_code == 422
+
+
+async def test_a_burst_is_accepted_at_once_and_fed_to_prefect_through_the_queue(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI, queue: RecordingQueue
+) -> None:
+    jobs_app.state.jobs.direct_limit = 0  # as if 8 hand-overs were already in flight
+    accepted = await api.post("/v1/jobs", json=JOB, headers=AUTH_A)
+    assert accepted.status_code == 202 and accepted.json()["status"] == "submitting"
+    assert prefect.create_calls == 0
+    ((message, delay),) = queue.sent
+    assert delay == 0
+    job_id = accepted.json()["id"]
+    assert message == {"kind": "submit", "tenant": "tenant_a", "job_id": job_id, "attempt": 1}
+    handle = task_handler(
+        jobs_app, WebhookSender(jobs_app.state.jobs.store, jobs_app.state.settings)
+    )
+    assert await handle(message) is None
+    job = (await api.get(f"/v1/jobs/{accepted.json()['id']}", headers=AUTH_A)).json()
+    assert job["status"] == "queued" and len(prefect.runs) == 1
+    assert await handle(message) is None and prefect.create_calls == 1, "handled twice: no-op"
+
+
+async def test_a_queued_hand_over_backs_off_while_prefect_is_down(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI, queue: RecordingQueue
+) -> None:
+    prefect.fail_next = [httpx.ConnectError("down")] * 6
+    accepted = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()
+    assert accepted["status"] == "submitting"
+    ((message, _),) = queue.sent
+    handle = task_handler(
+        jobs_app, WebhookSender(jobs_app.state.jobs.store, jobs_app.state.settings)
+    )
+    assert await handle(message) == 5
+    assert await handle({**message, "attempt": 2}) is None  # Prefect is back
+    job = (await api.get(f"/v1/jobs/{accepted['id']}", headers=AUTH_A)).json()
+    assert job["status"] == "queued" and len(prefect.runs) == 1

@@ -9,7 +9,7 @@ import respx
 
 from edge.adapters.cloudflare import CloudflareQueue, build_cloudflare_ports, env_mapping
 from edge.app import create_app
-from edge.handlers import deliver_webhooks, reconcile
+from edge.handlers import handle_batch, reconcile
 from edge.settings import Settings
 from tests.conftest import KEY_A
 from tests.doubles.cloudflare_bindings import (
@@ -58,7 +58,7 @@ async def test_batch_acks_all_and_requeues_failures_with_a_delay() -> None:
     app, env = worker_app()
     respx.post(HOOK).mock(side_effect=[respx.MockResponse(200), respx.MockResponse(503)])
     ok, failing = FakeQueueMessage(webhook_message()), FakeQueueMessage(webhook_message(3))
-    await deliver_webhooks(app, [ok, failing])  # type: ignore[arg-type]
+    await handle_batch(app, [ok, failing])  # type: ignore[arg-type]
     assert ok.acked and failing.acked
     ((body, options),) = env.WEBHOOKS.sent
     assert body["attempt"] == 4 and body["message_id"] == "msg_1"

@@ -8,6 +8,7 @@ the reconciler submits it with the same idempotency key.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,12 @@ log = logging.getLogger("edgecrew.jobs")
 
 #: How long a run may sit COMPLETED in Prefect without its result reaching the edge.
 RESULT_GRACE_SECONDS = 600
+#: Hand-overs to Prefect in flight in this process before new jobs go through the queue:
+#: an idle edge starts jobs at once, a burst is accepted at KV speed and fed to Prefect at
+#: the pace it can take.
+DIRECT_SUBMISSIONS = 8
+#: How long a request may wait for Prefect before the job is left to the queue.
+SUBMIT_BUDGET_SECONDS = 2.0
 PUBLIC_FIELDS = (
     "id", "crew", "status", "inputs", "metadata", "created_at", "updated_at",
     "progress", "result", "error", "deliveries",
@@ -43,6 +50,8 @@ class JobService:
         self._settings = settings
         self._clock = clock
         self.store = JobStore(ports.kv, ttl_seconds=settings.job_ttl_days * 86400)
+        self.direct_limit = DIRECT_SUBMISSIONS
+        self._direct = 0
 
     @property
     def orchestrator(self) -> Orchestrator:
@@ -81,7 +90,25 @@ class JobService:
             "heard_at": now,
         }
         await self.store.save(job, previous=None)  # the promise: recorded before anything else
-        return await self._hand_over(job), True
+        if self._direct < self.direct_limit:
+            self._direct += 1
+            try:
+                job = await asyncio.wait_for(self._hand_over(job), SUBMIT_BUDGET_SECONDS)
+            except TimeoutError:
+                pass  # a late run is found again: the retry uses the same idempotency key
+            finally:
+                self._direct -= 1
+        if job["status"] == JobStatus.SUBMITTING.value:
+            await self._defer(job)
+        return job, True
+
+    async def submit_pending(self, tenant: str, job_id: str) -> bool:
+        """Hand a deferred job to the orchestrator; False if it is still waiting for it."""
+        job = await self.store.get(tenant, job_id)
+        if job is None or job["status"] != JobStatus.SUBMITTING.value:
+            return True
+        handed = await self._hand_over(job)
+        return bool(handed["status"] != JobStatus.SUBMITTING.value)
 
     async def get(self, tenant: str, job_id: str) -> dict[str, Any] | None:
         """The job, refreshed from the orchestrator when the executor has been quiet."""
@@ -166,6 +193,12 @@ class JobService:
         queued = apply_event(taken, {"type": "queued"}, _iso(self._clock())) or taken
         await self.store.save(queued, previous=job)
         return await self._apply_run_state(queued, state)
+
+    async def _defer(self, job: Mapping[str, Any]) -> None:
+        """Queue the hand-over; without a queue the reconciler's next pass does it."""
+        if self._ports.deliveries is not None:
+            message = {"kind": "submit", "tenant": job["tenant"], "job_id": job["id"], "attempt": 1}
+            await self._ports.deliveries.send(message)
 
     async def _apply_run_state(self, job: dict[str, Any], state: RunState) -> dict[str, Any]:
         event = _event_for_run_state(job, state, self._clock())

@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
+from edge.handlers import task_handler
 from edge.jobs.delivery import WebhookSender, next_attempt
 from edge.local.sqlite_queue import SqliteQueue
 
@@ -24,8 +25,9 @@ def background_lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sender = WebhookSender(app.state.jobs.store, app.state.settings, resolve_dns=True)
+        handler = task_handler(app, sender)
         tasks = [
-            asyncio.create_task(queue.consume(sender.deliver, next_attempt), name="webhooks"),
+            asyncio.create_task(queue.consume(handler, next_attempt), name="queue"),
             asyncio.create_task(_reconcile_forever(app, reconcile_every), name="reconciler"),
         ]
         try:
