@@ -86,17 +86,18 @@ def app(settings: Settings, local_ports: Ports) -> FastAPI:
     return create_app(settings, local_ports)
 
 
+def asgi_client(app: FastAPI) -> httpx.AsyncClient:
+    """A client that calls the app in-process; app errors become 500s, as in production."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://edge.test")
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
+    async with asgi_client(app) as client:
         yield client
 
 
 @pytest.fixture
 def make_client() -> Callable[[FastAPI], httpx.AsyncClient]:
-    def build(app: FastAPI) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        return httpx.AsyncClient(transport=transport, base_url="http://edge.test")
-
-    return build
+    return asgi_client

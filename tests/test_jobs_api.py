@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +119,10 @@ def jobs_app(tmp_path: Path, prefect: FakePrefect, queue: RecordingQueue) -> Fas
 
 
 @pytest.fixture
-async def api(jobs_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=jobs_app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
+async def api(
+    jobs_app: FastAPI, make_client: Callable[[FastAPI], httpx.AsyncClient]
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(jobs_app) as client:
         yield client
 
 
