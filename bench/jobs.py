@@ -73,7 +73,8 @@ def main() -> None:
             f"{platform.python_version()}, Prefect server on SQLite, process workers "
             "polling every 1 s\n"
         )
-        asyncio.run(intake(base, api, args.intake, args.concurrency))
+        if args.intake:
+            asyncio.run(intake(base, api, args.intake, args.concurrency))
         executor_env = {"EDGECREW_EDGE_URL": base, **secrets,
                         "EDGECREW_CREW_LLM_FACTORY": "tests.doubles.crew_llm:scripted_llm",
                         "PYTHONPATH": str(ROOT)}  # fmt: skip
@@ -215,7 +216,14 @@ def baseline_latency(api: str, runs: int) -> list[float]:
         deployment = client.get("deployments/name/trivial/bench").json()["id"]
         for _ in range(runs):
             started = time.perf_counter()
-            run = client.post(f"deployments/{deployment}/create_flow_run", json={}).json()
+            response = client.post(f"deployments/{deployment}/create_flow_run", json={})
+            for _ in range(50):  # a loaded SQLite server sometimes refuses; retry a little
+                if response.status_code < 400:
+                    break
+                print(f"(baseline create_flow_run: HTTP {response.status_code}, retrying)")
+                time.sleep(0.2)
+                response = client.post(f"deployments/{deployment}/create_flow_run", json={})
+            run = response.json()
             while client.get(f"flow_runs/{run['id']}").json()["state"]["type"] not in {
                 "RUNNING",
                 "COMPLETED",
