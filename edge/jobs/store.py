@@ -48,7 +48,10 @@ class JobStore:
         if JobStatus(job["status"]).terminal:
             await self._kv.delete(active_key)
         else:
-            await self._kv.put(active_key, "", metadata={"status": job["status"]})
+            # Same lifetime as the record: a job that expires unfinished leaves no trace.
+            await self._kv.put(
+                active_key, "", ttl_seconds=self._ttl, metadata={"status": job["status"]}
+            )
 
     async def list_jobs(
         self, tenant: str, *, status: str | None, limit: int, cursor: str | None
