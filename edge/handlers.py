@@ -29,13 +29,21 @@ async def handle_batch(app: FastAPI, messages: Iterable[QueueMessage]) -> None:
     A message whose handling raises is not acked: Queues redelivers it, and after
     `max_retries` it lands in the dead-letter queue.
     """
-    handle = task_handler(app, WebhookSender(app.state.jobs.store, app.state.settings))
+    handle = task_handler(app, _sender(app))
     for message in messages:
         body = message.body
         delay = await handle(body)
         if delay is not None:
             await app.state.ports.deliveries.send(next_attempt(body), delay_seconds=delay)
         message.ack()
+
+
+def _sender(app: FastAPI) -> WebhookSender:
+    """One sender (and so one HTTP connection pool) per isolate, not one per batch."""
+    sender: WebhookSender | None = getattr(app.state, "webhook_sender", None)
+    if sender is None:
+        sender = app.state.webhook_sender = WebhookSender(app.state.jobs.store, app.state.settings)
+    return sender
 
 
 def task_handler(

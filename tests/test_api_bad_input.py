@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 import httpx
@@ -209,3 +210,15 @@ async def test_no_raw_bytes_produce_a_500(client: httpx.AsyncClient, raw: bytes)
     headers = {**AUTH_A, "Content-Type": "application/json"}
     response = await client.post("/v1/search", content=raw, headers=headers)
     assert response.status_code in {200, 400, 422}, response.text
+
+
+async def test_a_failing_local_store_is_503_not_500(client: httpx.AsyncClient, app: Any) -> None:
+    class LockedDatabase:
+        def execute(self, *args: Any) -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+    app.state.ports.kv._db = LockedDatabase()
+    response = await client.get("/v1/documents", headers=AUTH_A)
+    problem = assert_problem(response, 503)
+    assert response.headers["retry-after"] == "1"
+    assert "locked" not in problem["detail"], "internal details stay in the logs"

@@ -10,7 +10,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.ports import KV_MIN_TTL_SECONDS, InvalidCursor, KVEntry, KVKey, KVListPage
+from edge.ports import (
+    KV_MIN_TTL_SECONDS,
+    DependencyUnavailable,
+    InvalidCursor,
+    KVEntry,
+    KVKey,
+    KVListPage,
+)
 
 # Workers KV's documented limits, kept here so local mode fails where Cloudflare would.
 MAX_KEY_BYTES = 512
@@ -35,7 +42,7 @@ class SqliteKV:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+        self._lock = _Guard("local key-value store")
         self._clock = clock
 
     async def get(self, key: str) -> str | None:
@@ -110,6 +117,24 @@ class SqliteKV:
 
     def _now(self) -> int:
         return int(self._clock())
+
+
+class _Guard:
+    """The store's lock; also turns SQLite failures (locked, disk full) into a 503."""
+
+    def __init__(self, name: str) -> None:
+        self._lock = threading.Lock()
+        self._name = name
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: object
+    ) -> None:
+        self._lock.release()
+        if isinstance(error, sqlite3.OperationalError):
+            raise DependencyUnavailable(self._name, str(error), 1) from error
 
 
 def _check_key(key: str) -> None:
