@@ -48,7 +48,12 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: int) ->
     message_id = lowered.get("webhook-id", "")
     raw_timestamp = lowered.get("webhook-timestamp", "")
     signatures = lowered.get("webhook-signature", "")
-    if not message_id or not raw_timestamp.isdigit() or not signatures:
+    # isascii: "²".isdigit() is True, and int() would then raise outside our error type.
+    if (
+        not message_id
+        or not (raw_timestamp.isascii() and raw_timestamp.isdigit())
+        or not signatures
+    ):
         raise SignatureError("missing or malformed webhook-id/timestamp/signature headers")
     timestamp = int(raw_timestamp)
     if abs(now - timestamp) > TOLERANCE_SECONDS:

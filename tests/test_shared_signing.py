@@ -53,6 +53,7 @@ def test_rotation_any_listed_signature_may_match() -> None:
         ({"secret": "other"}, "no signature matches"),
         ({"drop": "webhook-id"}, "missing"),
         ({"timestamp": "soon"}, "malformed"),
+        ({"timestamp": "\u00b2"}, "malformed"),
     ],
 )
 def test_bad_signatures_are_refused(change: dict, message: str) -> None:

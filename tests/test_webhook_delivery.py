@@ -127,7 +127,9 @@ async def test_retries_stop_after_the_delivery_window(store: JobStore, clock: Cl
 async def test_unsafe_urls_are_not_called_at_delivery(store: JobStore, clock: Clock) -> None:
     route = respx.post("https://10.0.0.7/hooks").respond(200)
     delay = await sender(store, clock).deliver(message(url="https://10.0.0.7/hooks"))
-    assert route.call_count == 0 and delay is not None
+    assert route.call_count == 0 and delay is None, "never sent, and not retried either"
+    job = await store.get("tenant_a", "job_1")
+    assert job is not None and job["deliveries"][-1]["status_code"] is None
 
 
 async def test_queue_delays_retries_and_redelivers_after_a_crash(

@@ -31,6 +31,9 @@ FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 6 * 3600  # under Cloudflare Queues' 12 h delay ceiling
 TIMEOUT_SECONDS = 15.0
 MAX_LOGGED_DELIVERIES = 50
+#: What `_post` answers for a webhook that was not sent and never can be (unsafe or
+#: unusable URL): logged without a status code, and not retried.
+UNDELIVERABLE = 0
 
 
 def retry_delay(attempt: int, rng: Callable[[float, float], float] = random.uniform) -> int:
@@ -60,8 +63,8 @@ class WebhookSender:
     async def deliver(self, message: Mapping[str, Any]) -> int | None:
         attempt = int(message["attempt"])
         status = await self._post(message)
-        await self._log(message, status)
-        if status is not None and (200 <= status < 300 or status == 410):
+        await self._log(message, None if status == UNDELIVERABLE else status)
+        if status is not None and (status == UNDELIVERABLE or 200 <= status < 300 or status == 410):
             return None
         if self._clock() - float(message["first_attempt_at"]) > DELIVERY_WINDOW_SECONDS:
             log.warning("giving up on %s after %d attempts", message["message_id"], attempt)
@@ -79,7 +82,7 @@ class WebhookSender:
                 check_resolved_host(parts.hostname or "", port, allow_loopback=allow_loopback)
         except UnsafeWebhookUrl as exc:
             log.warning("not delivering %s: %s", message["message_id"], exc)
-            return None
+            return UNDELIVERABLE
         body = json.dumps(message["payload"]).encode()
         secret = derived_secret(self._settings.secret_key or "", f"webhooks:{message['tenant']}")
         headers = signed_headers(secret, str(message["message_id"]), int(self._clock()), body)
@@ -91,6 +94,9 @@ class WebhookSender:
         except httpx.HTTPError as exc:
             log.info("webhook %s attempt failed: %s", message["message_id"], type(exc).__name__)
             return None
+        except httpx.InvalidURL as exc:  # not an HTTPError; retrying cannot fix it
+            log.warning("webhook %s has an unusable URL: %s", message["message_id"], exc)
+            return UNDELIVERABLE
         return response.status_code
 
     async def _log(self, message: Mapping[str, Any], status: int | None) -> None:

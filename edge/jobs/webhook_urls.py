@@ -13,8 +13,10 @@ import socket
 from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2048
+_HOSTNAME = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)*$")  # ASCII (punycode for IDNs) only
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _BLOCKED_NAMES = re.compile(r"(^|\.)(localhost|local|internal|localdomain|home\.arpa)$")
-_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$")
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -38,6 +40,8 @@ def check_webhook_url(url: str, *, allow_loopback_http: bool = False) -> None:
     host = (parts.hostname or "").rstrip(".").lower()
     if parts.scheme not in {"https", "http"} or not host:
         raise UnsafeWebhookUrl("must be an absolute https:// URL")
+    if "%" in parts.netloc or "\\" in url:
+        raise UnsafeWebhookUrl("percent-encoded hosts and backslashes are not allowed")
     if parts.username is not None or parts.password is not None:
         raise UnsafeWebhookUrl("must not carry credentials; sign requests with the secret")
     if port == 0:
@@ -47,6 +51,8 @@ def check_webhook_url(url: str, *, allow_loopback_http: bool = False) -> None:
     if parts.scheme == "http" and not (allow_loopback_http and loopback):
         raise UnsafeWebhookUrl("must use https (plain http only to loopback in local mode)")
     if address is None:
+        if not _HOSTNAME.match(host):
+            raise UnsafeWebhookUrl(f"{host!r} is not an ASCII host name (use punycode)")
         if _BLOCKED_NAMES.search(host):
             raise UnsafeWebhookUrl(f"{host!r} names a local or internal host")
         return
@@ -55,12 +61,28 @@ def check_webhook_url(url: str, *, allow_loopback_http: bool = False) -> None:
 
 def check_address(address: IpAddress, *, allow_loopback: bool = False) -> None:
     """Raise unless the address is globally routable (or loopback, when allowed)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    for embedded in _embedded_ipv4(address):
+        check_address(embedded, allow_loopback=allow_loopback)
     if address.is_loopback and allow_loopback:
         return
     if not address.is_global or address.is_multicast:
         raise UnsafeWebhookUrl(f"{address} is not a public address")
+
+
+def _embedded_ipv4(address: IpAddress) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries (mapped, translated, compatible, 6to4,
+    Teredo, NAT64): each must pass on its own."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if address.teredo is not None:
+        found.append(address.teredo[1])
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    high96 = int(address) >> 32
+    compatible = high96 == 0 and int(address) > 1  # ::a.b.c.d, but not :: or ::1
+    if address in _NAT64 or compatible or high96 == 0xFFFF0000:  # NAT64, compat., translated
+        found.append(low32)
+    return found
 
 
 def check_resolved_host(host: str, port: int, *, allow_loopback: bool = False) -> None:
