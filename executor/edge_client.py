@@ -46,6 +46,17 @@ class EdgeClient:
             f"/v1/internal/jobs/{job_id}/events", f"{job_id}:{event_id}", payload
         )
 
+    def notify(self, job_id: str, tenant: str, event_id: str, body: Mapping[str, Any]) -> None:
+        """Best effort, for `running` and `progress`: the crew goes on if the edge is away.
+
+        Only the final event must be acknowledged; the reconciler catches the edge up on
+        the rest from Prefect.
+        """
+        try:
+            self.event(job_id, tenant, event_id, body)
+        except EdgeUnreachable as exc:
+            log.warning("edge did not take %s for %s: %s", body.get("type"), job_id, exc)
+
     def search(self, tenant: str, query: str, top_k: int = 5) -> list[dict[str, Any]]:
         """The tenant's knowledge-base matches for a query (the crews' knowledge tool)."""
         payload = {"tenant": tenant, "query": query, "top_k": top_k}

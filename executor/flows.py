@@ -30,7 +30,7 @@ def run_crew_job(job_id: str, tenant: str, crew: str, inputs: dict[str, Any]) ->
     settings = ExecutorSettings.from_env(os.environ)
     edge = EdgeClient(settings)
     attempt = int(flow_run.run_count or 1)
-    edge.event(job_id, tenant, f"running:{attempt}", {"type": "running"})
+    edge.notify(job_id, tenant, f"running:{attempt}", {"type": "running"})
     try:
         result = run_crew(job_id, tenant, crew, inputs, settings=settings, edge=edge)
     except Exception as exc:
@@ -87,7 +87,7 @@ class ProgressReporter:
             "total_tasks": len(self._names),
             "current_task": upcoming,
         }
-        self._edge.event(
+        self._edge.notify(
             self._job_id,
             self._tenant,
             f"progress:{self._done}",

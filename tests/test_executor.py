@@ -138,3 +138,14 @@ def test_executor_settings_need_edge_url_and_secret() -> None:
         ExecutorSettings.from_env(
             {"EDGECREW_EDGE_URL": "http://e", "EDGECREW_EXECUTOR_SECRET": "x"}
         )
+
+
+def test_running_and_progress_are_best_effort() -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404)
+
+    edge = EdgeClient(SETTINGS, client=httpx.Client(transport=httpx.MockTransport(down)),
+                      sleep=lambda _: None)  # fmt: skip
+    edge.notify("job_1", "t", "running:1", {"type": "running"})  # logs, does not raise
+    with pytest.raises(EdgeUnreachable):
+        edge.event("job_1", "t", "succeeded", {"type": "succeeded", "result": {}})

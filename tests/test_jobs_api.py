@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -384,3 +385,23 @@ async def test_a_queued_hand_over_backs_off_while_prefect_is_down(
     assert await handle({**message, "attempt": 2}) is None  # Prefect is back
     job = (await api.get(f"/v1/jobs/{accepted['id']}", headers=AUTH_A)).json()
     assert job["status"] == "queued" and len(prefect.runs) == 1
+
+
+async def test_webhooks_are_refused_while_no_signing_key_is_configured(
+    api: httpx.AsyncClient, jobs_app: FastAPI, prefect: FakePrefect
+) -> None:
+    jobs_app.state.settings = dataclasses.replace(jobs_app.state.settings, secret_key=None)
+    hooked = {**JOB, "webhook": {"url": "https://app.example.com/hooks"}}
+    response = await api.post("/v1/jobs", json=hooked, headers=AUTH_A)
+    assert response.status_code == 503 and prefect.create_calls == 0
+    assert (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).status_code == 202
+
+
+async def test_cancelling_a_finished_run_changes_nothing(
+    api: httpx.AsyncClient, prefect: FakePrefect
+) -> None:
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    prefect.set("run-1", "COMPLETED")
+    response = await api.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_A)
+    assert response.status_code == 202 and response.json()["status"] == "queued"
+    assert prefect.runs["run-1"]["state"]["type"] == "COMPLETED", "never forced to CANCELLING"

@@ -18,6 +18,8 @@ from edge.ports import DependencyUnavailable, RunState
 
 #: Prefect states from which a run has not started yet: cancel them outright.
 _NOT_STARTED = {"SCHEDULED", "PENDING", "PAUSED"}
+#: Final states: a cancel changes nothing (the edge learns the outcome from them).
+_FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 class PrefectOrchestrator:
@@ -64,13 +66,14 @@ class PrefectOrchestrator:
 
     async def cancel(self, run_id: str) -> RunState:
         current = await self.read(run_id)
+        if current.type in _FINAL:
+            return current
         if current.type in _NOT_STARTED:
             state = {"type": "CANCELLED", "name": "Cancelled", "message": "Cancelled by the API"}
         else:  # the worker stops the process and reports CANCELLED
             state = {"type": "CANCELLING", "name": "Cancelling", "message": "Cancelled by the API"}
-        await self._request(
-            "POST", f"flow_runs/{run_id}/set_state", {"state": state, "force": True}
-        )
+        # Not forced: Prefect's own rules decide if the run moved on in the meantime.
+        await self._request("POST", f"flow_runs/{run_id}/set_state", {"state": state})
         return await self.read(run_id)
 
     async def aclose(self) -> None:

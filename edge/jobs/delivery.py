@@ -83,8 +83,11 @@ class WebhookSender:
         except UnsafeWebhookUrl as exc:
             log.warning("not delivering %s: %s", message["message_id"], exc)
             return UNDELIVERABLE
+        if not self._settings.secret_key:  # never sign with a guessable key
+            log.warning("not delivering %s: EDGECREW_SECRET_KEY is not set", message["message_id"])
+            return UNDELIVERABLE
         body = json.dumps(message["payload"]).encode()
-        secret = derived_secret(self._settings.secret_key or "", f"webhooks:{message['tenant']}")
+        secret = derived_secret(self._settings.secret_key, f"webhooks:{message['tenant']}")
         headers = signed_headers(secret, str(message["message_id"]), int(self._clock()), body)
         headers |= {"Content-Type": "application/json", "User-Agent": "edgecrew-webhooks/1"}
         try:

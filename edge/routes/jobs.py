@@ -50,6 +50,10 @@ async def submit_job(
     if errors := input_errors(CREWS[body.crew].inputs, body.inputs):
         raise Problem(422, "The inputs do not match the crew's schema", extra={"errors": errors})
     if body.webhook is not None:
+        if not request.app.state.settings.secret_key:  # webhooks could not be signed
+            raise Problem(
+                503, "Webhooks need EDGECREW_SECRET_KEY on this edge", headers={"Retry-After": "60"}
+            )
         try:
             check_webhook_url(
                 body.webhook.url,
