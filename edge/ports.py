@@ -170,6 +170,10 @@ class RunState:
     message: str = ""
 
 
+class OrchestratorRejected(RuntimeError):
+    """The orchestrator refused for good (unknown deployment, deleted run): do not retry."""
+
+
 class Orchestrator(Protocol):
     """Where crews run. Submission is idempotent: the same key never makes a second run."""
 

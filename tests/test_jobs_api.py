@@ -41,11 +41,10 @@ class FakePrefect:
         self.by_key: dict[str, str] = {}
         self.create_calls = 0
         self.fail_next: list[httpx.Response | Exception] = []
-        router.get(f"{PREFECT}/deployments/name/run-crew-job/gpu").respond(
-            json={"id": DEPLOYMENT_GPU, "name": "gpu"}
-        )
-        router.get(f"{PREFECT}/deployments/name/run-crew-job/cpu").respond(
-            json={"id": "22222222-2222-2222-2222-222222222222", "name": "cpu"}
+        self.missing_deployments: set[str] = set()
+        self.deleted_runs: set[str] = set()
+        router.get(url__regex=rf"{PREFECT}/deployments/name/run-crew-job/[a-z]+$").mock(
+            side_effect=self.deployment
         )
         router.post(url__regex=rf"{PREFECT}/deployments/[^/]+/create_flow_run").mock(
             side_effect=self.create
@@ -54,6 +53,13 @@ class FakePrefect:
         router.post(url__regex=rf"{PREFECT}/flow_runs/[^/]+/set_state").mock(
             side_effect=self.set_state
         )
+
+    def deployment(self, request: httpx.Request) -> httpx.Response:
+        pool = request.url.path.rsplit("/", 1)[1]
+        if pool in self.missing_deployments:
+            return httpx.Response(404, json={"detail": "Deployment not found"})
+        ids = {"gpu": DEPLOYMENT_GPU, "cpu": "22222222-2222-2222-2222-222222222222"}
+        return httpx.Response(200, json={"id": ids[pool], "name": pool})
 
     def create(self, request: httpx.Request) -> httpx.Response:
         self.create_calls += 1
@@ -74,6 +80,8 @@ class FakePrefect:
 
     def read(self, request: httpx.Request) -> httpx.Response:
         run_id = request.url.path.rsplit("/", 1)[1]
+        if run_id in self.deleted_runs:
+            return httpx.Response(404, json={"detail": "Flow run not found"})
         return httpx.Response(200, json=self.runs[run_id])
 
     def set_state(self, request: httpx.Request) -> httpx.Response:
@@ -405,3 +413,29 @@ async def test_cancelling_a_finished_run_changes_nothing(
     response = await api.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_A)
     assert response.status_code == 202 and response.json()["status"] == "queued"
     assert prefect.runs["run-1"]["state"]["type"] == "COMPLETED", "never forced to CANCELLING"
+
+
+async def test_a_deployment_prefect_does_not_know_fails_the_job(
+    api: httpx.AsyncClient, prefect: FakePrefect, queue: RecordingQueue
+) -> None:
+    prefect.missing_deployments.add("cpu")
+    body = {"crew": "summarize", "inputs": {"text": "x"}}
+    accepted = (await api.post("/v1/jobs", json=body, headers=AUTH_A)).json()
+    assert accepted["status"] == "failed", "a permanent refusal is not retried forever"
+    job = (await api.get(f"/v1/jobs/{accepted['id']}", headers=AUTH_A)).json()
+    assert job["error"]["kind"] == "SubmitRejected"
+    assert [m for m, _ in queue.sent if m.get("kind") == "submit"] == []
+
+
+async def test_a_run_deleted_from_prefect_ends_the_job(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    prefect.deleted_runs.add("run-1")
+    jobs_app.state.jobs._settings = dataclasses.replace(
+        jobs_app.state.settings, stale_after_seconds=0
+    )
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert (job["status"], job["error"]["kind"]) == ("failed", "RunLost")
+    cancel = await api.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_A)
+    assert cancel.status_code == 202 and cancel.json()["status"] == "failed"

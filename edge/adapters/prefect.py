@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from edge.ports import DependencyUnavailable, RunState
+from edge.ports import DependencyUnavailable, OrchestratorRejected, RunState
 
 #: Prefect states from which a run has not started yet: cancel them outright.
 _NOT_STARTED = {"SCHEDULED", "PENDING", "PAUSED"}
@@ -99,10 +99,14 @@ class PrefectOrchestrator:
             if response.status_code >= 500 or response.status_code == 429:
                 reason = f"HTTP {response.status_code}"
                 continue
-            if response.status_code >= 400:
-                # Our request or configuration (unknown deployment, bad key): not retryable.
+            if response.status_code in (401, 403):  # our key: fixable by an operator, so 503
                 raise DependencyUnavailable(
-                    "Prefect", f"{method} {path}: HTTP {response.status_code} {response.text[:200]}"
+                    "Prefect", f"{method} {path}: HTTP {response.status_code}"
+                )
+            if response.status_code >= 400:
+                # Unknown deployment, deleted run, rejected body: retrying cannot help.
+                raise OrchestratorRejected(
+                    f"{method} {path}: HTTP {response.status_code} {response.text[:200]}"
                 )
             try:
                 result: dict[str, Any] = response.json()

@@ -17,7 +17,13 @@ from typing import Any
 
 from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.store import JobStore, index_key
-from edge.ports import DependencyUnavailable, Orchestrator, Ports, RunState
+from edge.ports import (
+    DependencyUnavailable,
+    Orchestrator,
+    OrchestratorRejected,
+    Ports,
+    RunState,
+)
 from edge.settings import Settings
 from shared.crews import CREWS
 from shared.jobs import DEFAULT_WEBHOOK_EVENTS, EVENT_STATUS, JobStatus, apply_event
@@ -124,9 +130,12 @@ class JobService:
         job = await self.store.get(tenant, job_id)
         if job is None or JobStatus(job["status"]).terminal:
             return job
-        if job["flow_run_id"] is None:  # never reached Prefect: nothing to stop
+        if job["flow_run_id"] is None:  # not handed over yet: the hand-over will see this
             return await self._apply(job, {"type": "cancelled"})
-        state = await self.orchestrator.cancel(job["flow_run_id"])
+        try:
+            state = await self.orchestrator.cancel(job["flow_run_id"])
+        except OrchestratorRejected:  # the run is gone: nothing left to stop
+            return await self._apply(job, {"type": "cancelled"})
         return await self._apply_run_state(job, state)
 
     async def apply_event(
@@ -148,6 +157,9 @@ class JobService:
         except DependencyUnavailable as exc:
             log.warning("could not refresh %s: %s", job["id"], exc)
             return job
+        except OrchestratorRejected as exc:  # e.g. the run was deleted from Prefect
+            error = {"kind": "RunLost", "message": f"the orchestrator no longer has the run: {exc}"}
+            return await self._apply(job, {"type": "failed", "error": error})
         return await self._apply_run_state(job, state)
 
     async def reconcile(self, *, batch: int = 100) -> dict[str, int]:
@@ -189,10 +201,26 @@ class JobService:
             # Accepted all the same: the reconciler submits it later with the same key.
             log.warning("job %s stays submitting: %s", job["id"], exc)
             return job
-        taken = {**job, "flow_run_id": state.run_id, "heard_at": self._clock()}
+        except OrchestratorRejected as exc:  # e.g. no such deployment: retrying cannot help
+            error = {"kind": "SubmitRejected", "message": str(exc)}
+            return await self._apply(job, {"type": "failed", "error": error})
+        # Re-read: the job may have been cancelled (or handed over) while Prefect answered,
+        # and that newer record must not be overwritten by our older copy.
+        current = await self.store.get(job["tenant"], job["id"]) or job
+        if current["status"] != JobStatus.SUBMITTING.value:
+            if current["status"] == JobStatus.CANCELLED.value:
+                await self._cancel_quietly(state.run_id)
+            return current
+        taken = {**current, "flow_run_id": state.run_id, "heard_at": self._clock()}
         queued = apply_event(taken, {"type": "queued"}, _iso(self._clock())) or taken
-        await self.store.save(queued, previous=job)
+        await self.store.save(queued, previous=current)
         return await self._apply_run_state(queued, state)
+
+    async def _cancel_quietly(self, run_id: str) -> None:
+        try:
+            await self.orchestrator.cancel(run_id)
+        except (DependencyUnavailable, OrchestratorRejected) as exc:
+            log.warning("could not cancel run %s of a cancelled job: %s", run_id, exc)
 
     async def _defer(self, job: Mapping[str, Any]) -> None:
         """Queue the hand-over; without a queue the reconciler's next pass does it."""
