@@ -103,17 +103,14 @@ class WebhookSender:
         return response.status_code
 
     async def _log(self, message: Mapping[str, Any], status: int | None) -> None:
-        job = await self._store.get(str(message["tenant"]), str(message["job_id"]))
-        if job is None:
-            return
         entry = {
             "event": message["event"],
             "attempt": message["attempt"],
             "status_code": status,
             "at": datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="seconds"),
         }
-        updated = {**job, "deliveries": [*job["deliveries"], entry][-MAX_LOGGED_DELIVERIES:]}
-        await self._store.save(updated, previous=job)
+        tenant, job_id = str(message["tenant"]), str(message["job_id"])
+        await self._store.log_delivery(tenant, job_id, entry, keep=MAX_LOGGED_DELIVERIES)
 
 
 def next_attempt(message: Mapping[str, Any]) -> dict[str, Any]:

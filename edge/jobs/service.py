@@ -89,7 +89,6 @@ class JobService:
             "progress": None,
             "result": None,
             "error": None,
-            "deliveries": [],
             "fingerprint": digest,
             "flow_run_id": None,
             "index_key": index_key(tenant, int(now * 1000), job_id),
@@ -117,13 +116,14 @@ class JobService:
         return bool(handed["status"] != JobStatus.SUBMITTING.value)
 
     async def get(self, tenant: str, job_id: str) -> dict[str, Any] | None:
-        """The job, refreshed from the orchestrator when the executor has been quiet."""
+        """The job with its delivery log, refreshed from the orchestrator when stale."""
         job = await self.store.get(tenant, job_id)
-        if job is None or JobStatus(job["status"]).terminal:
-            return job
-        if self._clock() - float(job.get("heard_at", 0)) >= self._settings.stale_after_seconds:
+        if job is None:
+            return None
+        stale = self._clock() - float(job.get("heard_at", 0)) >= self._settings.stale_after_seconds
+        if stale and not JobStatus(job["status"]).terminal:
             job = await self.refresh(job)
-        return job
+        return {**job, "deliveries": await self.store.deliveries(tenant, job_id)}
 
     async def cancel(self, tenant: str, job_id: str) -> dict[str, Any] | None:
         """Ask for cancellation; the job becomes `cancelled` once the orchestrator confirms."""
@@ -267,6 +267,7 @@ class JobService:
 def public(job: Mapping[str, Any]) -> dict[str, Any]:
     """The job as the API shows it: no tenant, fingerprint or orchestrator internals."""
     view = {field: job.get(field) for field in PUBLIC_FIELDS}
+    view["deliveries"] = list(job.get("deliveries") or [])
     view["urls"] = {"self": f"/v1/jobs/{job['id']}", "cancel": f"/v1/jobs/{job['id']}/cancel"}
     return view
 

@@ -53,6 +53,19 @@ class JobStore:
                 active_key, "", ttl_seconds=self._ttl, metadata={"status": job["status"]}
             )
 
+    async def deliveries(self, tenant: str, job_id: str) -> list[dict[str, Any]]:
+        """The job's webhook delivery log, oldest first."""
+        raw = await self._kv.get(f"deliveries:{tenant}:{job_id}")
+        return [] if raw is None else list(json.loads(raw))
+
+    async def log_delivery(
+        self, tenant: str, job_id: str, entry: dict[str, Any], *, keep: int
+    ) -> None:
+        """Append to the delivery log. It has its own key so that logging a delivery can
+        never write an older copy of the job record over a newer one."""
+        log = [*await self.deliveries(tenant, job_id), entry][-keep:]
+        await self._kv.put(f"deliveries:{tenant}:{job_id}", json.dumps(log), ttl_seconds=self._ttl)
+
     async def list_jobs(
         self, tenant: str, *, status: str | None, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
