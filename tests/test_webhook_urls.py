@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.jobs.webhook_urls import UnsafeWebhookUrl, check_webhook_url
+from edge.jobs.webhook_urls import UnsafeWebhookUrl, check_resolved_host, check_webhook_url
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,11 @@ def test_local_mode_admits_loopback_http_only() -> None:
         check_webhook_url("http://10.0.0.1/hook", allow_loopback_http=True)
     with pytest.raises(UnsafeWebhookUrl):
         check_webhook_url("http://127.0.0.1:9000/hook")
+
+
+async def test_resolved_addresses_are_checked_too() -> None:
+    await check_resolved_host("localhost", 443, allow_loopback=True)
+    with pytest.raises(UnsafeWebhookUrl, match="not a public address"):
+        await check_resolved_host("localhost", 443)
+    with pytest.raises(UnsafeWebhookUrl, match="does not resolve"):
+        await check_resolved_host("no-such-host.invalid", 443)

@@ -79,7 +79,7 @@ class WebhookSender:
             if self._resolve_dns:
                 parts = urlsplit(url)
                 port = parts.port or (443 if parts.scheme == "https" else 80)
-                check_resolved_host(parts.hostname or "", port, allow_loopback=allow_loopback)
+                await check_resolved_host(parts.hostname or "", port, allow_loopback=allow_loopback)
         except UnsafeWebhookUrl as exc:
             log.warning("not delivering %s: %s", message["message_id"], exc)
             return UNDELIVERABLE

@@ -7,6 +7,7 @@ spelling of the address (decimal, octal, hex, short forms, IPv4-mapped IPv6).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import socket
@@ -85,10 +86,15 @@ def _embedded_ipv4(address: IpAddress) -> list[ipaddress.IPv4Address]:
     return found
 
 
-def check_resolved_host(host: str, port: int, *, allow_loopback: bool = False) -> None:
-    """Resolve `host` and check every address it has (CPython only: DNS-rebinding guard)."""
+async def check_resolved_host(host: str, port: int, *, allow_loopback: bool = False) -> None:
+    """Resolve `host` (without blocking the event loop) and check every address it has.
+
+    CPython only, as a DNS-rebinding guard for local mode; the client resolves again when
+    it connects, so this narrows the window rather than closing it.
+    """
+    loop = asyncio.get_running_loop()
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise UnsafeWebhookUrl(f"{host!r} does not resolve: {exc}") from None
     for info in infos:
