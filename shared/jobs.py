@@ -88,9 +88,9 @@ def apply_event(job: Mapping[str, Any], event: Mapping[str, Any], at: str) -> di
     return updated
 
 
-def webhook_event_for(status: JobStatus, *, progress: bool = False) -> str:
-    """The client webhook event a status change (or a progress update) fires."""
-    return "job.progress" if progress else f"job.{status.value}"
+def webhook_event_for(event_type: str) -> str:
+    """The client webhook event an applied job event fires (`progress` → `job.progress`)."""
+    return "job.progress" if event_type == "progress" else f"job.{EVENT_STATUS[event_type].value}"
 
 
 def _advances(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> bool:

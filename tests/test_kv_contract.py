@@ -87,3 +87,13 @@ async def test_list_without_prefix_sees_everything(kv: KeyValueStore) -> None:
     page = await kv.list()
     assert [k.name for k in page.keys] == ["a", "b"]
     assert page.cursor is None
+
+
+async def test_sqlite_purge_frees_only_expired_rows(tmp_path: Path, clock: Clock) -> None:
+    kv = SqliteKV(tmp_path / "kv.sqlite3", clock=clock)
+    await kv.put("short", "v", ttl_seconds=60)
+    await kv.put("long", "v", ttl_seconds=600)
+    await kv.put("forever", "v")
+    clock.advance(61)
+    assert kv.purge_expired() == 1
+    assert [k.name for k in (await kv.list()).keys] == ["forever", "long"]

@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from shared.jobs import TERMINAL, JobStatus, apply_event, can_transition
+from shared.jobs import TERMINAL, JobStatus, apply_event, can_transition, webhook_event_for
+from shared.timestamps import rfc3339
 
 AT = "2026-11-27T12:00:00Z"
 ORDER = [JobStatus.SUBMITTING, JobStatus.QUEUED, JobStatus.RUNNING]
@@ -74,3 +75,17 @@ def test_failure_keeps_the_error_and_a_submitting_job_can_be_cancelled() -> None
 def test_unknown_event_types_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown event type 'exploded'"):
         apply_event(job(JobStatus.RUNNING), {"type": "exploded"}, AT)
+
+
+@pytest.mark.parametrize(
+    ("event", "webhook"),
+    [("running", "job.running"), ("progress", "job.progress"), ("succeeded", "job.succeeded"),
+     ("failed", "job.failed"), ("cancelled", "job.cancelled"), ("queued", "job.queued")],
+)  # fmt: skip
+def test_webhook_event_names(event: str, webhook: str) -> None:
+    assert webhook_event_for(event) == webhook
+
+
+def test_timestamps_are_rfc3339_utc_with_z() -> None:
+    assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
+    assert rfc3339(1.5, timespec="seconds") == "1970-01-01T00:00:01Z"

@@ -13,7 +13,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +22,7 @@ from edge.jobs.store import JobStore
 from edge.jobs.webhook_urls import UnsafeWebhookUrl, check_resolved_host, check_webhook_url
 from edge.settings import Settings
 from shared.signing import derived_secret, signed_headers
+from shared.timestamps import rfc3339
 
 log = logging.getLogger("edgecrew.webhooks")
 
@@ -107,7 +107,7 @@ class WebhookSender:
             "event": message["event"],
             "attempt": message["attempt"],
             "status_code": status,
-            "at": datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="seconds"),
+            "at": rfc3339(self._clock(), timespec="seconds"),
         }
         tenant, job_id = str(message["tenant"]), str(message["job_id"])
         await self._store.log_delivery(tenant, job_id, entry, keep=MAX_LOGGED_DELIVERIES)

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
@@ -26,7 +25,8 @@ from edge.ports import (
 )
 from edge.settings import Settings
 from shared.crews import CREWS
-from shared.jobs import DEFAULT_WEBHOOK_EVENTS, EVENT_STATUS, JobStatus, apply_event
+from shared.jobs import DEFAULT_WEBHOOK_EVENTS, JobStatus, apply_event, webhook_event_for
+from shared.timestamps import rfc3339
 
 log = logging.getLogger("edgecrew.jobs")
 
@@ -84,8 +84,8 @@ class JobService:
             "inputs": request["inputs"],
             "metadata": request.get("metadata") or {},
             "webhook": _webhook(request.get("webhook")),
-            "created_at": _iso(now),
-            "updated_at": _iso(now),
+            "created_at": rfc3339(now),
+            "updated_at": rfc3339(now),
             "progress": None,
             "result": None,
             "error": None,
@@ -212,7 +212,7 @@ class JobService:
                 await self._cancel_quietly(state.run_id)
             return current
         taken = {**current, "flow_run_id": state.run_id, "heard_at": self._clock()}
-        queued = apply_event(taken, {"type": "queued"}, _iso(self._clock())) or taken
+        queued = apply_event(taken, {"type": "queued"}, rfc3339(self._clock())) or taken
         await self.store.save(queued, previous=current)
         return await self._apply_run_state(queued, state)
 
@@ -233,7 +233,7 @@ class JobService:
         return job if event is None else await self._apply(job, event)
 
     async def _apply(self, job: dict[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
-        updated = apply_event(job, event, _iso(self._clock()))
+        updated = apply_event(job, event, rfc3339(self._clock()))
         if updated is None:
             return job
         await self.store.save(updated, previous=job)
@@ -242,9 +242,7 @@ class JobService:
 
     async def _notify(self, job: dict[str, Any], event_type: str) -> None:
         webhook = job.get("webhook")
-        name = (
-            f"job.{EVENT_STATUS[event_type].value}" if event_type != "progress" else "job.progress"
-        )
+        name = webhook_event_for(event_type)
         if not webhook or name not in webhook["events"]:
             return
         if self._ports.deliveries is None:
@@ -294,8 +292,3 @@ def _webhook(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not raw:
         return None
     return {"url": raw["url"], "events": list(raw.get("events") or DEFAULT_WEBHOOK_EVENTS)}
-
-
-def _iso(timestamp: float) -> str:
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

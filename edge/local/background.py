@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from edge.handlers import task_handler
 from edge.jobs.delivery import WebhookSender, next_attempt
+from edge.local.sqlite_kv import SqliteKV
 from edge.local.sqlite_queue import SqliteQueue
 
 log = logging.getLogger("edgecrew.local")
@@ -45,6 +46,9 @@ async def _reconcile_forever(app: FastAPI, every: float) -> None:
         await asyncio.sleep(every)
         try:
             counts = await app.state.jobs.reconcile()
+            kv = app.state.ports.kv
+            if isinstance(kv, SqliteKV):  # reads hide expired rows; this frees their space
+                kv.purge_expired()
         except Exception:  # one bad pass must not stop the timer; it is logged
             log.exception("reconciler pass failed")
             continue

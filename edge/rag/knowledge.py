@@ -7,7 +7,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from edge.ports import Metadata, Ports, VectorMatch, VectorRecord
@@ -15,6 +14,7 @@ from edge.rag.cache import answer_cache_key
 from edge.rag.chunking import chunk_text
 from edge.rag.prompt import NO_SOURCES_ANSWER, Source, build_messages
 from edge.settings import Settings
+from shared.timestamps import rfc3339
 
 # Reserved vector-metadata keys; client metadata keys may not start with "_".
 DOC_FIELD = "_document_id"
@@ -171,7 +171,7 @@ class KnowledgeBase:
         # so a retry after a crash here still knows how many there were.
         stale = range(len(records), previous["chunks"] if previous else 0)
         await self._delete_chunks(tenant, document.id, stale)
-        updated_at = _utc_now()
+        updated_at = rfc3339(timespec="seconds")
         record = {
             "id": document.id,
             "chunks": len(records),
@@ -230,10 +230,6 @@ class KnowledgeBase:
             min_score=self._settings.min_score,
             filter=filter,
         )
-
-
-def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _doc_key(tenant: str, document_id: str) -> str:
