@@ -1,5 +1,5 @@
-# The executor image: a Prefect process worker with the crews baked in. Tag it per release
-# and point the deployments at that tag; `compose.yaml` runs one per work pool.
+# The executor image: edgecrew's warm Prefect worker (executor/worker.py) with the crews
+# baked in. Tag it per release; `compose.yaml` runs one per work pool.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -8,8 +8,7 @@ ENV PYTHONUNBUFFERED=1 \
     OTEL_SDK_DISABLED=true \
     DO_NOT_TRACK=1 \
     EDGECREW_EXECUTOR_DIR=/app \
-    PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30 \
-    PREFECT_WORKER_QUERY_SECONDS=1
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30
 
 WORKDIR /app
 COPY pyproject.toml README.md prefect.yaml ./
@@ -20,6 +19,10 @@ RUN pip install '.[executor]' \
     && useradd --create-home --uid 10001 worker
 USER worker
 
-# The pool comes from the command (compose passes --pool gpu or --pool cpu).
-ENTRYPOINT ["prefect", "worker", "start", "--type", "process"]
+# The pool comes from the command (compose passes --pool gpu or --pool cpu). On SIGTERM
+# (a rolling update) it stops claiming runs and lets running crews finish for up to
+# --drain-seconds; give the container a stop grace period at least that long.
+EXPOSE 8080
+HEALTHCHECK CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health')"]
+ENTRYPOINT ["edgecrew-worker", "--healthcheck-host", "0.0.0.0", "--healthcheck-port", "8080"]
 CMD ["--pool", "cpu"]

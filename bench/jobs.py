@@ -2,12 +2,14 @@
 
     .venv/bin/python bench/jobs.py [--jobs 20] [--intake 500] [--concurrency 50]
 
-1. Start latency. Our path: POST /v1/jobs → the `job.running` webhook at a local receiver
-   (create → RUNNING as the client sees it), and POST → `job.succeeded` webhook minus the
-   crew's own time (updated_at of succeeded - updated_at of running). The crew LLM is the
-   scripted fake, so the crew itself takes milliseconds. Baseline, same run, same server:
-   a trivial flow on a plain process worker, create_flow_run over REST → RUNNING (polled
-   every 50 ms).
+1. Start latency, sequential `summarize` jobs on edgecrew's warm worker
+   (`executor.worker`). Prefect's view: the flow run's SCHEDULED → PENDING → RUNNING state
+   times. The client's view: POST /v1/jobs → the `job.running` webhook at a local
+   receiver, and POST → `job.succeeded` webhook minus the crew's own time (the two
+   webhooks' timestamps). The crew LLM is the scripted fake, so the crew itself takes
+   milliseconds. Baseline, same run, same server: a trivial flow on a plain Prefect
+   process worker polling every second, SCHEDULED → RUNNING by the same state times.
+   Then the memory (PSS) of each idle worker, its fork server and children included.
 2. Intake: `--intake` POST /v1/jobs at `--concurrency` in flight, each with its own
    Idempotency-Key, no workers running; then every flow run in Prefect is counted per job:
    accepted/s, lost (accepted, no run) and duplicated (more than one run).
@@ -18,12 +20,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,14 @@ import numpy as np
 
 from edge.local.cli import _edge_service
 from edge.local.processes import Service, Supervisor, free_port
-from edge.local.stack import QUIET, deploy_flows, dev_secrets, prefect_server, worker
+from edge.local.stack import (
+    QUIET,
+    deploy_flows,
+    dev_secrets,
+    prefect_server,
+    process_worker,
+    worker,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,8 +82,7 @@ def main() -> None:
         supervisor.start(_edge_service("127.0.0.1", edge_port, env))
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
-            f"{platform.python_version()}, Prefect server on SQLite, process workers "
-            "polling every 1 s\n"
+            f"{platform.python_version()}, Prefect server on SQLite\n"
         )
         if args.intake:
             asyncio.run(intake(base, api, args.intake, args.concurrency))
@@ -81,6 +92,10 @@ def main() -> None:
         supervisor.start(worker("cpu", api, executor_env))
         supervisor.start(baseline_worker(api, data))
         start_latency(base, api, args.jobs)
+        print("| idle worker | processes | PSS MiB |\n|---|---|---|")
+        for name in ("worker-cpu", "process-worker-bench"):
+            members, pss = group_pss_mib(supervisor.pid(name))
+            print(f"| {name} | {members} | {pss:.0f} |")
     finally:
         supervisor.stop_all()
 
@@ -88,7 +103,7 @@ def main() -> None:
 def baseline_worker(api: str, data: Path) -> Service:
     """A plain Prefect process worker on its own pool, for a trivial flow."""
     env = {"PYTHONPATH": str(ROOT)}
-    service = worker("bench", api, env)
+    service = process_worker("bench", api, env)
     root = str(ROOT)
     prefect = [sys.executable, "-m", "prefect"]
     run_env = {**os.environ, **QUIET, "PREFECT_API_URL": api, "EDGECREW_EXECUTOR_DIR": root}
@@ -168,8 +183,9 @@ async def flow_runs_by_job(api: str) -> dict[str, int]:
 
 
 def start_latency(base: str, api: str, jobs: int) -> None:
-    to_running: list[float] = []
+    to_hook: list[float] = []
     overhead: list[float] = []
+    ids: list[str] = []
     with WebhookReceiver() as receiver, httpx.Client(base_url=base, headers=HEADERS,
                                                      timeout=60) as client:  # fmt: skip
         for n in range(jobs):
@@ -179,43 +195,84 @@ def start_latency(base: str, api: str, jobs: int) -> None:
             started = time.perf_counter()
             job_id = client.post("/v1/jobs", json=body).json()["id"]
             receiver.wait_for_event("job.running", timeout=120)
-            to_running.append(time.perf_counter() - started)
+            to_hook.append(time.perf_counter() - started)
             receiver.wait_for_event("job.succeeded", timeout=120)
             total = time.perf_counter() - started
             job = client.get(f"/v1/jobs/{job_id}").json()
-            crew = crew_seconds(job, receiver.received)
-            overhead.append(total - crew)
-    baseline = baseline_latency(api, jobs)
-    print(f"start latency ({jobs} sequential jobs; baseline: {jobs} trivial flow runs):\n")
+            overhead.append(total - crew_seconds(job, receiver.received))
+            ids.append(job_id)
+            time.sleep(random.uniform(0.1, 1.0))  # arrivals at random phases of the poll
+    phases = state_phases(api, [run_for_job(api, job_id) for job_id in ids])
+    baseline = state_phases(api, baseline_runs(api, jobs))
+    print(f"start latency ({jobs} sequential jobs; baseline: {jobs} trivial flow runs on a "
+          "plain Prefect process worker polling every 1 s):\n")  # fmt: skip
     print("| path | p50 s | p90 s |")
     print("|---|---|---|")
     rows = [
-        ("edgecrew: POST /v1/jobs → job.running webhook", to_running),
+        ("edgecrew: create_flow_run → RUNNING (Prefect's state times)", phases["running"]),
+        ("  of which SCHEDULED → PENDING (poll, claim)", phases["claimed"]),
+        ("  of which PENDING → RUNNING (process, engine)", phases["started"]),
+        ("edgecrew: POST /v1/jobs → job.running webhook received", to_hook),
         ("edgecrew: POST → job.succeeded webhook, minus crew time", overhead),
-        ("plain Prefect: create_flow_run → RUNNING", baseline),
+        ("plain Prefect: create_flow_run → RUNNING (Prefect's state times)", baseline["running"]),
     ]
     for label, samples in rows:
         print(f"| {label} | {pct(samples, 50):.2f} | {pct(samples, 90):.2f} |")
-    ratio = pct(to_running, 50) / pct(baseline, 50)
-    print(f"\nratio (edgecrew to RUNNING / plain Prefect, p50): {ratio:.2f}x")
+    ratio = pct(phases["running"], 50) / pct(baseline["running"], 50)
+    print(f"\nratio (create → RUNNING, edgecrew / plain Prefect, p50): {ratio:.2f}x\n")
+
+
+def group_pss_mib(pid: int) -> tuple[int, float]:
+    """Processes in `pid`'s process group and their proportional set size (shared pages
+    counted once across them), from /proc."""
+    group = os.getpgid(pid)
+    members, kib = 0, 0
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or os.getpgid(int(entry.name)) != group:
+                continue
+            rollup = (entry / "smaps_rollup").read_text()
+        except (ProcessLookupError, OSError):
+            continue
+        members += 1
+        kib += next(int(line.split()[1]) for line in rollup.splitlines()
+                    if line.startswith("Pss:"))  # fmt: skip
+    return members, kib / 1024
 
 
 def crew_seconds(job: dict[str, Any], hooks: list[dict[str, Any]]) -> float:
-    import json
-    from datetime import datetime
-
     stamps = {json.loads(h["body"])["type"]: json.loads(h["body"])["timestamp"] for h in hooks}
-    running = datetime.fromisoformat(stamps["job.running"].replace("Z", "+00:00"))
-    done = datetime.fromisoformat(stamps["job.succeeded"].replace("Z", "+00:00"))
-    return (done - running).total_seconds()
+    return (moment(stamps["job.succeeded"]) - moment(stamps["job.running"])).total_seconds()
 
 
-def baseline_latency(api: str, runs: int) -> list[float]:
-    samples = []
+def moment(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def run_for_job(api: str, job_id: str) -> str:
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 200}, timeout=30).json()
+    (run_id,) = [run["id"] for run in runs if run["parameters"].get("job_id") == job_id]
+    return str(run_id)
+
+
+def state_phases(api: str, run_ids: list[str]) -> dict[str, list[float]]:
+    """Seconds between a run's SCHEDULED, PENDING and RUNNING states, by Prefect's clock."""
+    phases: dict[str, list[float]] = {"claimed": [], "started": [], "running": []}
+    for run_id in run_ids:
+        states = httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id},
+                           timeout=30).json()  # fmt: skip
+        at = {s["type"]: moment(s["timestamp"]) for s in reversed(states)}  # the first of each
+        phases["claimed"].append((at["PENDING"] - at["SCHEDULED"]).total_seconds())
+        phases["started"].append((at["RUNNING"] - at["PENDING"]).total_seconds())
+        phases["running"].append((at["RUNNING"] - at["SCHEDULED"]).total_seconds())
+    return phases
+
+
+def baseline_runs(api: str, runs: int) -> list[str]:
+    ids = []
     with httpx.Client(base_url=api + "/", timeout=30) as client:
         deployment = client.get("deployments/name/trivial/bench").json()["id"]
         for _ in range(runs):
-            started = time.perf_counter()
             response = client.post(f"deployments/{deployment}/create_flow_run", json={})
             for _ in range(50):  # a loaded SQLite server sometimes refuses; retry a little
                 if response.status_code < 400:
@@ -225,14 +282,14 @@ def baseline_latency(api: str, runs: int) -> list[float]:
                 response = client.post(f"deployments/{deployment}/create_flow_run", json={})
             run = response.json()
             while client.get(f"flow_runs/{run['id']}").json()["state"]["type"] not in {
-                "RUNNING",
                 "COMPLETED",
                 "FAILED",
                 "CRASHED",
             }:
                 time.sleep(0.05)
-            samples.append(time.perf_counter() - started)
-    return samples
+            ids.append(str(run["id"]))
+            time.sleep(random.uniform(0.1, 1.0))
+    return ids
 
 
 if __name__ == "__main__":

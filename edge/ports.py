@@ -168,6 +168,7 @@ class RunState:
     type: str  # SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CRASHED, CANCELLING, CANCELLED...
     name: str = ""
     message: str = ""
+    since: float | None = None  # when the run entered this state (epoch seconds), if known
 
 
 class OrchestratorRejected(RuntimeError):

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +91,14 @@ class FakePrefect:
         self.runs[run_id]["state"] = {"type": state["type"], "name": state["name"]}
         return httpx.Response(201, json={"status": "ACCEPT"})
 
-    def set(self, run_id: str, state_type: str, name: str = "", message: str = "") -> None:
+    def set(
+        self, run_id: str, state_type: str, name: str = "", message: str = "", at: float = 0
+    ) -> None:
         self.runs[run_id]["state"] = {"type": state_type, "name": name or state_type.title(),
                                       "message": message}  # fmt: skip
+        if at:
+            stamp = datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+            self.runs[run_id]["state"]["timestamp"] = stamp
 
 
 @pytest.fixture
@@ -439,3 +445,40 @@ async def test_a_run_deleted_from_prefect_ends_the_job(
     assert (job["status"], job["error"]["kind"]) == ("failed", "RunLost")
     cancel = await api.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_A)
     assert cancel.status_code == 202 and cancel.json()["status"] == "failed"
+
+
+async def test_a_key_reused_after_its_job_expired_starts_a_new_run(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    """Prefect remembers idempotency keys as long as runs exist; our records expire (TTL).
+    A key used again after that is a new job, not the old run's result."""
+    headers = {**AUTH_A, "Idempotency-Key": "monthly-report"}
+    first = (await api.post("/v1/jobs", json=JOB, headers=headers)).json()
+    prefect.set("run-1", "COMPLETED")
+    await jobs_app.state.ports.kv.delete(f"job:tenant_a:{first['id']}")  # what the TTL does
+
+    again = (await api.post("/v1/jobs", json=JOB, headers=headers)).json()
+
+    assert again["id"] == first["id"], "the id still comes from tenant + key"
+    assert again["status"] == "queued" and len(prefect.runs) == 2
+    assert prefect.runs["run-2"]["state"]["type"] == "SCHEDULED"
+
+
+async def test_a_lost_result_is_timed_from_the_runs_end_not_from_the_last_callback(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    jobs_app.state.jobs._settings = dataclasses.replace(
+        jobs_app.state.settings, stale_after_seconds=0
+    )
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    record = await jobs_app.state.jobs.store.get("tenant_a", job_id)
+    quiet = {**record, "heard_at": time.time() - 3600}  # a long crew, silent for an hour
+    await jobs_app.state.jobs.store.save(quiet, previous=record)
+
+    prefect.set("run-1", "COMPLETED", at=time.time() - 5)  # its `succeeded` may be in flight
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert job["status"] == "queued", "a result still on its way is not declared lost"
+
+    prefect.set("run-1", "COMPLETED", at=time.time() - 601)
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert (job["status"], job["error"]["kind"]) == ("failed", "ResultLost")

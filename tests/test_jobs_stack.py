@@ -49,10 +49,10 @@ def verified(stack: DevStack, hook: dict[str, Any]) -> dict[str, Any]:
     return dict(Webhook(secret).verify(hook["body"], headers))
 
 
-def flow_runs_for(stack: DevStack, job_id: str) -> int:
+def flow_runs(stack: DevStack, job_id: str) -> list[dict[str, Any]]:
     api = f"http://127.0.0.1:{stack.prefect_port}/api"
     runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 200}).json()
-    return sum(1 for run in runs if run["parameters"].get("job_id") == job_id)
+    return [run for run in runs if run["parameters"].get("job_id") == job_id]
 
 
 def test_research_job_runs_the_crew_with_the_knowledge_tool(stack: DevStack) -> None:
@@ -78,9 +78,28 @@ def test_research_job_runs_the_crew_with_the_knowledge_tool(stack: DevStack) -> 
 
     again = submit(stack, body, **{"Idempotency-Key": "research-1"})
     assert again["id"] == accepted["id"] and again["status"] == "succeeded"
-    assert flow_runs_for(stack, accepted["id"]) == 1, "one Prefect run, however often it is sent"
+    assert len(flow_runs(stack, accepted["id"])) == 1, "one Prefect run, however often it is sent"
     prompts = Path(stack.env["EDGECREW_FAKE_LLM_LOG"]).read_text()
     assert "the staging database" in prompts
+
+
+def test_cancelling_a_running_job_stops_its_flow_run_process(stack: DevStack) -> None:
+    with WebhookReceiver() as receiver:
+        hook = {"url": receiver.url, "events": ["job.running", "job.cancelled"]}
+        body = {"crew": "summarize", "inputs": {"text": "SLOW-CREW: cancel me."}, "webhook": hook}
+        accepted = submit(stack, body)
+        receiver.wait_for_event("job.running", timeout=60)
+        (run,) = flow_runs(stack, accepted["id"])
+        pid = int(run["infrastructure_pid"].rsplit(":", 1)[1])
+        assert _alive(pid), "the run's own process, recorded as Prefect's workers do"
+
+        url = f"{stack.base_url}/v1/jobs/{accepted['id']}/cancel"
+        assert httpx.post(url, headers=HEADERS, timeout=30).status_code == 202
+        cancelled = verified(stack, receiver.wait_for_event("job.cancelled", timeout=90))
+    assert cancelled["data"]["id"] == accepted["id"]
+    (run,) = flow_runs(stack, accepted["id"])
+    assert run["state"]["type"] == "CANCELLED"
+    assert not _alive(pid), "the hung crew's process was stopped, not left running"
 
 
 def test_killing_the_worker_mid_job_still_ends_the_job(stack: DevStack) -> None:
@@ -89,12 +108,37 @@ def test_killing_the_worker_mid_job_still_ends_the_job(stack: DevStack) -> None:
         body = {"crew": "summarize", "inputs": {"text": "SLOW-CREW: hang."}, "webhook": hook}
         accepted = submit(stack, body)
         receiver.wait_for_event("job.running", timeout=60)
-        engines = processes_mentioning("prefect.engine") + processes_mentioning("--pool cpu")
-        assert engines, "a worker and its flow-run process should be running"
-        for pid in engines:
-            os.kill(pid, signal.SIGKILL)
+        # The machine goes: the worker, its fork server and the flow-run process with it
+        # (all in the worker's process group).
+        workers = processes_mentioning("executor.worker --pool cpu")
+        assert len(workers) == 1, "one cpu worker should be running"
+        group = os.getpgid(workers[0])
+        flow_runs = [pid for pid in _group_members(group) if pid != workers[0]]
+        assert flow_runs, "the worker's fork server and the flow-run process should be running"
+        os.killpg(group, signal.SIGKILL)
         failed = verified(stack, receiver.wait_for_event("job.failed", timeout=240))
     assert failed["data"]["id"] == accepted["id"]
     assert failed["data"]["error"]["kind"] == "Crashed"
     job = httpx.get(f"{stack.base_url}/v1/jobs/{accepted['id']}", headers=HEADERS).json()
     assert job["status"] == "failed"
+
+
+def _group_members(group: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == group:
+                    members.append(int(entry.name))
+            except ProcessLookupError:
+                continue
+    return members
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    return state != "Z"  # exited, waiting to be reaped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -27,6 +28,11 @@ def test_prefect_yaml_has_one_capped_deployment_per_pool_the_crews_use() -> None
         assert "name=FLOW_NAME" in decorator and FLOW_NAME == "run-crew-job"
 
 
+def test_the_worker_command_is_installed_with_the_package() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["edgecrew-worker"] == "executor.worker:main"
+
+
 def test_compose_workers_restart_always_and_cover_every_pool() -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     workers = {k: v for k, v in compose["services"].items() if k.startswith("worker-")}
@@ -38,12 +44,17 @@ def test_compose_workers_restart_always_and_cover_every_pool() -> None:
     for service in workers.values():
         env = service["environment"]
         assert {"PREFECT_API_URL", "EDGECREW_EDGE_URL", "EDGECREW_EXECUTOR_SECRET"} <= set(env)
+        # Draining on SIGTERM only helps if Docker waits at least that long to SIGKILL.
+        drain = int(service["command"][service["command"].index("--drain-seconds") + 1])
+        grace_minutes = int(service["stop_grace_period"].removesuffix("m"))
+        assert grace_minutes * 60 > drain
 
 
 def test_dockerfile_installs_the_executor_extra_and_runs_a_worker() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install '.[executor]'" in dockerfile
-    assert '"prefect", "worker", "start"' in dockerfile
+    assert 'ENTRYPOINT ["edgecrew-worker"' in dockerfile
+    assert "HEALTHCHECK" in dockerfile
     assert "USER worker" in dockerfile
     for copied in ("shared", "edge", "executor", "prefect.yaml", "pyproject.toml"):
         assert copied in dockerfile

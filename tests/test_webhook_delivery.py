@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import respx
 from standardwebhooks import Webhook
 
+from edge.jobs import webhook_urls
 from edge.jobs.delivery import (
     DELIVERY_WINDOW_SECONDS,
     MAX_RETRY_SECONDS,
@@ -130,6 +132,31 @@ async def test_unsafe_urls_are_not_called_at_delivery(store: JobStore, clock: Cl
     assert logged["status_code"] is None
 
 
+@respx.mock
+async def test_delivery_connects_to_the_address_it_checked(
+    store: JobStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name resolves to a public address when checked, to a private
+    one a moment later. The request must go to the address that was checked."""
+    answers = iter(["93.184.216.34", "10.0.0.7"])
+
+    async def rebinding(host: str, port: int) -> list[Any]:
+        return [(2, 1, 6, "", (next(answers), port))]
+
+    monkeypatch.setattr(webhook_urls, "_resolve", rebinding)
+    route = respx.post("https://93.184.216.34/hooks").respond(204)
+    private = respx.post("https://10.0.0.7/hooks").respond(204)
+    named = respx.post(HOOK).respond(204)
+    checked = WebhookSender(store, SETTINGS, clock=clock, resolve_dns=True)
+
+    assert await checked.deliver(message()) is None
+    assert route.call_count == 1 and private.call_count == 0 and named.call_count == 0
+    request = route.calls.last.request
+    assert request.headers["host"] == "app.example.com", "the server still sees its name"
+    assert request.extensions["sni_hostname"] == "app.example.com", "and TLS checks it"
+    assert request.headers["webhook-signature"].startswith("v1,")
+
+
 async def test_queue_delays_retries_and_redelivers_after_a_crash(
     tmp_path: Path, clock: Clock
 ) -> None:
@@ -164,6 +191,25 @@ async def test_queue_delays_retries_and_redelivers_after_a_crash(
     assert await queue.drain_once(handler, bump) == 0, "leased, invisible"
     clock.advance(61)
     assert await queue.drain_once(handler, bump) == 1 and queue.pending() == 0
+
+
+async def test_a_send_wakes_the_consumer_before_its_next_poll(tmp_path: Path) -> None:
+    queue = SqliteQueue(tmp_path / "q.sqlite3")
+    delivered = asyncio.Event()
+
+    async def handler(body: dict[str, Any]) -> int | None:
+        delivered.set()
+        return None
+
+    consumer = asyncio.create_task(queue.consume(handler, dict, poll_seconds=3600))
+    try:
+        await asyncio.sleep(0.05)  # the consumer found nothing and now waits
+        await queue.send({"n": 1})
+        # Without the wake-up this would wait for the hour-long poll.
+        await asyncio.wait_for(delivered.wait(), timeout=10)
+    finally:
+        consumer.cancel()
+    assert queue.pending() == 0
 
 
 def test_next_attempt_keeps_the_webhook_id() -> None:

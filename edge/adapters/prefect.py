@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -124,4 +125,16 @@ def _state(run: Mapping[str, Any]) -> RunState:
         type=str(state.get("type") or run.get("state_type") or "UNKNOWN"),
         name=str(state.get("name") or ""),
         message=str(state.get("message") or ""),
+        since=_epoch(state.get("timestamp")),
     )
+
+
+def _epoch(stamp: object) -> float | None:
+    """Prefect's state timestamp (ISO 8601, UTC) as epoch seconds; None if absent or odd."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

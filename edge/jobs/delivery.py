@@ -19,7 +19,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from edge.jobs.store import JobStore
-from edge.jobs.webhook_urls import UnsafeWebhookUrl, check_resolved_host, check_webhook_url
+from edge.jobs.webhook_urls import (
+    UnsafeWebhookUrl,
+    check_resolved_host,
+    check_webhook_url,
+    pinned_url,
+)
 from edge.settings import Settings
 from shared.signing import derived_secret, signed_headers
 from shared.timestamps import rfc3339
@@ -74,12 +79,20 @@ class WebhookSender:
     async def _post(self, message: Mapping[str, Any]) -> int | None:
         url = str(message["url"])
         allow_loopback = self._settings.allow_loopback_webhooks
+        target, pinned_headers, extensions = url, {}, {}
         try:
             check_webhook_url(url, allow_loopback_http=allow_loopback)
             if self._resolve_dns:
                 parts = urlsplit(url)
+                hostname = parts.hostname or ""
                 port = parts.port or (443 if parts.scheme == "https" else 80)
-                await check_resolved_host(parts.hostname or "", port, allow_loopback=allow_loopback)
+                address = await check_resolved_host(hostname, port, allow_loopback=allow_loopback)
+                # Connect to the address just checked (no second lookup to rebind), while
+                # the server still sees its own name in Host and, for TLS, SNI + the cert.
+                target, host_header = pinned_url(url, address)
+                pinned_headers = {"Host": host_header}
+                if parts.scheme == "https":
+                    extensions = {"sni_hostname": hostname}
         except UnsafeWebhookUrl as exc:
             log.warning("not delivering %s: %s", message["message_id"], exc)
             return UNDELIVERABLE
@@ -92,7 +105,11 @@ class WebhookSender:
         headers |= {"Content-Type": "application/json", "User-Agent": "edgecrew-webhooks/1"}
         try:
             response = await self._client.post(
-                url, content=body, headers=headers, timeout=TIMEOUT_SECONDS
+                target,
+                content=body,
+                headers=headers | pinned_headers,
+                timeout=TIMEOUT_SECONDS,
+                extensions=extensions,
             )
         except httpx.HTTPError as exc:
             log.info("webhook %s attempt failed: %s", message["message_id"], type(exc).__name__)

@@ -91,6 +91,10 @@ class JobService:
             "error": None,
             "fingerprint": digest,
             "flow_run_id": None,
+            # Prefect keeps idempotency keys as long as the run exists, longer than this
+            # record lives: a key reused after the record expired must make a new run, not
+            # find the old one. Every hand-over of this job uses this same key.
+            "run_key": f"{job_id}@{rfc3339(now)}",
             "index_key": index_key(tenant, int(now * 1000), job_id),
             "heard_at": now,
         }
@@ -194,7 +198,7 @@ class JobService:
                     "crew": job["crew"],
                     "inputs": job["inputs"],
                 },
-                idempotency_key=job["id"],
+                idempotency_key=job.get("run_key") or job["id"],
                 tags=[f"tenant:{job['tenant']}", f"crew:{job['crew']}"],
             )
         except DependencyUnavailable as exc:
@@ -282,7 +286,10 @@ def _event_for_run_state(
         return {"type": "cancelled"}
     if kind == "RUNNING":
         return {"type": "running"}
-    if kind == "COMPLETED" and now - float(job.get("heard_at", 0)) > RESULT_GRACE_SECONDS:
+    # Measured from the run's end when Prefect says when that was: a long crew that has
+    # been quiet for an hour must not be declared lost the moment it completes.
+    ended = state.since if state.since is not None else float(job.get("heard_at", 0))
+    if kind == "COMPLETED" and now - ended > RESULT_GRACE_SECONDS:
         error = {"kind": "ResultLost", "message": "the run completed but its result never arrived"}
         return {"type": "failed", "error": error}
     return None

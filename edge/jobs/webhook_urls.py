@@ -11,7 +11,8 @@ import asyncio
 import ipaddress
 import re
 import socket
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 MAX_URL_LENGTH = 2048
 _HOSTNAME = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)*$")  # ASCII (punycode for IDNs) only
@@ -86,19 +87,38 @@ def _embedded_ipv4(address: IpAddress) -> list[ipaddress.IPv4Address]:
     return found
 
 
-async def check_resolved_host(host: str, port: int, *, allow_loopback: bool = False) -> None:
-    """Resolve `host` (without blocking the event loop) and check every address it has.
+async def check_resolved_host(host: str, port: int, *, allow_loopback: bool = False) -> str:
+    """Resolve `host` (without blocking the event loop), check every address it has and
+    return the one to connect to.
 
-    CPython only, as a DNS-rebinding guard for local mode; the client resolves again when
-    it connects, so this narrows the window rather than closing it.
+    CPython only, as the DNS-rebinding guard of local mode: the caller connects to the
+    returned address (`pinned_url`), so a second lookup cannot swap in a private one.
     """
-    loop = asyncio.get_running_loop()
+    infos = await _resolve(host, port)
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    if not addresses:
+        raise UnsafeWebhookUrl(f"{host!r} does not resolve")
+    for address in addresses:
+        check_address(address, allow_loopback=allow_loopback)
+    return str(addresses[0])
+
+
+async def _resolve(host: str, port: int) -> list[Any]:
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return list(
+            await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        )
     except OSError as exc:
         raise UnsafeWebhookUrl(f"{host!r} does not resolve: {exc}") from None
-    for info in infos:
-        check_address(ipaddress.ip_address(info[4][0]), allow_loopback=allow_loopback)
+
+
+def pinned_url(url: str, address: str) -> tuple[str, str]:
+    """`url` with its host replaced by the checked `address`; also the Host header value."""
+    parts = urlsplit(url)
+    userinfo, at, host_header = parts.netloc.rpartition("@")
+    literal = f"[{address}]" if ":" in address else address
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{literal}{port}")), host_header
 
 
 def literal_address(host: str) -> IpAddress | None:

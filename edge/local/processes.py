@@ -53,6 +53,10 @@ class Supervisor:
     def log_path(self, service: Service) -> Path:
         return self._log_dir / f"{service.name}.log"
 
+    def pid(self, name: str) -> int:
+        """The process id of a running service (benchmarks measure its process group)."""
+        return next(p.pid for s, p in self._children if s.name == name)
+
     def start(self, service: Service, *, timeout: float = 120.0) -> None:
         """Start a service and return once its health URL answers 200."""
         process = self._spawn(service)

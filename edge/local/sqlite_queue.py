@@ -8,6 +8,7 @@ again. The handler answers None (done: the message is deleted) or a delay in sec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -47,6 +48,9 @@ class SqliteQueue:
         self._lock = threading.Lock()
         self._lease = lease_seconds
         self._clock = clock
+        # Set by a send with no delay so the consumer loop runs now instead of at its
+        # next poll: webhooks leave as soon as they are queued (Cloudflare Queues push).
+        self._wake: asyncio.Event | None = None
 
     async def send(self, message: Mapping[str, object], *, delay_seconds: int = 0) -> None:
         with self._lock:
@@ -54,6 +58,8 @@ class SqliteQueue:
                 "INSERT INTO messages (body, visible_at) VALUES (?, ?)",
                 (json.dumps(dict(message)), self._clock() + delay_seconds),
             )
+        if self._wake is not None and delay_seconds <= 0:
+            self._wake.set()
 
     def claim(self, limit: int = 10) -> list[tuple[int, dict[str, Any]]]:
         """Due messages, leased to the caller."""
@@ -108,10 +114,13 @@ class SqliteQueue:
         *,
         poll_seconds: float = 0.5,
     ) -> None:
-        """Drain forever (until cancelled)."""
+        """Drain forever (until cancelled): when woken by a send, else every poll."""
+        self._wake = wake = asyncio.Event()
         while True:
+            wake.clear()
             if not await self.drain_once(handler, next_attempt):
-                await asyncio.sleep(poll_seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), poll_seconds)
 
     def close(self) -> None:
         self._db.close()

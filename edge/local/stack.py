@@ -64,27 +64,47 @@ def deploy_flows(api_url: str, *, root: Path = REPO_ROOT) -> None:
 
 
 def worker(pool: str, api_url: str, env: dict[str, str], *, limit: int = 4) -> Service:
-    """A process worker for one pool, polling every second (the default is 10 s)."""
+    """edgecrew's warm worker for one pool (`executor.worker`): runs start in ~0.1 s."""
     port = free_port()
     return Service(
         name=f"worker-{pool}",
+        argv=[sys.executable, "-m", "executor.worker", "--pool", pool, "--limit", str(limit),
+              "--healthcheck-port", str(port)],
+        health_url=f"http://127.0.0.1:{port}/health",
+        restart=True,
+        env=_executor_env(api_url, env),
+    )  # fmt: skip
+
+
+def process_worker(pool: str, api_url: str, env: dict[str, str], *, limit: int = 4) -> Service:
+    """Prefect's own process worker polling every second (default 10 s): the baseline the
+    benchmarks compare with, and what serves the pools without edgecrew's worker."""
+    port = free_port()
+    return Service(
+        name=f"process-worker-{pool}",
         argv=[sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
               "--type", "process", "--limit", str(limit), "--with-healthcheck"],
         health_url=f"http://127.0.0.1:{port}/health",
         restart=True,
         env={
-            **QUIET,
-            # Heartbeats let the zombie automation crash runs whose worker died.
-            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
-            **env,
-            "PREFECT_API_URL": api_url,
+            **_executor_env(api_url, env),
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
             "PREFECT_WORKER_WEBSERVER_PORT": str(port),
-            "EDGECREW_EXECUTOR_DIR": str(REPO_ROOT),
         },
     )  # fmt: skip
+
+
+def _executor_env(api_url: str, env: dict[str, str]) -> dict[str, str]:
+    return {
+        **QUIET,
+        # Heartbeats let the zombie automation crash runs whose worker died.
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+        **env,
+        "PREFECT_API_URL": api_url,
+        "EDGECREW_EXECUTOR_DIR": str(REPO_ROOT),
+    }
 
 
 def _run(argv: list[str], env: dict[str, str], cwd: Path) -> None:

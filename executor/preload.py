@@ -1,0 +1,29 @@
+"""What the warm fork server imports once, so flow-run processes start with it done.
+
+Importing this module is its whole job (see `executor.warm`): Prefect's engine, CrewAI,
+the flow, every crew's definition (cached by `load_crew`) and, when set, the LLM factory
+module that tests inject. Nothing here may start a thread or open a connection: the
+server forks after it, and a forked thread or socket would be shared by every run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import crewai  # noqa: F401 - the ~4 s import every run would otherwise pay
+import prefect.engine
+import prefect.flow_engine  # noqa: F401
+
+from executor.crews import crew_names, load_crew
+from executor.flows import run_crew_job
+
+#: Deployment entrypoints (as in prefect.yaml) whose flow is already imported here.
+FLOWS = {"executor/flows.py:run_crew_job": run_crew_job}
+
+for _name in crew_names():
+    load_crew(_name)
+
+_factory = os.environ.get("EDGECREW_CREW_LLM_FACTORY")
+if _factory:
+    importlib.import_module(_factory.partition(":")[0])

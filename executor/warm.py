@@ -1,0 +1,117 @@
+"""Flow-run processes that start warm: forked from a server that has already imported
+Prefect's engine, CrewAI and the crews.
+
+A Prefect process worker starts a fresh interpreter for every flow run; here that costs
+~1.5 s for the engine and ~4 s more for `import crewai`, before the crew says a word.
+multiprocessing's *forkserver* imports all of that once, in a single-threaded server
+process, and forks each flow run from it in ~10 ms. Every run still gets its own process
+(so one tenant's crew never shares memory with the next, a crash takes down one run, and
+cancelling is killing a pid) without paying for the imports again.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.context
+import os
+from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from prefect import Flow
+    from prefect.client.schemas.objects import FlowRun
+
+#: Imported once by the fork server, inherited by every flow-run process. The worker's
+#: own module is there because multiprocessing re-runs the parent's `__main__` in each
+#: child (as `__mp_main__`); with its imports done that costs ~1 ms instead of ~250.
+PRELOAD = ["executor.preload", "executor.worker"]
+
+
+class RunProcess(Protocol):
+    """The part of `multiprocessing.Process` the worker uses (a fake stands in for tests)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exitcode(self) -> int | None: ...
+
+    def is_alive(self) -> bool: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+class WarmProcesses:
+    """Starts flow runs in processes forked from a pre-warmed fork server."""
+
+    def __init__(self, preload: list[str] | None = None) -> None:
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(PRELOAD if preload is None else preload)
+
+    def warm_up(self) -> None:
+        """Start the fork server and wait until its imports are done (seconds, once).
+
+        The first process forked makes the server import `PRELOAD`; a no-op child returns
+        when that is over, so the first real run does not pay for it.
+        """
+        probe = self._context.Process(target=_nothing, name="warm-up")
+        probe.start()
+        probe.join()
+        if probe.exitcode != 0:
+            raise RuntimeError(f"the warm-up process exited with code {probe.exitcode}")
+
+    def launch(self, flow_run_id: UUID) -> RunProcess:
+        process = self._context.Process(
+            target=execute_flow_run, args=(str(flow_run_id),), name=f"flow-run-{flow_run_id}"
+        )
+        process.start()
+        return process
+
+
+def execute_flow_run(flow_run_id: str) -> None:
+    """The flow-run process: what `python -m prefect.engine <id>` does, minus the imports.
+
+    `handle_engine_signals` turns an orchestrator abort (the run was cancelled or taken
+    before it started) into exit 0 and an unexpected error into exit 1, as Prefect's own
+    engine entry point does; the worker reports a non-zero exit of an unfinished run as
+    `Crashed`.
+    """
+    from prefect.engine import handle_engine_signals
+    from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
+
+    run_id = UUID(flow_run_id)
+    with handle_engine_signals(run_id):
+        flow_run = load_flow_run(flow_run_id=run_id)
+        logger = flow_run_logger(flow_run=flow_run)
+        try:
+            flow = _preloaded_flow(flow_run) or load_flow(flow_run)
+        except Exception:
+            logger.error("could not load the flow of this run", exc_info=True)
+            raise
+        run_flow(flow, flow_run=flow_run, error_logger=logger)
+
+
+def _preloaded_flow(flow_run: FlowRun) -> Flow[..., Any] | None:
+    """The flow object the fork server imported, if this run's deployment points at it.
+
+    Loading a deployment's flow means running its pull steps and executing the
+    entrypoint's file again (~0.2 s here); for edgecrew's own flow both are done already.
+    Any other deployment in the pool is loaded the usual way.
+    """
+    from prefect.client.orchestration import get_client
+
+    from executor.preload import FLOWS
+
+    if flow_run.deployment_id is None:
+        return None
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(flow_run.deployment_id)
+    return FLOWS.get(deployment.entrypoint or "")
+
+
+def _nothing() -> None:
+    os.environ.get("PATH")  # the fork server's imports are the work

@@ -1,0 +1,309 @@
+"""edgecrew's warm worker, one `tick()` at a time, against a recording fake Prefect client
+and fake processes (the Prefect API and the processes are the ports under test here;
+tests/test_jobs_stack.py runs the real worker against a real Prefect server)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Completed, Running
+
+from executor.worker import WarmWorker, WorkerOptions
+from tests.conftest import Clock
+
+
+@dataclass
+class FakeProcess:
+    pid: int
+    exitcode: int | None = None
+    stubborn: bool = False  # ignores SIGTERM
+    signals: list[str] = field(default_factory=list)
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def exit(self, code: int) -> None:
+        self.exitcode = code
+
+    def terminate(self) -> None:
+        self.signals.append("TERM")
+        if not self.stubborn:
+            self.exitcode = -15
+
+    def kill(self) -> None:
+        self.signals.append("KILL")
+        self.exitcode = -9
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
+class FakeLauncher:
+    def __init__(self) -> None:
+        self.launched: dict[UUID, FakeProcess] = {}
+
+    def launch(self, flow_run_id: UUID) -> FakeProcess:
+        process = FakeProcess(pid=1000 + len(self.launched))
+        self.launched[flow_run_id] = process
+        return process
+
+
+class FakePrefect:
+    """The SyncPrefectClient calls the worker makes, recorded; states kept per run."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[UUID] = []
+        self.states: dict[UUID, Any] = {}
+        self.taken_elsewhere: set[UUID] = set()
+        self.calls: list[tuple[str, Any]] = []
+        self.down = False
+
+    def _call(self, name: str, detail: Any = None) -> None:
+        if self.down:
+            raise httpx.ConnectError("connection refused")
+        self.calls.append((name, detail))
+
+    def send_worker_heartbeat(self, **kwargs: Any) -> None:
+        self._call("heartbeat", kwargs)
+
+    def get_scheduled_flow_runs_for_work_pool(self, **kwargs: Any) -> list[Any]:
+        self._call("poll", kwargs)
+        return [SimpleNamespace(flow_run=SimpleNamespace(id=i)) for i in self.scheduled]
+
+    def set_flow_run_state(self, flow_run_id: UUID, state: Any, force: bool = False) -> Any:
+        self._call("set_state", (flow_run_id, state.type, force))
+        if flow_run_id in self.taken_elsewhere:  # another worker claimed it first
+            return SimpleNamespace(status=SetStateStatus.ABORT, state=None)
+        current = self.states.get(flow_run_id)
+        if current is not None and current.is_final() and not force:
+            return SimpleNamespace(status=SetStateStatus.REJECT, state=current)
+        self.states[flow_run_id] = state
+        if flow_run_id in self.scheduled and state.type == StateType.PENDING:
+            self.scheduled.remove(flow_run_id)
+        return SimpleNamespace(status=SetStateStatus.ACCEPT, state=state)
+
+    def read_flow_runs(self, *, flow_run_filter: Any) -> list[Any]:
+        self._call("read_runs")
+        ids = set(flow_run_filter.id.any_)
+        wanted = set(flow_run_filter.state.type.any_)
+        return [
+            SimpleNamespace(id=i, state=s)
+            for i, s in self.states.items()
+            if i in ids and s.type in wanted
+        ]
+
+    def read_flow_run(self, flow_run_id: UUID) -> Any:
+        self._call("read_run", flow_run_id)
+        return SimpleNamespace(id=flow_run_id, state=self.states.get(flow_run_id))
+
+    def update_flow_run(self, flow_run_id: UUID, **kwargs: Any) -> None:
+        self._call("update", (flow_run_id, kwargs))
+
+    def states_set(self, name: str = "set_state") -> list[Any]:
+        return [detail for call, detail in self.calls if call == name]
+
+
+@pytest.fixture
+def prefect() -> FakePrefect:
+    return FakePrefect()
+
+
+@pytest.fixture
+def launcher() -> FakeLauncher:
+    return FakeLauncher()
+
+
+def make_worker(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock, **kw: Any
+) -> WarmWorker:
+    options = WorkerOptions(pool="cpu", name="w1", limit=kw.pop("limit", 2), **kw)
+    return WarmWorker(client=prefect, launcher=launcher, options=options, clock=clock)
+
+
+def started_run(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock, **kw: Any
+) -> tuple[WarmWorker, UUID]:
+    """A worker that has claimed and started one run."""
+    run = uuid4()
+    prefect.scheduled = [run]
+    worker = make_worker(prefect, launcher, clock, **kw)
+    worker.tick()
+    return worker, run
+
+
+def cancelling(prefect: FakePrefect, run: UUID) -> None:
+    prefect.states[run] = Running().model_copy(
+        update={"type": StateType.CANCELLING, "name": "Cancelling"}
+    )
+
+
+def test_claims_scheduled_runs_up_to_the_limit_and_starts_each_once(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock
+) -> None:
+    runs = [uuid4() for _ in range(3)]
+    prefect.scheduled = list(runs)
+    worker = make_worker(prefect, launcher, clock, limit=2)
+
+    worker.tick()
+
+    assert list(launcher.launched) == runs[:2], "two slots, two runs, in the order given"
+    assert [(i, t) for i, t, _ in prefect.states_set()] == [
+        (runs[0], StateType.PENDING),
+        (runs[1], StateType.PENDING),
+    ]
+    pids = [d[1]["infrastructure_pid"] for d in prefect.states_set("update")]
+    assert [p.split(":")[1] for p in pids] == ["1000", "1001"]
+    heartbeat = prefect.states_set("heartbeat")
+    assert heartbeat == [
+        {"work_pool_name": "cpu", "worker_name": "w1", "heartbeat_interval_seconds": 30.0}
+    ]
+
+    clock.advance(1)
+    worker.tick()
+    assert len(launcher.launched) == 2, "full: the third run waits"
+    assert not prefect.states_set("poll")[1:], "a full worker does not even poll"
+
+    launcher.launched[runs[0]].exit(0)
+    prefect.states[runs[0]] = Completed()
+    clock.advance(1)
+    worker.tick()
+    assert runs[2] in launcher.launched, "a finished run frees its slot"
+
+
+def test_a_run_another_worker_claimed_first_is_not_started(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock
+) -> None:
+    mine, theirs = uuid4(), uuid4()
+    prefect.scheduled = [theirs, mine]
+    prefect.taken_elsewhere = {theirs}
+    make_worker(prefect, launcher, clock).tick()
+    assert list(launcher.launched) == [mine]
+
+
+def test_a_run_deleted_before_the_claim_is_skipped(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock
+) -> None:
+    gone = uuid4()
+    prefect.scheduled = [gone]
+
+    def deleted(*args: Any, **kwargs: Any) -> Any:
+        raise ObjectNotFound(http_exc=Exception("404"))
+
+    prefect.set_flow_run_state = deleted  # type: ignore[method-assign]
+    make_worker(prefect, launcher, clock).tick()
+    assert launcher.launched == {}
+
+
+def test_a_process_that_dies_mid_run_is_reported_crashed(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock
+) -> None:
+    worker, run = started_run(prefect, launcher, clock)
+    prefect.states[run] = Running()
+    launcher.launched[run].exit(-9)  # e.g. the OOM killer
+
+    worker.tick()
+
+    (crash,) = [s for s in prefect.states_set() if s[1] == StateType.CRASHED]
+    assert crash == (run, StateType.CRASHED, False), "proposed, not forced"
+    assert prefect.states[run].message.endswith("(exit code -9).")
+    assert worker.runs == {}
+
+
+def test_a_clean_exit_reports_nothing(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock
+) -> None:
+    worker, run = started_run(prefect, launcher, clock)
+    prefect.states[run] = Completed()
+    launcher.launched[run].exit(0)
+    worker.tick()
+    assert [s[1] for s in prefect.states_set()] == [StateType.PENDING]
+
+
+def test_a_cancelling_run_is_stopped_then_marked_cancelled(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock
+) -> None:
+    worker, run = started_run(prefect, launcher, clock)
+    cancelling(prefect, run)
+
+    clock.advance(2)
+    worker.tick()  # sees CANCELLING, sends SIGTERM; the process exits
+    assert launcher.launched[run].signals == ["TERM"]
+    clock.advance(1)
+    worker.tick()  # reaps it
+
+    assert prefect.states_set()[-1] == (run, StateType.CANCELLED, True)
+    assert worker.runs == {}
+
+
+def test_a_process_that_ignores_sigterm_is_killed_after_the_grace(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock
+) -> None:
+    worker, run = started_run(prefect, launcher, clock, kill_grace_seconds=10)
+    launcher.launched[run].stubborn = True
+    cancelling(prefect, run)
+    clock.advance(2)
+    worker.tick()
+    clock.advance(5)
+    worker.tick()
+    assert launcher.launched[run].signals == ["TERM"], "still within the grace"
+    clock.advance(6)
+    worker.tick()
+    assert launcher.launched[run].signals == ["TERM", "KILL"]
+    clock.advance(1)
+    worker.tick()
+    assert prefect.states[run].type == StateType.CANCELLED
+
+
+def test_an_unreachable_api_is_logged_once_and_nothing_is_forgotten(
+    prefect: FakePrefect,
+    launcher: FakeLauncher,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker, run = started_run(prefect, launcher, clock)
+    prefect.states[run] = Running()
+    launcher.launched[run].exit(1)
+    prefect.down = True
+
+    with caplog.at_level(logging.WARNING, logger="edgecrew.worker"):
+        for _ in range(5):
+            clock.advance(1)
+            worker.tick()  # never raises
+    assert run in worker.runs, "the dead run is kept until Prefect hears of it"
+    failures = [r.getMessage() for r in caplog.records]
+    assert len(failures) == len(set(failures)) and failures, "each kind of failure once"
+
+    prefect.down = False
+    clock.advance(1)
+    worker.tick()
+    assert prefect.states[run].type == StateType.CRASHED and worker.runs == {}
+
+
+def test_drain_stops_what_is_left_and_reports_it(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock
+) -> None:
+    runs = [uuid4(), uuid4()]
+    prefect.scheduled = list(runs)
+    worker = make_worker(prefect, launcher, clock)
+    worker.tick()
+    for run in runs:
+        prefect.states[run] = Running()
+    prefect.states[runs[0]] = Completed()  # finished just as the worker stops
+    launcher.launched[runs[0]].exit(0)
+
+    worker.drain(0)
+
+    assert all(p.exitcode is not None for p in launcher.launched.values())
+    assert prefect.states[runs[0]].type == StateType.COMPLETED
+    assert prefect.states[runs[1]].type == StateType.CRASHED
+    assert "the worker stopped" in prefect.states[runs[1]].message
+    assert worker.runs == {}
