@@ -90,6 +90,15 @@ class Supervisor:
             restarted.append(service.name)
         return restarted
 
+    def stop(self, name: str, *, grace: float = 10.0) -> None:
+        """Stop one service (its whole process group)."""
+        for index, (service, process) in enumerate(self._children):
+            if service.name == name:
+                _stop_group(process, grace)
+                del self._children[index]
+                return
+        raise KeyError(name)
+
     def stop_all(self, *, grace: float = 10.0) -> None:
         """SIGTERM every process group (newest first), then SIGKILL what is left."""
         for _, process in reversed(self._children):
@@ -123,6 +132,15 @@ class Supervisor:
             f"{service.name} was not healthy at {service.health_url} within {timeout:.0f} s; "
             f"see {self.log_path(service)}"
         )
+
+
+def _stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
+    _signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
