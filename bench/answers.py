@@ -63,6 +63,7 @@ def main() -> None:
     port, llm_port = free_port(), free_port()
     env = {
         "EDGECREW_API_KEYS": f"bench:{KEY}",
+        "EDGECREW_RATE_LIMIT_PER_MINUTE": "0",  # thousands of requests a minute, on purpose
         "EDGECREW_DATA_DIR": str(data),
         "EDGECREW_LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
         "EDGECREW_LLM_MODEL": "smollm2",

@@ -76,6 +76,7 @@ def main() -> None:
         env = {**QUIET, **secrets, "EDGECREW_API_KEYS": f"bench:{KEY}",
                "EDGECREW_DATA_DIR": str(data), "EDGECREW_PREFECT_API_URL": api,
                "EDGECREW_ALLOW_LOOPBACK_WEBHOOKS": "true", "EDGECREW_LLM_MODEL": "none",
+               "EDGECREW_RATE_LIMIT_PER_MINUTE": "0",
                "EDGECREW_EMBED_MODEL": "all-MiniLM-L6-v2",
                "EDGECREW_LLM_BASE_URL": "http://127.0.0.1:9/v1"}  # fmt: skip
         os.environ.update({"EDGECREW_DATA_DIR": str(data)})

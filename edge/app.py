@@ -11,6 +11,7 @@ from edge.jobs.service import JobService
 from edge.ports import Ports
 from edge.problems import install_problem_handlers
 from edge.rag.knowledge import KnowledgeBase
+from edge.rate_limits import RateLimitGuard
 from edge.routes import answers, callbacks, documents, health, jobs, search
 from edge.settings import Settings, SettingsError
 from shared.limits import DEFAULT_LIMITS
@@ -38,8 +39,10 @@ def create_app(
     for module in (health, documents, search, answers, jobs, callbacks):
         app.include_router(module.router)
     install_problem_handlers(app)
-    # Added last so it runs first: authenticate, then bound the body.
+    # Added last so it runs first: authenticate, count the request, then bound the body.
     app.add_middleware(BodySizeLimit, max_bytes=DEFAULT_LIMITS.max_body_bytes)
+    if ports.rate_limiter is not None:
+        app.add_middleware(RateLimitGuard, limiter=ports.rate_limiter)
     app.add_middleware(ApiKeyAuth, keys=ApiKeys(settings.api_keys))
     return app
 

@@ -155,6 +155,24 @@ class Ports:
     generator: TextGenerator
     orchestrator: Orchestrator | None = None  # None: the jobs API answers 503
     deliveries: DeliveryQueue | None = None
+    rate_limiter: RateLimiter | None = None  # None: no per-tenant request limit
+
+
+# --- rate limits ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    retry_after: int = 0  # seconds until the next request would be allowed (when refused)
+
+
+class RateLimiter(Protocol):
+    """Counts a tenant's requests; refuses those over its limit."""
+
+    async def hit(self, key: str) -> RateDecision:
+        """Count one request for `key`; whether it may go on."""
+        ...
 
 
 # --- orchestrator (Prefect) -------------------------------------------------------------------

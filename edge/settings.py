@@ -39,6 +39,7 @@ ENV_KEYS = (
     "EDGECREW_ALLOW_LOOPBACK_WEBHOOKS",
     "EDGECREW_JOB_TTL_DAYS",
     "EDGECREW_STALE_AFTER_SECONDS",
+    "EDGECREW_RATE_LIMIT_PER_MINUTE",
 )
 
 
@@ -70,6 +71,7 @@ class Settings:
     allow_loopback_webhooks: bool = False
     job_ttl_days: int = 30
     stale_after_seconds: int = 60
+    rate_limit_per_minute: int = 600  # per tenant, local mode; 0 = off (Cloudflare: wrangler.toml)
 
     def __post_init__(self) -> None:
         if self.executor_secret and not self.executor_secret.startswith("whsec_"):
@@ -82,6 +84,10 @@ class Settings:
             raise SettingsError(
                 "EDGECREW_CHUNK_OVERLAP must be >= 0 and below half of EDGECREW_CHUNK_SIZE, "
                 f"got {self.chunk_overlap} with size {self.chunk_size}"
+            )
+        if self.rate_limit_per_minute < 0:
+            raise SettingsError(
+                f"EDGECREW_RATE_LIMIT_PER_MINUTE must be >= 0, got {self.rate_limit_per_minute}"
             )
         if self.answer_cache_ttl and self.answer_cache_ttl < 60:
             # Workers KV refuses expirationTtl below 60 s; local mode keeps the same rule.
@@ -120,6 +126,9 @@ class Settings:
             job_ttl_days=reader.integer("EDGECREW_JOB_TTL_DAYS", defaults.job_ttl_days),
             stale_after_seconds=reader.integer(
                 "EDGECREW_STALE_AFTER_SECONDS", defaults.stale_after_seconds
+            ),
+            rate_limit_per_minute=reader.integer(
+                "EDGECREW_RATE_LIMIT_PER_MINUTE", defaults.rate_limit_per_minute
             ),
         )
 

@@ -22,7 +22,7 @@ WRANGLER = ROOT / ".tools/node_modules/wrangler/bin/wrangler.js"
 OUTDIR = ROOT / "build" / "dry-run"  # beside base_dir (build/worker), never inside it
 PACKAGES = ("edge", "shared")
 LOCAL_ONLY = ("edge/local/",)
-REQUIRED_BINDINGS = {"AI", "VECTORIZE", "KV", "WEBHOOKS"}
+REQUIRED_BINDINGS = {"AI", "VECTORIZE", "KV", "WEBHOOKS", "RATE_LIMITER"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -46,6 +46,7 @@ def declared_bindings(config: dict) -> set[str]:
     for section in ("vectorize", "kv_namespaces", "d1_databases", "r2_buckets"):
         names.update(binding["binding"] for binding in config.get(section, []))
     names.update(p["binding"] for p in config.get("queues", {}).get("producers", []))
+    names.update(limiter["name"] for limiter in config.get("ratelimits", []))
     return names
 
 

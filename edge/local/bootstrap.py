@@ -17,6 +17,7 @@ from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.local.sqlite_queue import SqliteQueue
 from edge.ports import Embedder, Ports, TextGenerator
+from edge.rate_limits import GcraLimiter
 from edge.settings import Settings
 
 #: Local mode's defaults; the environment (or .env) overrides any of them.
@@ -50,9 +51,11 @@ def build_local_ports(
         if settings.prefect_api_url
         else None
     )
+    limit = settings.rate_limit_per_minute
     return Ports(
         orchestrator=orchestrator,
         deliveries=SqliteQueue(data_dir / "queue.sqlite3"),
+        rate_limiter=GcraLimiter(limit, 60.0) if limit else None,
         kv=SqliteKV(data_dir / "kv.sqlite3"),
         vectors=NumpyVectorIndex(
             data_dir / "vectors.sqlite3", dimensions=settings.embed_dimensions

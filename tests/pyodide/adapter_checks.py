@@ -21,6 +21,7 @@ from pyodide.ffi import JsProxy, jsnull
 
 from edge.adapters.cloudflare import (
     CloudflareKV,
+    CloudflareRateLimiter,
     CloudflareVectorIndex,
     WorkersAIEmbedder,
     WorkersAIGenerator,
@@ -28,7 +29,14 @@ from edge.adapters.cloudflare import (
     env_mapping,
     vectorize_id,
 )
-from edge.ports import ChatMessage, DependencyUnavailable, InvalidCursor, KVEntry, VectorRecord
+from edge.ports import (
+    ChatMessage,
+    DependencyUnavailable,
+    InvalidCursor,
+    KVEntry,
+    RateDecision,
+    VectorRecord,
+)
 from edge.settings import Settings
 
 LLM = "@cf/meta/llama-3.1-8b-instruct"
@@ -252,6 +260,20 @@ async def check_kv_errors_become_dependency_unavailable(ctx: Ctx) -> None:
     assert "503 Service Unavailable" in str(exc), exc
 
 
+# --- Rate Limiting -------------------------------------------------------------------------
+
+
+@check()
+async def check_rate_limiter_counts_per_key_and_fails_open(ctx: Ctx) -> None:
+    limiter = CloudflareRateLimiter(ctx.env.RATE_LIMITER)
+    assert [(await limiter.hit("tenant_a")).allowed for _ in range(2)] == [True, True]
+    assert await limiter.hit("tenant_a") == RateDecision(False, 60)
+    assert (await limiter.hit("tenant_b")).allowed
+    assert ctx.calls("RATE_LIMITER", "limit")[0] == [{"key": "tenant_a"}]
+    ctx.fakes.RATE_LIMITER.failNext("rate limiter unavailable")
+    assert (await limiter.hit("tenant_a")).allowed, "an outage lets requests through"
+
+
 # --- Vectorize ------------------------------------------------------------------------------
 
 
@@ -448,6 +470,7 @@ async def check_build_cloudflare_ports_end_to_end(ctx: Ctx) -> None:
     assert (best.id, best.metadata) == ("d0#0", {"text": texts[0]}), best
     await ports.kv.put("answers:1", json.dumps({"answer": best.id}), ttl_seconds=3600)
     assert json.loads(await ports.kv.get("answers:1") or "null") == {"answer": "d0#0"}
+    assert ports.rate_limiter is not None and (await ports.rate_limiter.hit("t")).allowed
 
 
 # --- runner ---------------------------------------------------------------------------------

@@ -457,9 +457,27 @@ function registerRuntimeModules(pyodide, env) {
   });
 }
 
+// Workers Rate Limiting: `limit({key})` resolves to `{success}`; `perKey` calls allowed.
+class RateLimit extends Recorder {
+  #counts = new Map();
+  constructor(perKey) {
+    super();
+    this.perKey = perKey;
+  }
+  async limit(options) {
+    plainObject("RateLimit.limit options", options);
+    const key = string("RateLimit.limit key", options.key);
+    this.record("limit", [jsonCopy("RateLimit.limit options", options)]);
+    const count = (this.#counts.get(key) ?? 0) + 1;
+    this.#counts.set(key, count);
+    return { success: count <= this.perKey };
+  }
+}
+
 function makeEnv() {
   return {
     KV: new KvNamespace(),
+    RATE_LIMITER: new RateLimit(2),
     VECTORIZE: new VectorizeIndexImpl(8),
     AI: new Ai(),
     // Vars as wrangler passes them: strings, and a number (vars may be any JSON value).

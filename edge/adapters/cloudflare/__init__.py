@@ -10,6 +10,7 @@ from typing import Any
 from edge.adapters.cloudflare._js import JsException, to_js, to_py
 from edge.adapters.cloudflare.kv import CloudflareKV
 from edge.adapters.cloudflare.queues import CloudflareQueue
+from edge.adapters.cloudflare.rate_limit import CloudflareRateLimiter
 from edge.adapters.cloudflare.vectorize import CloudflareVectorIndex, vectorize_id
 from edge.adapters.cloudflare.workers_ai import (
     WORKERS_AI_EMBEDDING_DIMENSIONS,
@@ -25,6 +26,7 @@ __all__ = [
     "WORKERS_AI_EMBEDDING_DIMENSIONS",
     "CloudflareKV",
     "CloudflareQueue",
+    "CloudflareRateLimiter",
     "CloudflareVectorIndex",
     "JsException",
     "OpenAICompatibleGenerator",
@@ -63,9 +65,11 @@ def build_cloudflare_ports(env: Any, settings: Settings) -> Ports:
         else None
     )
     webhooks = getattr(env, "WEBHOOKS", None)
+    limiter = getattr(env, "RATE_LIMITER", None)
     return Ports(
         orchestrator=orchestrator,
         deliveries=None if webhooks is None else CloudflareQueue(webhooks),
+        rate_limiter=None if limiter is None else CloudflareRateLimiter(limiter),
         kv=CloudflareKV(env.KV),
         vectors=CloudflareVectorIndex(env.VECTORIZE, dimensions=settings.embed_dimensions),
         embedder=WorkersAIEmbedder(
