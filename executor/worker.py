@@ -187,7 +187,11 @@ class WarmWorker:
             flow_run = entry.flow_run
             if flow_run.id in self.runs or not self._claim(flow_run.id):
                 continue
-            process = self.launcher.launch(flow_run.id)
+            try:
+                process = self.launcher.launch(flow_run.id)
+            except Exception:
+                self._release(flow_run.id)
+                raise
             self.runs[flow_run.id] = _Run(process)
             free -= 1
             log.info("started flow run %s (pid %s)", flow_run.id, process.pid)
@@ -217,6 +221,14 @@ class WarmWorker:
             and state is not None
             and state.type == StateType.PENDING
         )
+
+    def _release(self, flow_run_id: UUID) -> None:
+        """Give a claimed run back (Pending → Scheduled) when its process could not start,
+        so this or another worker takes it later instead of it waiting in Pending forever."""
+        from prefect.states import Scheduled
+
+        message = "Released: the worker could not start a process for it."
+        self.client.set_flow_run_state(flow_run_id, Scheduled(message=message), force=True)
 
     def _report_exit(self, flow_run_id: UUID, run: _Run, *, reason: str) -> None:
         """A run's process is gone: make its state say so if the engine could not."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,8 @@ def test_research_job_runs_the_crew_with_the_knowledge_tool(stack: DevStack) -> 
     again = submit(stack, body, **{"Idempotency-Key": "research-1"})
     assert again["id"] == accepted["id"] and again["status"] == "succeeded"
     assert len(flow_runs(stack, accepted["id"])) == 1, "one Prefect run, however often it is sent"
+    (run,) = flow_runs(stack, accepted["id"])
+    assert f"job {accepted['id']} succeeded" in run_logs(stack, run["id"], wait_for="succeeded")
     prompts = Path(stack.env["EDGECREW_FAKE_LLM_LOG"]).read_text()
     assert "the staging database" in prompts
 
@@ -133,6 +136,20 @@ def _group_members(group: int) -> list[int]:
             except ProcessLookupError:
                 continue
     return members
+
+
+def run_logs(stack: DevStack, run_id: str, *, wait_for: str) -> list[str]:
+    """The flow run's log lines in Prefect (what its UI shows), once one mentions
+    `wait_for`: they are shipped when the run's process ends, after its last callback."""
+    api = f"http://127.0.0.1:{stack.prefect_port}/api"
+    query = {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
+    messages: list[str] = []
+    for _ in range(40):
+        messages = [e["message"] for e in httpx.post(f"{api}/logs/filter", json=query).json()]
+        if any(wait_for in message for message in messages):
+            break
+        time.sleep(0.25)
+    return messages
 
 
 def _alive(pid: int) -> bool:

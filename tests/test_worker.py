@@ -307,3 +307,23 @@ def test_drain_stops_what_is_left_and_reports_it(
     assert prefect.states[runs[1]].type == StateType.CRASHED
     assert "the worker stopped" in prefect.states[runs[1]].message
     assert worker.runs == {}
+
+
+def test_a_run_whose_process_cannot_start_is_given_back(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock
+) -> None:
+    run = uuid4()
+    prefect.scheduled = [run]
+
+    def cannot_fork(flow_run_id: UUID) -> FakeProcess:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    launcher.launch = cannot_fork  # type: ignore[method-assign]
+    worker = make_worker(prefect, launcher, clock)
+    worker.tick()
+
+    assert [(kind, forced) for _, kind, forced in prefect.states_set()] == [
+        (StateType.PENDING, False),
+        (StateType.SCHEDULED, True),
+    ], "claimed, then released rather than left Pending"
+    assert worker.runs == {}
