@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,18 @@ def test_research_job_runs_the_crew_with_the_knowledge_tool(stack: DevStack) -> 
     assert f"job {accepted['id']} succeeded" in run_logs(stack, run["id"], wait_for="succeeded")
     prompts = Path(stack.env["EDGECREW_FAKE_LLM_LOG"]).read_text()
     assert "the staging database" in prompts
+
+
+def test_the_cli_submits_a_job_and_follows_it_to_its_result(stack: DevStack) -> None:
+    command = [sys.executable, "-m", "edge.local.cli", "job", "summarize",
+               "-i", "text=Heron-7 is the staging database.", "--url", stack.base_url]  # fmt: skip
+    done = subprocess.run(
+        command, env={**os.environ, "EDGECREW_API_KEY": KEY},
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("job job_") and "FAKE ANSWER" in lines[-1]
 
 
 def test_cancelling_a_running_job_stops_its_flow_run_process(stack: DevStack) -> None:

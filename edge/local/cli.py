@@ -133,6 +133,104 @@ def ask(
                     console.print(f"  [{n}] {citation['chunk_id']} (score {citation['score']})")
 
 
+@app.command()
+def job(
+    crew: Annotated[str, typer.Argument(help="The crew to run (see GET /v1/crews)")],
+    inputs: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="name=value, repeatable")
+    ] = None,
+    json_inputs: Annotated[
+        str | None, typer.Option("--json", help="All inputs as one JSON object")
+    ] = None,
+    url: str = "http://127.0.0.1:8787",
+    key: Annotated[str, typer.Option(envvar="EDGECREW_API_KEY")] = "dev-key-change-me",
+    idempotency_key: Annotated[str | None, typer.Option(help="Resubmit safely")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to follow it")] = 900.0,
+) -> None:
+    """Submit a crew job and follow it: status, progress after each task, the result."""
+    body = {"crew": crew, "inputs": _job_inputs(inputs or [], json_inputs)}
+    headers = {"Authorization": f"Bearer {key}"}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        response = client.post("/v1/jobs", json=body)
+        if response.status_code != 202:
+            console.print(f"[red]{response.status_code}[/] {response.text}", highlight=False)
+            raise typer.Exit(1)
+        current = response.json()
+        console.print(f"job [bold]{current['id']}[/] {current['status']}")
+        if not wait:
+            return
+        current = _follow(client, current, timeout)
+    if current["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def _job_inputs(pairs: list[str], raw_json: str | None) -> dict[str, object]:
+    inputs: dict[str, object] = {}
+    if raw_json is not None:
+        try:
+            loaded = json.loads(raw_json)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not JSON: {exc}", param_hint="--json") from exc
+        if not isinstance(loaded, dict):
+            raise typer.BadParameter("must be a JSON object", param_hint="--json")
+        inputs.update(loaded)
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{pair!r} is not name=value", param_hint="--input")
+        inputs[name] = value
+    return inputs
+
+
+def _follow(client: httpx.Client, current: dict[str, object], timeout: float) -> dict[str, object]:
+    """Poll the job, printing each change, until it ends (or `timeout`, or Ctrl-C)."""
+    terminal = {"succeeded", "failed", "cancelled"}
+    shown = (current["status"], current.get("progress"))
+    deadline = time.monotonic() + timeout
+    try:
+        while current["status"] not in terminal and time.monotonic() < deadline:
+            time.sleep(0.5)
+            reply = client.get(f"/v1/jobs/{current['id']}")
+            if reply.status_code == 429:  # over the rate limit: wait as told
+                time.sleep(float(reply.headers.get("Retry-After", "1")))
+                continue
+            reply.raise_for_status()
+            current = reply.json()
+            now = (current["status"], current.get("progress"))
+            if now != shown:
+                console.print(_describe(current), highlight=False)
+                shown = now
+    except KeyboardInterrupt:
+        console.print(f"\nstopped following; the job goes on: {current['id']}")
+        raise typer.Exit(130) from None
+    if current["status"] == "succeeded":
+        result = current.get("result")
+        output = result.get("output") if isinstance(result, dict) else result
+        console.print(str(output), highlight=False, markup=False)
+    elif current["status"] not in terminal:
+        console.print(f"still {current['status']} after {timeout:.0f} s: {current['id']}")
+    return current
+
+
+def _describe(job: dict[str, object]) -> str:
+    status = str(job["status"])
+    progress = job.get("progress")
+    if status == "running" and isinstance(progress, dict):
+        done, total, upcoming = (
+            progress.get("completed_tasks"),
+            progress.get("total_tasks"),
+            progress.get("current_task"),
+        )
+        return f"running: {done}/{total} tasks" + (f", next: {upcoming}" if upcoming else "")
+    error = job.get("error")
+    if status == "failed" and isinstance(error, dict):
+        return f"failed: {error.get('kind')}: {error.get('message')}"
+    return status
+
+
 def main() -> None:
     app()
 
