@@ -207,6 +207,11 @@ class Orchestrator(Protocol):
 
     async def read(self, run_id: str) -> RunState: ...
 
+    async def read_many(self, run_ids: Sequence[str]) -> dict[str, RunState]:
+        """The states of many runs in one call; a run the orchestrator no longer has is
+        absent from the result."""
+        ...
+
     async def cancel(self, run_id: str) -> RunState: ...
 
 

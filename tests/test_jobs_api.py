@@ -50,6 +50,8 @@ class FakePrefect:
         router.post(url__regex=rf"{PREFECT}/deployments/[^/]+/create_flow_run").mock(
             side_effect=self.create
         )
+        self.filter_calls = 0
+        router.post(f"{PREFECT}/flow_runs/filter").mock(side_effect=self.filter)
         router.get(url__regex=rf"{PREFECT}/flow_runs/[^/]+$").mock(side_effect=self.read)
         router.post(url__regex=rf"{PREFECT}/flow_runs/[^/]+/set_state").mock(
             side_effect=self.set_state
@@ -84,6 +86,14 @@ class FakePrefect:
         if run_id in self.deleted_runs:
             return httpx.Response(404, json={"detail": "Flow run not found"})
         return httpx.Response(200, json=self.runs[run_id])
+
+    def filter(self, request: httpx.Request) -> httpx.Response:
+        self.filter_calls += 1
+        body = json.loads(request.content)
+        wanted = body["flow_runs"]["id"]["any_"]
+        assert len(wanted) <= body["limit"] <= 200
+        found = [self.runs[i] for i in wanted if i in self.runs and i not in self.deleted_runs]
+        return httpx.Response(200, json=found)
 
     def set_state(self, request: httpx.Request) -> httpx.Response:
         run_id = request.url.path.split("/")[-2]
@@ -482,3 +492,25 @@ async def test_a_lost_result_is_timed_from_the_runs_end_not_from_the_last_callba
     prefect.set("run-1", "COMPLETED", at=time.time() - 601)
     job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
     assert (job["status"], job["error"]["kind"]) == ("failed", "ResultLost")
+
+
+async def test_the_reconciler_reads_stale_runs_in_batches_and_resumes_where_it_stopped(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    """A Worker invocation has a subrequest budget: each pass is bounded, reads Prefect
+    once per batch instead of once per job, and the next pass picks up the rest."""
+    ids = [(await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"] for _ in range(5)]
+    for n in range(1, 6):
+        prefect.set(f"run-{n}", "CRASHED", "Crashed", "worker lost")
+    prefect.deleted_runs.add("run-5")
+    jobs = jobs_app.state.jobs
+    jobs._settings = dataclasses.replace(jobs_app.state.settings, stale_after_seconds=0)
+    reads = prefect.filter_calls
+
+    passes = [await jobs.reconcile(max_jobs=2) for _ in range(3)]
+
+    assert passes == [{"checked": 2, "changed": 2}] * 2 + [{"checked": 1, "changed": 1}]
+    assert prefect.filter_calls - reads == 3, "one Prefect read per pass, not per job"
+    statuses = [(await api.get(f"/v1/jobs/{i}", headers=AUTH_A)).json() for i in ids]
+    assert [j["error"]["kind"] for j in statuses] == ["Crashed"] * 4 + ["RunLost"]
+    assert await jobs.reconcile(max_jobs=2) == {"checked": 0, "changed": 0}

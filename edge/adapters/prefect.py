@@ -19,6 +19,8 @@ from edge.ports import DependencyUnavailable, OrchestratorRejected, RunState
 
 #: Prefect states from which a run has not started yet: cancel them outright.
 _NOT_STARTED = {"SCHEDULED", "PENDING", "PAUSED"}
+#: Flow runs read per `flow_runs/filter` request (Prefect's page size limit is 200).
+READ_BATCH = 200
 #: Final states: a cancel changes nothing (the edge learns the outcome from them).
 _FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -65,6 +67,16 @@ class PrefectOrchestrator:
     async def read(self, run_id: str) -> RunState:
         return _state(await self._request("GET", f"flow_runs/{run_id}"))
 
+    async def read_many(self, run_ids: Sequence[str]) -> dict[str, RunState]:
+        states: dict[str, RunState] = {}
+        for start in range(0, len(run_ids), READ_BATCH):
+            batch = list(run_ids[start : start + READ_BATCH])
+            body = {"flow_runs": {"id": {"any_": batch}}, "limit": len(batch)}
+            for run in await self._request_list("POST", "flow_runs/filter", body):
+                state = _state(run)
+                states[state.run_id] = state
+        return states
+
     async def cancel(self, run_id: str) -> RunState:
         current = await self.read(run_id)
         if current.type in _FINAL:
@@ -85,6 +97,12 @@ class PrefectOrchestrator:
             found = await self._request("GET", f"deployments/name/{deployment}")
             self._deployment_ids[deployment] = str(found["id"])
         return self._deployment_ids[deployment]
+
+    async def _request_list(self, method: str, path: str, body: Any) -> list[dict[str, Any]]:
+        found: Any = await self._request(method, path, body)
+        if not isinstance(found, list):
+            raise DependencyUnavailable("Prefect", f"{method} {path}: expected a list", 5)
+        return found
 
     async def _request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         reason = ""

@@ -18,6 +18,7 @@ from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.store import JobStore, index_key
 from edge.ports import (
     DependencyUnavailable,
+    InvalidCursor,
     Orchestrator,
     OrchestratorRejected,
     Ports,
@@ -30,6 +31,11 @@ from shared.timestamps import rfc3339
 
 log = logging.getLogger("edgecrew.jobs")
 
+#: Active jobs one reconciler pass looks at. A Worker invocation may make 1,000
+#: subrequests (KV calls and fetches alike); a pass costs about one KV read per job, a
+#: Prefect read per 200 stale ones and a few writes per job that changed.
+RECONCILE_MAX_JOBS = 300
+RECONCILE_CURSOR_KEY = "reconciler:cursor"
 #: How long a run may sit COMPLETED in Prefect without its result reaching the edge.
 RESULT_GRACE_SECONDS = 600
 #: Hand-overs to Prefect in flight in this process before new jobs go through the queue:
@@ -124,7 +130,7 @@ class JobService:
         job = await self.store.get(tenant, job_id)
         if job is None:
             return None
-        stale = self._clock() - float(job.get("heard_at", 0)) >= self._settings.stale_after_seconds
+        stale = self._quiet_for(job) >= self._settings.stale_after_seconds
         if stale and not JobStatus(job["status"]).terminal:
             job = await self.refresh(job)
         return {**job, "deliveries": await self.store.deliveries(tenant, job_id)}
@@ -166,24 +172,67 @@ class JobService:
             return await self._apply(job, {"type": "failed", "error": error})
         return await self._apply_run_state(job, state)
 
-    async def reconcile(self, *, batch: int = 100) -> dict[str, int]:
-        """One pass over every non-terminal job; returns counts for logs and tests."""
+    async def reconcile(
+        self, *, batch: int = 100, max_jobs: int = RECONCILE_MAX_JOBS
+    ) -> dict[str, int]:
+        """One pass over at most `max_jobs` non-terminal jobs; counts for logs and tests.
+
+        Bounded, and resumed where the last pass stopped (a cursor in KV), because a
+        Worker invocation may make only so many subrequests: with thousands of active
+        jobs an unbounded pass would fail part-way every minute and never reach the
+        jobs at the end. Stale runs are read from Prefect in batches, not one by one.
+        """
         counts = {"checked": 0, "changed": 0}
-        cursor: str | None = None
-        while True:
-            pairs, cursor = await self.store.active(limit=batch, cursor=cursor)
-            for tenant, job_id in pairs:
-                job = await self.store.get(tenant, job_id)
-                if job is None or JobStatus(job["status"]).terminal:
-                    continue
-                quiet = self._clock() - float(job.get("heard_at", 0))
-                if job["flow_run_id"] is not None and quiet < self._settings.stale_after_seconds:
-                    continue
-                counts["checked"] += 1
-                refreshed = await self.refresh(job)
-                counts["changed"] += refreshed["status"] != job["status"]
+        cursor = await self._ports.kv.get(RECONCILE_CURSOR_KEY) or None
+        seen = 0
+        while seen < max_jobs:
+            limit = min(batch, max_jobs - seen)
+            try:
+                pairs, cursor = await self.store.active(limit=limit, cursor=cursor)
+            except InvalidCursor:  # expired or from another listing: start over
+                pairs, cursor = await self.store.active(limit=limit, cursor=None)
+            seen += len(pairs)
+            await self._reconcile_page(pairs, counts)
             if cursor is None:
-                return counts
+                break
+        if cursor is None:
+            await self._ports.kv.delete(RECONCILE_CURSOR_KEY)
+        else:
+            await self._ports.kv.put(RECONCILE_CURSOR_KEY, cursor, ttl_seconds=86400)
+        return counts
+
+    def _quiet_for(self, job: Mapping[str, Any]) -> float:
+        """Seconds since the executor (or Prefect) last told us about this job."""
+        return self._clock() - float(job.get("heard_at", 0))
+
+    async def _reconcile_page(self, pairs: list[tuple[str, str]], counts: dict[str, int]) -> None:
+        stale: list[dict[str, Any]] = []
+        for tenant, job_id in pairs:
+            job = await self.store.get(tenant, job_id)
+            if job is None or JobStatus(job["status"]).terminal:
+                continue
+            if job["flow_run_id"] is None:  # never reached Prefect: hand it over now
+                counts["checked"] += 1
+                handed = await self.refresh(job)
+                counts["changed"] += handed["status"] != job["status"]
+            elif self._quiet_for(job) >= self._settings.stale_after_seconds:
+                stale.append(job)
+        if not stale:
+            return
+        counts["checked"] += len(stale)
+        try:
+            states = await self.orchestrator.read_many([job["flow_run_id"] for job in stale])
+        except DependencyUnavailable as exc:
+            log.warning("reconciler could not read %d runs: %s", len(stale), exc)
+            return
+        for job in stale:
+            state = states.get(job["flow_run_id"])
+            if state is None:  # Prefect no longer has the run
+                error = {"kind": "RunLost", "message": "the orchestrator no longer has the run"}
+                refreshed = await self._apply(job, {"type": "failed", "error": error})
+            else:
+                refreshed = await self._apply_run_state(job, state)
+            counts["changed"] += refreshed["status"] != job["status"]
 
     # --- internals ---------------------------------------------------------------------------
 
