@@ -11,9 +11,10 @@ cancelling is killing a pid) without paying for the imports again.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
-import multiprocessing.context
-import os
+import sys
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
@@ -50,19 +51,28 @@ class WarmProcesses:
 
     def __init__(self, preload: list[str] | None = None) -> None:
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(PRELOAD if preload is None else preload)
+        self._preload = PRELOAD if preload is None else preload
+        self._context.set_forkserver_preload(self._preload)
 
-    def warm_up(self) -> None:
+    def warm_up(self) -> dict[str, str]:
         """Start the fork server and wait until its imports are done (seconds, once).
 
-        The first process forked makes the server import `PRELOAD`; a no-op child returns
-        when that is over, so the first real run does not pay for it.
+        The first process forked makes the server import the preload list; a probe child
+        returns when that is over, so the first real run does not pay for it. The fork
+        server ignores a module that fails to import (runs would then import it
+        themselves, slowly, or fail); the probe reports each such module with its error.
         """
-        probe = self._context.Process(target=_nothing, name="warm-up")
+        receive, send = self._context.Pipe(duplex=False)
+        probe = self._context.Process(
+            target=_report_missing, args=(self._preload, send), name="warm-up"
+        )
         probe.start()
+        send.close()
+        missing: dict[str, str] = receive.recv() if receive.poll(600) else {}
         probe.join()
         if probe.exitcode != 0:
             raise RuntimeError(f"the warm-up process exited with code {probe.exitcode}")
+        return missing
 
     def launch(self, flow_run_id: UUID) -> RunProcess:
         process = self._context.Process(
@@ -113,5 +123,17 @@ def _preloaded_flow(flow_run: FlowRun) -> Flow[..., Any] | None:
     return FLOWS.get(deployment.entrypoint or "")
 
 
-def _nothing() -> None:
-    os.environ.get("PATH")  # the fork server's imports are the work
+def _report_missing(modules: list[str], send: Connection) -> None:
+    """In a child of the fork server: which preload modules the server lacks, and why."""
+    missing = {}
+    for name in modules:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # the reason the fork server swallowed
+            missing[name] = f"{type(exc).__name__}: {exc}"
+        else:
+            missing[name] = "not preloaded (imported by the probe instead)"
+    send.send(missing)
+    send.close()

@@ -329,7 +329,10 @@ def start(
         health = _Health(worker)
         server = health.serve(healthcheck_host, healthcheck_port) if healthcheck_port else None
         started = time.monotonic()
-        processes.warm_up()
+        for module, reason in processes.warm_up().items():
+            log.warning(
+                "fork server: %s not preloaded (%s); runs import it themselves", module, reason
+            )
         log.info("warm in %.1f s; serving pool %r as %r", time.monotonic() - started, pool,
                  options.name)  # fmt: skip
         health.ready.set()

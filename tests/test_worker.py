@@ -17,6 +17,7 @@ from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Completed, Running
 
+from executor.warm import WarmProcesses
 from executor.worker import WarmWorker, WorkerOptions
 from tests.conftest import Clock
 
@@ -327,3 +328,12 @@ def test_a_run_whose_process_cannot_start_is_given_back(
         (StateType.SCHEDULED, True),
     ], "claimed, then released rather than left Pending"
     assert worker.runs == {}
+
+
+def test_warm_up_names_preload_modules_the_fork_server_could_not_import() -> None:
+    """A real fork server: it skips modules that fail to import without a word, so the
+    worker asks a forked probe what is missing and why (and logs it)."""
+    processes = WarmProcesses(preload=["json", "edgecrew_no_such_module"])
+    missing = processes.warm_up()
+    assert list(missing) == ["edgecrew_no_such_module"]
+    assert missing["edgecrew_no_such_module"].startswith("ModuleNotFoundError")
