@@ -465,13 +465,31 @@ async def test_a_key_reused_after_its_job_expired_starts_a_new_run(
     headers = {**AUTH_A, "Idempotency-Key": "monthly-report"}
     first = (await api.post("/v1/jobs", json=JOB, headers=headers)).json()
     prefect.set("run-1", "COMPLETED")
+    jobs = jobs_app.state.jobs
     await jobs_app.state.ports.kv.delete(f"job:tenant_a:{first['id']}")  # what the TTL does
+    later = time.time() + jobs.store.ttl_seconds  # ...by this time at the earliest
+    jobs._clock = lambda: later
 
     again = (await api.post("/v1/jobs", json=JOB, headers=headers)).json()
 
     assert again["id"] == first["id"], "the id still comes from tenant + key"
     assert again["status"] == "queued" and len(prefect.runs) == 2
     assert prefect.runs["run-2"]["state"]["type"] == "SCHEDULED"
+
+
+async def test_a_retry_that_cannot_see_the_first_record_still_makes_one_run(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    """KV is eventually consistent: a retry landing on another Cloudflare location may
+    not see the record the first request wrote. Prefect's key must still match."""
+    headers = {**AUTH_A, "Idempotency-Key": "order-77"}
+    first = (await api.post("/v1/jobs", json=JOB, headers=headers)).json()
+    await jobs_app.state.ports.kv.delete(f"job:tenant_a:{first['id']}")  # not seen there
+
+    again = (await api.post("/v1/jobs", json=JOB, headers=headers)).json()
+
+    assert again["id"] == first["id"]
+    assert len(prefect.runs) == 1 and prefect.create_calls == 2, "asked twice, one run"
 
 
 async def test_a_lost_result_is_timed_from_the_runs_end_not_from_the_last_callback(

@@ -97,10 +97,7 @@ class JobService:
             "error": None,
             "fingerprint": digest,
             "flow_run_id": None,
-            # Prefect keeps idempotency keys as long as the run exists, longer than this
-            # record lives: a key reused after the record expired must make a new run, not
-            # find the old one. Every hand-over of this job uses this same key.
-            "run_key": f"{job_id}@{rfc3339(now)}",
+            "run_key": self._run_key(job_id, now),
             "index_key": index_key(tenant, int(now * 1000), job_id),
             "heard_at": now,
         }
@@ -116,6 +113,20 @@ class JobService:
         if job["status"] == JobStatus.SUBMITTING.value:
             await self._defer(job)
         return job, True
+
+    def _run_key(self, job_id: str, now: float) -> str:
+        """The idempotency key Prefect gets for this job (every hand-over uses it).
+
+        Prefect keeps keys as long as the run exists, longer than our record lives, so a
+        key reused after the record expired must not find the old run: the key carries
+        the record-lifetime window it was created in. It must not differ between two
+        submissions of one request that each failed to see the other's record (a retry
+        that lands on another Cloudflare location before KV has spread the first write),
+        so it is not the creation time itself: both fall in the same window unless they
+        straddle its edge (a chance of retry gap / TTL, ~1e-5 for a 30 s gap).
+        """
+        window = int(now // self.store.ttl_seconds)
+        return f"{job_id}.{window}"
 
     async def submit_pending(self, tenant: str, job_id: str) -> bool:
         """Hand a deferred job to the orchestrator; False if it is still waiting for it."""

@@ -23,6 +23,11 @@ class JobStore:
         self._kv = kv
         self._ttl = ttl_seconds
 
+    @property
+    def ttl_seconds(self) -> int:
+        """How long a job's records live after their last write."""
+        return self._ttl
+
     async def get(self, tenant: str, job_id: str) -> dict[str, Any] | None:
         raw = await self._kv.get(f"job:{tenant}:{job_id}")
         return None if raw is None else dict(json.loads(raw))
