@@ -60,13 +60,17 @@ class GcraLimiter:
         self._period = period
         self._clock = clock
         self._empty_at: dict[str, float] = {}
+        self._next_prune = 0.0
 
     async def hit(self, key: str) -> RateDecision:
         now = self._clock()
         empty_at = max(self._empty_at.get(key, now), now) + self._interval
-        if empty_at - now > self._period:
+        # The tolerance absorbs float rounding: `limit` additions of period/limit can
+        # land a hair above `period` and refuse the last request of a full burst.
+        if empty_at - now > self._period + 1e-6:
             return RateDecision(False, math.ceil(empty_at - now - self._period))
         self._empty_at[key] = empty_at
-        if len(self._empty_at) > 10_000:  # forget buckets that have drained
+        if now >= self._next_prune:  # forget drained buckets, once a period at most
             self._empty_at = {k: t for k, t in self._empty_at.items() if t > now}
+            self._next_prune = now + self._period
         return RateDecision(True)

@@ -11,10 +11,17 @@ cancelling is killing a pid) without paying for the imports again.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
+import multiprocessing.process
+import os
+import signal
 import sys
+import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
@@ -49,18 +56,22 @@ class RunProcess(Protocol):
 class WarmProcesses:
     """Starts flow runs in processes forked from a pre-warmed fork server."""
 
-    def __init__(self, preload: list[str] | None = None) -> None:
+    def __init__(
+        self, preload: list[str] | None = None, target: Callable[[str], None] | None = None
+    ) -> None:
         self._context = multiprocessing.get_context("forkserver")
         self._preload = PRELOAD if preload is None else preload
         self._context.set_forkserver_preload(self._preload)
+        self._target = target or execute_flow_run  # tests run something lighter
 
     def warm_up(self) -> dict[str, str]:
         """Start the fork server and wait until its imports are done (seconds, once).
 
         The first process forked makes the server import the preload list; a probe child
         returns when that is over, so the first real run does not pay for it. The fork
-        server ignores a module that fails to import (runs would then import it
+        server skips a module that raises ImportError (runs would then import it
         themselves, slowly, or fail); the probe reports each such module with its error.
+        Any other exception kills the server (`executor/preload.py` guards its own).
         """
         receive, send = self._context.Pipe(duplex=False)
         probe = self._context.Process(
@@ -68,7 +79,12 @@ class WarmProcesses:
         )
         probe.start()
         send.close()
-        missing: dict[str, str] = receive.recv() if receive.poll(600) else {}
+        try:
+            missing: dict[str, str] = receive.recv() if receive.poll(600) else {}
+        except EOFError:
+            raise RuntimeError(
+                "the fork server died while importing its preload modules; see its error above"
+            ) from None
         probe.join()
         if probe.exitcode != 0:
             raise RuntimeError(f"the warm-up process exited with code {probe.exitcode}")
@@ -76,10 +92,64 @@ class WarmProcesses:
 
     def launch(self, flow_run_id: UUID) -> RunProcess:
         process = self._context.Process(
-            target=execute_flow_run, args=(str(flow_run_id),), name=f"flow-run-{flow_run_id}"
+            target=self._target, args=(str(flow_run_id),), name=f"flow-run-{flow_run_id}"
         )
         process.start()
-        return process
+        return ForkedRun(process)
+
+
+class ForkedRun:
+    """A flow-run process, watched through the OS as well as through multiprocessing.
+
+    The process is the fork server's child, not ours: multiprocessing learns that it
+    ended from the server. If the server itself dies (the OOM killer, a stray kill), it
+    reports every run as ended (exit 255) while they still run, and its terminate() and
+    kill() then do nothing. So liveness and signals go by pid.
+    """
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self._process = process
+        self.pid = process.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return None if self.is_alive() else self._process.exitcode
+
+    def is_alive(self) -> bool:
+        return self._process.is_alive() or _running(self.pid)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_alive() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.05)
+
+    def _signal(self, signum: int) -> None:
+        if self.pid is not None and self.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+
+def _running(pid: int | None) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie has)."""
+    if pid is None:
+        return False
+    with contextlib.suppress(ChildProcessError):  # ours only if we became its parent
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    except (PermissionError, OSError):
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def execute_flow_run(flow_run_id: str) -> None:
@@ -90,7 +160,7 @@ def execute_flow_run(flow_run_id: str) -> None:
     engine entry point does; the worker reports a non-zero exit of an unfinished run as
     `Crashed`.
     """
-    from prefect.engine import handle_engine_signals
+    from prefect.engine import _drive_run_flow_result, handle_engine_signals
     from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
 
     run_id = UUID(flow_run_id)
@@ -102,7 +172,10 @@ def execute_flow_run(flow_run_id: str) -> None:
         except Exception:
             logger.error("could not load the flow of this run", exc_info=True)
             raise
-        run_flow(flow, flow_run=flow_run, error_logger=logger)
+        result = run_flow(flow, flow_run=flow_run, error_logger=logger)
+        # Async and generator flows come back as a coroutine or generator still to be
+        # driven; Prefect's engine entry point does this (private, pinned with Prefect).
+        _drive_run_flow_result(flow, result)
 
 
 def _preloaded_flow(flow_run: FlowRun) -> Flow[..., Any] | None:

@@ -98,10 +98,13 @@ class WarmWorker:
         """Stop: wait up to `wait_seconds` for running flows, then stop the rest."""
         deadline = self.clock() + wait_seconds
         while self.runs and self.clock() < deadline:
-            try:
-                self._reap(self.clock())
-            except Exception as exc:  # Prefect away: keep waiting for the runs
-                self._failed("reap", exc)
+            now = self.clock()
+            # Still a worker while draining: heartbeats, and a cancel is still a cancel.
+            for step in (self._heartbeat, self._reap, self._stop_cancelled):
+                try:
+                    step(now)
+                except Exception as exc:  # Prefect away: keep waiting for the runs
+                    self._failed(step.__name__.strip("_"), exc)
             time.sleep(0.5)
         for run in self.runs.values():
             if run.process.is_alive():
@@ -225,8 +228,12 @@ class WarmWorker:
     def _release(self, flow_run_id: UUID) -> None:
         """Give a claimed run back (Pending → Scheduled) when its process could not start,
         so this or another worker takes it later instead of it waiting in Pending forever."""
+        from prefect.client.schemas.objects import StateType
         from prefect.states import Scheduled
 
+        state = self.client.read_flow_run(flow_run_id).state
+        if state is None or state.type != StateType.PENDING:
+            return  # cancelled (or taken) meanwhile: forcing it back would revive it
         message = "Released: the worker could not start a process for it."
         self.client.set_flow_run_state(flow_run_id, Scheduled(message=message), force=True)
 

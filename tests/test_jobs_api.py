@@ -51,6 +51,7 @@ class FakePrefect:
             side_effect=self.create
         )
         self.filter_calls = 0
+        self.refuse_filter = False
         router.post(f"{PREFECT}/flow_runs/filter").mock(side_effect=self.filter)
         router.get(url__regex=rf"{PREFECT}/flow_runs/[^/]+$").mock(side_effect=self.read)
         router.post(url__regex=rf"{PREFECT}/flow_runs/[^/]+/set_state").mock(
@@ -89,6 +90,8 @@ class FakePrefect:
 
     def filter(self, request: httpx.Request) -> httpx.Response:
         self.filter_calls += 1
+        if self.refuse_filter:
+            return httpx.Response(422, json={"detail": "limit too large"})
         body = json.loads(request.content)
         wanted = body["flow_runs"]["id"]["any_"]
         assert len(wanted) <= body["limit"] <= 200
@@ -515,20 +518,44 @@ async def test_a_lost_result_is_timed_from_the_runs_end_not_from_the_last_callba
 async def test_the_reconciler_reads_stale_runs_in_batches_and_resumes_where_it_stopped(
     api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
 ) -> None:
-    """A Worker invocation has a subrequest budget: each pass is bounded, reads Prefect
-    once per batch instead of once per job, and the next pass picks up the rest."""
-    ids = [(await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"] for _ in range(5)]
-    for n in range(1, 6):
-        prefect.set(f"run-{n}", "CRASHED", "Crashed", "worker lost")
-    prefect.deleted_runs.add("run-5")
+    """A Worker invocation has a subrequest budget: each pass spends at most its budget,
+    reads Prefect once per page instead of once per job, and the next pass resumes
+    after the last page it finished (two of these jobs stay active, so starting over
+    from the top would check them again instead of reaching the others)."""
+    for _ in range(5):
+        await api.post("/v1/jobs", json=JOB, headers=AUTH_A)
     jobs = jobs_app.state.jobs
     jobs._settings = dataclasses.replace(jobs_app.state.settings, stale_after_seconds=0)
+    listed, _ = await jobs.store.active(limit=10, cursor=None)
+    order = [(await jobs.store.get(t, j)) for t, j in listed]  # the reconciler's order
+    runs = [job["flow_run_id"] for job in order]
+    for run in runs[:2]:
+        prefect.set(run, "RUNNING")
+    for run in runs[2:4]:
+        prefect.set(run, "CRASHED", "Crashed", "worker lost")
+    prefect.deleted_runs.add(runs[4])
     reads = prefect.filter_calls
 
-    passes = [await jobs.reconcile(max_jobs=2) for _ in range(3)]
+    # 28 calls: one page of two stale jobs at their worst case, and no room for a second.
+    passes = [await jobs.reconcile(batch=2, budget=28) for _ in range(4)]
 
-    assert passes == [{"checked": 2, "changed": 2}] * 2 + [{"checked": 1, "changed": 1}]
-    assert prefect.filter_calls - reads == 3, "one Prefect read per pass, not per job"
-    statuses = [(await api.get(f"/v1/jobs/{i}", headers=AUTH_A)).json() for i in ids]
-    assert [j["error"]["kind"] for j in statuses] == ["Crashed"] * 4 + ["RunLost"]
-    assert await jobs.reconcile(max_jobs=2) == {"checked": 0, "changed": 0}
+    assert passes == [{"checked": 2, "changed": 2}] * 2 + [
+        {"checked": 1, "changed": 1},
+        {"checked": 2, "changed": 0},  # wrapped around: only the running two are left
+    ]
+    assert prefect.filter_calls - reads == 4, "one Prefect read per page, not per job"
+    final = [(await jobs.store.get("tenant_a", job["id"])) for job in order]
+    assert [j["status"] for j in final] == ["running"] * 2 + ["failed"] * 3
+    assert [j["error"]["kind"] for j in final[2:]] == ["Crashed", "Crashed", "RunLost"]
+
+
+async def test_a_refused_batch_read_falls_back_to_one_read_per_run(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    prefect.set("run-1", "CANCELLED")
+    jobs = jobs_app.state.jobs
+    jobs._settings = dataclasses.replace(jobs_app.state.settings, stale_after_seconds=0)
+    prefect.refuse_filter = True  # e.g. a server whose page size limit is below ours
+    assert await jobs.reconcile() == {"checked": 1, "changed": 1}
+    assert (await jobs.store.get("tenant_a", job_id))["status"] == "cancelled"

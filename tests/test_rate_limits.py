@@ -37,6 +37,15 @@ async def test_gcra_allows_the_limit_as_a_burst_then_one_per_interval(clock: Clo
     assert [(await limiter.hit("a")).allowed for _ in range(4)] == [True, True, True, False]
 
 
+@pytest.mark.parametrize("start", [0.0, 123.456, 12345.678, 1_000_000.1])
+@pytest.mark.parametrize("limit", [1, 3, 7, 10, 13, 600, 997])
+async def test_a_full_burst_is_allowed_whatever_the_limit(start: float, limit: int) -> None:
+    """Float rounding once refused the last request of some bursts (7/min at t=123.456)."""
+    limiter = GcraLimiter(limit, 60.0, clock=Clock(start))
+    allowed = [(await limiter.hit("a")).allowed for _ in range(limit + 1)]
+    assert allowed == [True] * limit + [False]
+
+
 async def test_refused_requests_are_not_counted(clock: Clock) -> None:
     limiter = GcraLimiter(1, 10.0, clock=clock)
     assert (await limiter.hit("a")).allowed

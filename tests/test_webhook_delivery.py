@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +158,51 @@ async def test_delivery_connects_to_the_address_it_checked(
     assert request.headers["host"] == "app.example.com", "the server still sees its name"
     assert request.extensions["sni_hostname"] == "app.example.com", "and TLS checks it"
     assert request.headers["webhook-signature"].startswith("v1,")
+
+
+async def test_pinned_deliveries_never_share_a_connection_between_hosts(
+    store: JobStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two webhook hosts on one IP: with a pooled connection the second host's request
+    would ride the first host's connection (over TLS: its certificate never checked).
+    A real server on loopback counts the TCP connections."""
+    seen: list[tuple[str, int]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive on the server side
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.headers["Host"], self.client_address[1]))
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+
+    async def loopback(host: str, port: int) -> list[Any]:
+        return [(2, 1, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(webhook_urls, "_resolve", loopback)
+    local = dataclasses.replace(SETTINGS, allow_loopback_webhooks=True)
+    checked = WebhookSender(store, local, clock=clock, resolve_dns=True)
+    try:
+        # Plain http goes to loopback addresses only: two spellings of "a host" here,
+        # both resolved (by the stub) to the one IP the server listens on.
+        for host in ("[::1]", "127.0.0.1", "[::1]"):
+            url = f"http://{host}:{port}/hooks"
+            assert await checked.deliver(message(url=url)) is None
+    finally:
+        server.shutdown()
+        server.server_close()
+    hosts = [f"[::1]:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"]
+    assert [host for host, _ in seen] == hosts
+    assert len({client_port for _, client_port in seen}) == 3, "a new connection each time"
 
 
 async def test_queue_delays_retries_and_redelivers_after_a_crash(

@@ -5,6 +5,9 @@ tests/test_jobs_stack.py runs the real worker against a real Prefect server)."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -15,11 +18,12 @@ import pytest
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Completed, Running
+from prefect.states import Cancelled, Completed, Running
 
 from executor.warm import WarmProcesses
 from executor.worker import WarmWorker, WorkerOptions
 from tests.conftest import Clock
+from tests.doubles.processes import sleep_for_a_minute
 
 
 @dataclass
@@ -328,6 +332,51 @@ def test_a_run_whose_process_cannot_start_is_given_back(
         (StateType.SCHEDULED, True),
     ], "claimed, then released rather than left Pending"
     assert worker.runs == {}
+
+
+def test_a_run_cancelled_before_its_failed_start_is_not_revived(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock
+) -> None:
+    run = uuid4()
+    prefect.scheduled = [run]
+
+    def cancelled_then_cannot_fork(flow_run_id: UUID) -> FakeProcess:
+        prefect.states[run] = Cancelled()  # the edge cancels a Pending run outright
+        raise OSError(11, "Resource temporarily unavailable")
+
+    launcher.launch = cancelled_then_cannot_fork  # type: ignore[method-assign]
+    make_worker(prefect, launcher, clock).tick()
+    assert prefect.states[run].type == StateType.CANCELLED
+
+
+def test_draining_still_honours_a_cancel(
+    prefect: FakePrefect, launcher: FakeLauncher, clock: Clock
+) -> None:
+    worker, run = started_run(prefect, launcher, clock)
+    prefect.states[run] = Running()
+    cancelling(prefect, run)
+
+    worker.drain(600)  # returns once the cancelled run's process is gone
+
+    assert launcher.launched[run].signals == ["TERM"]
+    assert prefect.states[run].type == StateType.CANCELLED, "cancelled, not crashed"
+
+
+def test_runs_outlive_a_dead_fork_server_and_can_still_be_stopped() -> None:
+    """Flow-run processes are the fork server's children: if it dies, multiprocessing
+    calls them finished (exit 255) while they run on. The worker must not."""
+    from multiprocessing import forkserver
+
+    processes = WarmProcesses(preload=["json"], target=sleep_for_a_minute)
+    processes.warm_up()
+    run = processes.launch(uuid4())
+    os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)  # type: ignore[attr-defined]
+    time.sleep(0.5)
+
+    assert run.is_alive() and run.exitcode is None, "still running"
+    run.terminate()
+    run.join(10)
+    assert not run.is_alive()
 
 
 def test_warm_up_names_preload_modules_the_fork_server_could_not_import() -> None:

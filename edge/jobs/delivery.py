@@ -61,7 +61,16 @@ class WebhookSender:
     ) -> None:
         self._store = store
         self._settings = settings
-        self._client = client or httpx.AsyncClient(follow_redirects=False)
+        self._client = client or httpx.AsyncClient(
+            follow_redirects=False,
+            # With DNS pinning the URL holds the checked IP, and httpx pools connections
+            # by (scheme, IP, port): a connection opened for one host (its TLS name
+            # checked) would carry the next host's webhook on the same IP unchecked. So
+            # no connection outlives its request, and no proxy from the environment
+            # (it would resolve the name again, and verify TLS against the IP).
+            limits=httpx.Limits(max_keepalive_connections=0 if resolve_dns else 20),
+            trust_env=not resolve_dns,
+        )
         self._resolve_dns = resolve_dns  # CPython only; Workers cannot reach private networks
         self._clock = clock
 

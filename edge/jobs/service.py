@@ -31,10 +31,16 @@ from shared.timestamps import rfc3339
 
 log = logging.getLogger("edgecrew.jobs")
 
-#: Active jobs one reconciler pass looks at. A Worker invocation may make 1,000
-#: subrequests (KV calls and fetches alike); a pass costs about one KV read per job, a
-#: Prefect read per 200 stale ones and a few writes per job that changed.
-RECONCILE_MAX_JOBS = 300
+#: Of the 1,000 subrequests (KV calls and fetches alike) a Worker invocation may make,
+#: what one reconciler pass may spend, and the worst case of each thing it does: read a
+#: job record; change a job (re-read, record + index + active-list writes, the delivery
+#: queue); hand a job to Prefect (deployment lookup, create, then two changes); read up
+#: to 200 runs from Prefect (with retries).
+RECONCILE_BUDGET = 800
+COST_READ = 1
+COST_CHANGE = 6
+COST_HAND_OVER = 2 + 2 * COST_CHANGE
+COST_PREFECT_READ = 3
 RECONCILE_CURSOR_KEY = "reconciler:cursor"
 #: How long a run may sit COMPLETED in Prefect without its result reaching the edge.
 RESULT_GRACE_SECONDS = 600
@@ -179,71 +185,92 @@ class JobService:
             log.warning("could not refresh %s: %s", job["id"], exc)
             return job
         except OrchestratorRejected as exc:  # e.g. the run was deleted from Prefect
-            error = {"kind": "RunLost", "message": f"the orchestrator no longer has the run: {exc}"}
-            return await self._apply(job, {"type": "failed", "error": error})
+            return await self._lost(job, str(exc))
         return await self._apply_run_state(job, state)
 
-    async def reconcile(
-        self, *, batch: int = 100, max_jobs: int = RECONCILE_MAX_JOBS
-    ) -> dict[str, int]:
-        """One pass over at most `max_jobs` non-terminal jobs; counts for logs and tests.
+    async def reconcile(self, *, batch: int = 50, budget: int = RECONCILE_BUDGET) -> dict[str, int]:
+        """One pass over non-terminal jobs, within `budget` storage and network calls.
 
-        Bounded, and resumed where the last pass stopped (a cursor in KV), because a
-        Worker invocation may make only so many subrequests: with thousands of active
-        jobs an unbounded pass would fail part-way every minute and never reach the
-        jobs at the end. Stale runs are read from Prefect in batches, not one by one.
+        A Worker invocation may make 1,000 subrequests (KV calls and fetches alike): with
+        thousands of active jobs an unbounded pass would fail part-way every minute and
+        never reach the jobs at the end. So each action is charged its worst-case cost
+        up front, a pass stops when the next one may not fit, and the next pass resumes
+        from a cursor kept in KV (saved after every page). Stale runs are read from
+        Prefect in batches, not one by one. Returns counts for logs and tests.
         """
         counts = {"checked": 0, "changed": 0}
+        pass_ = _Budget(budget - 1)
         cursor = await self._ports.kv.get(RECONCILE_CURSOR_KEY) or None
-        seen = 0
-        while seen < max_jobs:
-            limit = min(batch, max_jobs - seen)
+        while pass_.allows(1 + batch * COST_READ + COST_CHANGE + 1):
+            page_start = cursor
+            pass_.charge(1)
             try:
-                pairs, cursor = await self.store.active(limit=limit, cursor=cursor)
+                pairs, cursor = await self.store.active(limit=batch, cursor=cursor)
             except InvalidCursor:  # expired or from another listing: start over
-                pairs, cursor = await self.store.active(limit=limit, cursor=None)
-            seen += len(pairs)
-            await self._reconcile_page(pairs, counts)
+                page_start = None
+                pairs, cursor = await self.store.active(limit=batch, cursor=None)
+            if not await self._reconcile_page(pairs, counts, pass_):
+                cursor = page_start  # ran out mid-page: this page again next time
+            pass_.charge(1)
             if cursor is None:
+                await self._ports.kv.delete(RECONCILE_CURSOR_KEY)
                 break
-        if cursor is None:
-            await self._ports.kv.delete(RECONCILE_CURSOR_KEY)
-        else:
             await self._ports.kv.put(RECONCILE_CURSOR_KEY, cursor, ttl_seconds=86400)
+            if cursor == page_start:
+                break
         return counts
 
     def _quiet_for(self, job: Mapping[str, Any]) -> float:
         """Seconds since the executor (or Prefect) last told us about this job."""
         return self._clock() - float(job.get("heard_at", 0))
 
-    async def _reconcile_page(self, pairs: list[tuple[str, str]], counts: dict[str, int]) -> None:
+    async def _reconcile_page(
+        self, pairs: list[tuple[str, str]], counts: dict[str, int], pass_: _Budget
+    ) -> bool:
+        """Reconcile one page of active jobs; False if the budget ran out part-way."""
         stale: list[dict[str, Any]] = []
+        complete = True
         for tenant, job_id in pairs:
+            if not pass_.allows(COST_READ + COST_HAND_OVER + COST_PREFECT_READ):
+                complete = False
+                break
+            pass_.charge(COST_READ)
             job = await self.store.get(tenant, job_id)
             if job is None or JobStatus(job["status"]).terminal:
                 continue
             if job["flow_run_id"] is None:  # never reached Prefect: hand it over now
+                pass_.charge(COST_HAND_OVER)
                 counts["checked"] += 1
                 handed = await self.refresh(job)
                 counts["changed"] += handed["status"] != job["status"]
             elif self._quiet_for(job) >= self._settings.stale_after_seconds:
+                pass_.charge(COST_CHANGE)  # should its run have moved on
                 stale.append(job)
-        if not stale:
-            return
-        counts["checked"] += len(stale)
+        if stale:
+            pass_.charge(COST_PREFECT_READ)
+            counts["checked"] += len(stale)
+            for job, refreshed in zip(stale, await self._refresh_stale(stale), strict=True):
+                counts["changed"] += refreshed["status"] != job["status"]
+        return complete
+
+    async def _refresh_stale(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Bring jobs up to date from one batched read of their runs."""
         try:
-            states = await self.orchestrator.read_many([job["flow_run_id"] for job in stale])
+            states = await self.orchestrator.read_many([job["flow_run_id"] for job in jobs])
         except DependencyUnavailable as exc:
-            log.warning("reconciler could not read %d runs: %s", len(stale), exc)
-            return
-        for job in stale:
+            log.warning("reconciler could not read %d runs: %s", len(jobs), exc)
+            return jobs
+        except OrchestratorRejected as exc:  # the batch refused: one run at a time
+            log.warning("batched read refused (%s); reading runs one by one", exc)
+            return [await self.refresh(job) for job in jobs]
+        refreshed = []
+        for job in jobs:
             state = states.get(job["flow_run_id"])
-            if state is None:  # Prefect no longer has the run
-                error = {"kind": "RunLost", "message": "the orchestrator no longer has the run"}
-                refreshed = await self._apply(job, {"type": "failed", "error": error})
+            if state is None:  # not in Prefect's answer: it no longer has the run
+                refreshed.append(await self._lost(job, "not found"))
             else:
-                refreshed = await self._apply_run_state(job, state)
-            counts["changed"] += refreshed["status"] != job["status"]
+                refreshed.append(await self._apply_run_state(job, state))
+        return refreshed
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -279,6 +306,11 @@ class JobService:
         queued = apply_event(taken, {"type": "queued"}, rfc3339(self._clock())) or taken
         await self.store.save(queued, previous=current)
         return await self._apply_run_state(queued, state)
+
+    async def _lost(self, job: dict[str, Any], detail: str) -> dict[str, Any]:
+        """End a job whose flow run the orchestrator no longer has."""
+        error = {"kind": "RunLost", "message": f"the orchestrator no longer has the run: {detail}"}
+        return await self._apply(job, {"type": "failed", "error": error})
 
     async def _cancel_quietly(self, run_id: str) -> None:
         try:
@@ -359,3 +391,16 @@ def _webhook(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not raw:
         return None
     return {"url": raw["url"], "events": list(raw.get("events") or DEFAULT_WEBHOOK_EVENTS)}
+
+
+class _Budget:
+    """Calls left to a reconciler pass."""
+
+    def __init__(self, calls: int) -> None:
+        self.left = calls
+
+    def allows(self, cost: int) -> bool:
+        return self.left >= cost
+
+    def charge(self, cost: int) -> None:
+        self.left -= cost
