@@ -77,13 +77,14 @@ class WarmProcesses:
         probe = self._context.Process(
             target=_report_missing, args=(self._preload, send), name="warm-up"
         )
-        probe.start()
-        send.close()
         try:
+            probe.start()
+            send.close()
             missing: dict[str, str] = receive.recv() if receive.poll(600) else {}
-        except EOFError:
+        except (EOFError, ConnectionError) as exc:
             raise RuntimeError(
-                "the fork server died while importing its preload modules; see its error above"
+                "the fork server died while importing its preload modules "
+                f"({type(exc).__name__}); its error is in the output above"
             ) from None
         probe.join()
         if probe.exitcode != 0:

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -125,6 +126,17 @@ def prefect() -> FakePrefect:
 @pytest.fixture
 def launcher() -> FakeLauncher:
     return FakeLauncher()
+
+
+@pytest.fixture
+def fresh_fork_server() -> Iterator[None]:
+    """multiprocessing keeps one fork server per process, started with the preload list
+    of the first user: stop it around tests that need their own."""
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()  # type: ignore[attr-defined]
+    yield
+    forkserver._forkserver._stop()  # type: ignore[attr-defined]
 
 
 def make_worker(
@@ -362,6 +374,7 @@ def test_draining_still_honours_a_cancel(
     assert prefect.states[run].type == StateType.CANCELLED, "cancelled, not crashed"
 
 
+@pytest.mark.usefixtures("fresh_fork_server")
 def test_runs_outlive_a_dead_fork_server_and_can_still_be_stopped() -> None:
     """Flow-run processes are the fork server's children: if it dies, multiprocessing
     calls them finished (exit 255) while they run on. The worker must not."""
@@ -379,6 +392,7 @@ def test_runs_outlive_a_dead_fork_server_and_can_still_be_stopped() -> None:
     assert not run.is_alive()
 
 
+@pytest.mark.usefixtures("fresh_fork_server")
 def test_warm_up_names_preload_modules_the_fork_server_could_not_import() -> None:
     """A real fork server: it skips modules that fail to import without a word, so the
     worker asks a forked probe what is missing and why (and logs it)."""
@@ -386,3 +400,10 @@ def test_warm_up_names_preload_modules_the_fork_server_could_not_import() -> Non
     missing = processes.warm_up()
     assert list(missing) == ["edgecrew_no_such_module"]
     assert missing["edgecrew_no_such_module"].startswith("ModuleNotFoundError")
+
+
+@pytest.mark.usefixtures("fresh_fork_server")
+def test_a_fork_server_killed_by_its_preload_is_a_clear_error() -> None:
+    processes = WarmProcesses(preload=["tests.doubles.broken_preload"])
+    with pytest.raises(RuntimeError, match="fork server died while importing"):
+        processes.warm_up()

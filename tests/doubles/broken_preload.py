@@ -1,0 +1,3 @@
+"""A preload module that fails with something other than ImportError."""
+
+raise RuntimeError("bad crew configuration")
