@@ -160,6 +160,31 @@ async def test_delivery_connects_to_the_address_it_checked(
     assert request.headers["webhook-signature"].startswith("v1,")
 
 
+@respx.mock
+async def test_an_unreachable_address_falls_through_to_the_hosts_next_one(
+    store: JobStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def two_addresses(host: str, port: int) -> list[Any]:
+        return [
+            (10, 1, 6, "", ("2606:4700::1111", port, 0, 0)),
+            (2, 1, 6, "", ("93.184.216.34", port)),
+        ]
+
+    monkeypatch.setattr(webhook_urls, "_resolve", two_addresses)
+    ipv6 = respx.post("https://[2606:4700::1111]/hooks").mock(
+        side_effect=httpx.ConnectError("down")
+    )
+    ipv4 = respx.post("https://93.184.216.34/hooks").respond(204)
+    checked = WebhookSender(store, SETTINGS, clock=clock, resolve_dns=True)
+
+    assert await checked.deliver(message()) is None, "delivered"
+    assert ipv6.call_count == 1 and ipv4.call_count == 1
+    assert ipv4.calls.last.request.headers["host"] == "app.example.com"
+
+    ipv4.mock(side_effect=httpx.ConnectTimeout("down too"))
+    assert await checked.deliver(message()) is not None, "none answered: retried later"
+
+
 async def test_pinned_deliveries_never_share_a_connection_between_hosts(
     store: JobStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -87,21 +87,8 @@ class WebhookSender:
 
     async def _post(self, message: Mapping[str, Any]) -> int | None:
         url = str(message["url"])
-        allow_loopback = self._settings.allow_loopback_webhooks
-        target, pinned_headers, extensions = url, {}, {}
         try:
-            check_webhook_url(url, allow_loopback_http=allow_loopback)
-            if self._resolve_dns:
-                parts = urlsplit(url)
-                hostname = parts.hostname or ""
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-                address = await check_resolved_host(hostname, port, allow_loopback=allow_loopback)
-                # Connect to the address just checked (no second lookup to rebind), while
-                # the server still sees its own name in Host and, for TLS, SNI + the cert.
-                target, host_header = pinned_url(url, address)
-                pinned_headers = {"Host": host_header}
-                if parts.scheme == "https":
-                    extensions = {"sni_hostname": hostname}
+            targets = await self._targets(url)
         except UnsafeWebhookUrl as exc:
             log.warning("not delivering %s: %s", message["message_id"], exc)
             return UNDELIVERABLE
@@ -112,21 +99,52 @@ class WebhookSender:
         secret = derived_secret(self._settings.secret_key, f"webhooks:{message['tenant']}")
         headers = signed_headers(secret, str(message["message_id"]), int(self._clock()), body)
         headers |= {"Content-Type": "application/json", "User-Agent": "edgecrew-webhooks/1"}
-        try:
-            response = await self._client.post(
-                target,
-                content=body,
-                headers=headers | pinned_headers,
-                timeout=TIMEOUT_SECONDS,
-                extensions=extensions,
-            )
-        except httpx.HTTPError as exc:
-            log.info("webhook %s attempt failed: %s", message["message_id"], type(exc).__name__)
-            return None
-        except httpx.InvalidURL as exc:  # not an HTTPError; retrying cannot fix it
-            log.warning("webhook %s has an unusable URL: %s", message["message_id"], exc)
-            return UNDELIVERABLE
-        return response.status_code
+        for target, extra_headers, extensions in targets:
+            try:
+                response = await self._client.post(
+                    target,
+                    content=body,
+                    headers=headers | extra_headers,
+                    timeout=TIMEOUT_SECONDS,
+                    extensions=extensions,
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # Nothing was sent: the host's next checked address may answer (a
+                # dual-stack host whose IPv6 route is down, one dead server of several).
+                log.info("webhook %s: %s unreachable (%s)", message["message_id"], target,
+                         type(exc).__name__)  # fmt: skip
+                continue
+            except httpx.HTTPError as exc:
+                log.info("webhook %s attempt failed: %s", message["message_id"], type(exc).__name__)
+                return None
+            except httpx.InvalidURL as exc:  # not an HTTPError; retrying cannot fix it
+                log.warning("webhook %s has an unusable URL: %s", message["message_id"], exc)
+                return UNDELIVERABLE
+            return response.status_code
+        return None  # no address answered: retry later
+
+    async def _targets(self, url: str) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
+        """Where to send: (URL, extra headers, httpx extensions) per address to try.
+
+        Raises UnsafeWebhookUrl for a URL (or, locally, a resolved address) the SSRF
+        guard refuses.
+        """
+        allow_loopback = self._settings.allow_loopback_webhooks
+        check_webhook_url(url, allow_loopback_http=allow_loopback)
+        if not self._resolve_dns:
+            return [(url, {}, {})]
+        parts = urlsplit(url)
+        hostname = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        addresses = await check_resolved_host(hostname, port, allow_loopback=allow_loopback)
+        # Connect to the addresses just checked (no second lookup to rebind), while the
+        # server still sees its own name in Host and, for TLS, SNI + the certificate.
+        extensions = {"sni_hostname": hostname} if parts.scheme == "https" else {}
+        targets = []
+        for address in addresses:
+            target, host_header = pinned_url(url, address)
+            targets.append((target, {"Host": host_header}, extensions))
+        return targets
 
     async def _log(self, message: Mapping[str, Any], status: int | None) -> None:
         entry = {

@@ -87,20 +87,20 @@ def _embedded_ipv4(address: IpAddress) -> list[ipaddress.IPv4Address]:
     return found
 
 
-async def check_resolved_host(host: str, port: int, *, allow_loopback: bool = False) -> str:
+async def check_resolved_host(host: str, port: int, *, allow_loopback: bool = False) -> list[str]:
     """Resolve `host` (without blocking the event loop), check every address it has and
-    return the one to connect to.
+    return them, in the resolver's order, to connect to.
 
-    CPython only, as the DNS-rebinding guard of local mode: the caller connects to the
-    returned address (`pinned_url`), so a second lookup cannot swap in a private one.
+    CPython only, as the DNS-rebinding guard of local mode: the caller connects to these
+    addresses (`pinned_url`), so a second lookup cannot swap in a private one.
     """
     infos = await _resolve(host, port)
-    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
     if not addresses:
         raise UnsafeWebhookUrl(f"{host!r} does not resolve")
     for address in addresses:
         check_address(address, allow_loopback=allow_loopback)
-    return str(addresses[0])
+    return [str(address) for address in addresses]
 
 
 async def _resolve(host: str, port: int) -> list[Any]:
