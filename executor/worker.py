@@ -82,29 +82,15 @@ class WarmWorker:
         An unreachable Prefect API is logged (once per kind of error) and retried on the
         next tick; it never stops the worker or the runs it already started.
         """
-        now = self.clock()
-        for step in (self._heartbeat, self._reap, self._stop_cancelled, self._claim_and_start):
-            name = step.__name__.strip("_")
-            try:
-                step(now)
-            except Exception as exc:
-                self._failed(name, exc)
-            else:
-                if name in self._failing:
-                    self._failing.discard(name)
-                    log.info("%s works again", name)
+        self._run_steps(self._heartbeat, self._reap, self._stop_cancelled, self._claim_and_start)
 
     def drain(self, wait_seconds: float) -> None:
         """Stop: wait up to `wait_seconds` for running flows, then stop the rest."""
         deadline = self.clock() + wait_seconds
         while self.runs and self.clock() < deadline:
-            now = self.clock()
-            # Still a worker while draining: heartbeats, and a cancel is still a cancel.
-            for step in (self._heartbeat, self._reap, self._stop_cancelled):
-                try:
-                    step(now)
-                except Exception as exc:  # Prefect away: keep waiting for the runs
-                    self._failed(step.__name__.strip("_"), exc)
+            # Still a worker while draining (heartbeats, a cancel is still a cancel), but
+            # one that claims nothing new.
+            self._run_steps(self._heartbeat, self._reap, self._stop_cancelled)
             time.sleep(0.5)
         for run in self.runs.values():
             if run.process.is_alive():
@@ -119,6 +105,19 @@ class WarmWorker:
             except Exception as exc:  # the zombie automation is the backstop
                 self._failed("drain", exc)
         self.runs.clear()
+
+    def _run_steps(self, *steps: Callable[[float], None]) -> None:
+        now = self.clock()
+        for step in steps:
+            name = step.__name__.strip("_")
+            try:
+                step(now)
+            except Exception as exc:
+                self._failed(name, exc)
+            else:
+                if name in self._failing:
+                    self._failing.discard(name)
+                    log.info("%s works again", name)
 
     # -- the steps of a tick ---------------------------------------------------------
 
