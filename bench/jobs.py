@@ -48,7 +48,7 @@ from edge.local.stack import (
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.support import WebhookReceiver  # noqa: E402
+from tests.support import WebhookReceiver, process_group  # noqa: E402
 
 KEY = "bench-key-0123456789"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
@@ -234,14 +234,11 @@ def start_latency(base: str, api: str, jobs: int) -> None:
 def group_pss_mib(pid: int) -> tuple[int, float]:
     """Processes in `pid`'s process group and their proportional set size (shared pages
     counted once across them), from /proc."""
-    group = os.getpgid(pid)
     members, kib = 0, 0
-    for entry in Path("/proc").iterdir():
+    for member in process_group(os.getpgid(pid)):
         try:
-            if not entry.name.isdigit() or os.getpgid(int(entry.name)) != group:
-                continue
-            rollup = (entry / "smaps_rollup").read_text()
-        except (ProcessLookupError, OSError):
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:  # gone meanwhile
             continue
         members += 1
         kib += next(int(line.split()[1]) for line in rollup.splitlines()

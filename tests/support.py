@@ -22,7 +22,14 @@ import pytest
 
 from edge.local.processes import free_port
 
-__all__ = ["DevStack", "WebhookReceiver", "free_port", "port_is_open", "processes_mentioning"]
+__all__ = [
+    "DevStack",
+    "WebhookReceiver",
+    "free_port",
+    "port_is_open",
+    "process_group",
+    "processes_mentioning",
+]
 
 
 def port_is_open(port: int) -> bool:
@@ -44,6 +51,19 @@ def processes_mentioning(text: str) -> list[int]:
         if text in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def process_group(group: int) -> list[int]:
+    """PIDs in process group `group` (read from /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == group:
+                    members.append(int(entry.name))
+            except ProcessLookupError:
+                continue
+    return members
 
 
 @dataclass

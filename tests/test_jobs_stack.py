@@ -18,7 +18,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from edge.settings import DEV_API_KEYS
-from tests.support import DevStack, WebhookReceiver, processes_mentioning
+from tests.support import DevStack, WebhookReceiver, process_group, processes_mentioning
 
 pytestmark = pytest.mark.e2e
 KEY = DEV_API_KEYS.split(":", 1)[1]
@@ -130,7 +130,7 @@ def test_killing_the_worker_mid_job_still_ends_the_job(stack: DevStack) -> None:
         workers = processes_mentioning("executor.worker --pool cpu")
         assert len(workers) == 1, "one cpu worker should be running"
         group = os.getpgid(workers[0])
-        flow_runs = [pid for pid in _group_members(group) if pid != workers[0]]
+        flow_runs = [pid for pid in process_group(group) if pid != workers[0]]
         assert flow_runs, "the worker's fork server and the flow-run process should be running"
         os.killpg(group, signal.SIGKILL)
         failed = verified(stack, receiver.wait_for_event("job.failed", timeout=240))
@@ -138,18 +138,6 @@ def test_killing_the_worker_mid_job_still_ends_the_job(stack: DevStack) -> None:
     assert failed["data"]["error"]["kind"] == "Crashed"
     job = httpx.get(f"{stack.base_url}/v1/jobs/{accepted['id']}", headers=HEADERS).json()
     assert job["status"] == "failed"
-
-
-def _group_members(group: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == group:
-                    members.append(int(entry.name))
-            except ProcessLookupError:
-                continue
-    return members
 
 
 def run_logs(stack: DevStack, run_id: str, *, wait_for: str) -> list[str]:
