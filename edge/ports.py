@@ -214,6 +214,12 @@ class Orchestrator(Protocol):
 
     async def cancel(self, run_id: str) -> RunState: ...
 
+    async def recover(self, run_id: str) -> RunState:
+        """Unstick a run whose worker is gone: one claimed but never started goes back to
+        its pool (or ends crashed if a process was started for it), one left cancelling
+        ends cancelled. A run that moved on meanwhile is left alone. The state after."""
+        ...
+
 
 # --- delivery queue (client webhooks) ---------------------------------------------------------
 

@@ -71,6 +71,11 @@ class Settings:
     allow_loopback_webhooks: bool = False
     job_ttl_days: int = 30
     stale_after_seconds: int = 60
+    # A run a worker claimed (Pending) but did not start within this long, or one that
+    # has been Cancelling this long, lost its worker: the reconciler gives it back to
+    # the pool (or ends it). The warm worker starts a run in ~0.3 s, Prefect's own ~4 s.
+    claim_timeout_seconds: int = 60
+    cancel_timeout_seconds: int = 120
     rate_limit_per_minute: int = 600  # per tenant, local mode; 0 = off (Cloudflare: wrangler.toml)
 
     def __post_init__(self) -> None:
@@ -89,6 +94,12 @@ class Settings:
             raise SettingsError(
                 f"EDGECREW_RATE_LIMIT_PER_MINUTE must be >= 0, got {self.rate_limit_per_minute}"
             )
+        for name, value in (
+            ("EDGECREW_CLAIM_TIMEOUT_SECONDS", self.claim_timeout_seconds),
+            ("EDGECREW_CANCEL_TIMEOUT_SECONDS", self.cancel_timeout_seconds),
+        ):
+            if value < 1:
+                raise SettingsError(f"{name} must be >= 1 second, got {value}")
         if self.answer_cache_ttl and self.answer_cache_ttl < 60:
             # Workers KV refuses expirationTtl below 60 s; local mode keeps the same rule.
             raise SettingsError(
@@ -126,6 +137,12 @@ class Settings:
             job_ttl_days=reader.integer("EDGECREW_JOB_TTL_DAYS", defaults.job_ttl_days),
             stale_after_seconds=reader.integer(
                 "EDGECREW_STALE_AFTER_SECONDS", defaults.stale_after_seconds
+            ),
+            claim_timeout_seconds=reader.integer(
+                "EDGECREW_CLAIM_TIMEOUT_SECONDS", defaults.claim_timeout_seconds
+            ),
+            cancel_timeout_seconds=reader.integer(
+                "EDGECREW_CANCEL_TIMEOUT_SECONDS", defaults.cancel_timeout_seconds
             ),
             rate_limit_per_minute=reader.integer(
                 "EDGECREW_RATE_LIMIT_PER_MINUTE", defaults.rate_limit_per_minute

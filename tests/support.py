@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -176,6 +176,16 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def wait_until(self, done: Callable[[], bool], timeout: float) -> None:
+        """Wait until `done()` holds (checked on every webhook received)."""
+        deadline = time.monotonic() + timeout
+        with self._event:
+            while not done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pytest.fail(f"not done within {timeout} s; got {self.received}")
+                self._event.wait(remaining)
 
     def wait_for_event(self, event: str, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

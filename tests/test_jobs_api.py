@@ -44,6 +44,7 @@ class FakePrefect:
         self.fail_next: list[httpx.Response | Exception] = []
         self.missing_deployments: set[str] = set()
         self.deleted_runs: set[str] = set()
+        self.state_changes: list[dict[str, Any]] = []
         router.get(url__regex=rf"{PREFECT}/deployments/name/run-crew-job/[a-z]+$").mock(
             side_effect=self.deployment
         )
@@ -100,8 +101,11 @@ class FakePrefect:
 
     def set_state(self, request: httpx.Request) -> httpx.Response:
         run_id = request.url.path.split("/")[-2]
-        state = json.loads(request.content)["state"]
-        self.runs[run_id]["state"] = {"type": state["type"], "name": state["name"]}
+        body = json.loads(request.content)
+        state = body["state"]
+        self.state_changes.append({"run": run_id, **body})
+        self.runs[run_id]["state"] = {"type": state["type"], "name": state["name"],
+                                      "message": state.get("message", "")}  # fmt: skip
         return httpx.Response(201, json={"status": "ACCEPT"})
 
     def set(
@@ -536,8 +540,8 @@ async def test_the_reconciler_reads_stale_runs_in_batches_and_resumes_where_it_s
     prefect.deleted_runs.add(runs[4])
     reads = prefect.filter_calls
 
-    # 28 calls: one page of two stale jobs at their worst case, and no room for a second.
-    passes = [await jobs.reconcile(batch=2, budget=28) for _ in range(4)]
+    # 34 calls: one page of two stale jobs at their worst case, and no room for a second.
+    passes = [await jobs.reconcile(batch=2, budget=34) for _ in range(4)]
 
     assert passes == [{"checked": 2, "changed": 2}] * 2 + [
         {"checked": 1, "changed": 1},
@@ -559,3 +563,74 @@ async def test_a_refused_batch_read_falls_back_to_one_read_per_run(
     prefect.refuse_filter = True  # e.g. a server whose page size limit is below ours
     assert await jobs.reconcile() == {"checked": 1, "changed": 1}
     assert (await jobs.store.get("tenant_a", job_id))["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("pid", "run_after", "job_after"),
+    [(None, "SCHEDULED", "queued"), ("host:4242", "CRASHED", "failed")],
+    ids=["never-started-goes-back-to-the-pool", "started-but-never-running-ends-crashed"],
+)
+async def test_a_run_claimed_by_a_worker_that_died_is_recovered_by_the_reconciler(
+    api: httpx.AsyncClient,
+    prefect: FakePrefect,
+    jobs_app: FastAPI,
+    queue: RecordingQueue,
+    pid: str | None,
+    run_after: str,
+    job_after: str,
+) -> None:
+    jobs_app.state.jobs._settings = dataclasses.replace(
+        jobs_app.state.settings, stale_after_seconds=0, claim_timeout_seconds=60
+    )
+    body = {**JOB, "webhook": {"url": "https://hooks.example.com/x"}}
+    job_id = (await api.post("/v1/jobs", json=body, headers=AUTH_A)).json()["id"]
+    prefect.runs["run-1"]["infrastructure_pid"] = pid
+    prefect.set("run-1", "PENDING", at=time.time() - 30)  # a claim this young is left alone
+    assert await jobs_app.state.jobs.reconcile() == {"checked": 1, "changed": 0}
+    assert prefect.state_changes == []
+
+    prefect.set("run-1", "PENDING", at=time.time() - 61)  # its worker died after claiming it
+    await jobs_app.state.jobs.reconcile()
+    ((change,),) = [prefect.state_changes]
+    assert change["state"]["type"] == run_after
+    assert change["force"] is (run_after == "SCHEDULED"), "a crash never overrides Running"
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert job["status"] == job_after
+    if job_after == "failed":
+        assert job["error"]["kind"] == "Crashed"
+        assert [message["event"] for message, _ in queue.sent] == ["job.failed"]
+    else:
+        assert queue.sent == [], "back in the pool: the job is still promised"
+
+
+async def test_a_cancel_no_worker_confirms_ends_the_job_cancelled(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI, queue: RecordingQueue
+) -> None:
+    jobs_app.state.jobs._settings = dataclasses.replace(
+        jobs_app.state.settings, stale_after_seconds=0, cancel_timeout_seconds=120
+    )
+    body = {**JOB, "webhook": {"url": "https://hooks.example.com/x"}}
+    job_id = (await api.post("/v1/jobs", json=body, headers=AUTH_A)).json()["id"]
+    prefect.set("run-1", "RUNNING", at=time.time() - 300)
+    await api.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_A)
+    assert prefect.runs["run-1"]["state"]["type"] == "CANCELLING"
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()["status"] == "queued"
+
+    prefect.set("run-1", "CANCELLING", at=time.time() - 121)  # its worker died meanwhile
+    await jobs_app.state.jobs.reconcile()
+    assert prefect.runs["run-1"]["state"]["type"] == "CANCELLED"
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()["status"] == "cancelled"
+    assert [message["event"] for message, _ in queue.sent][-1] == "job.cancelled"
+
+
+async def test_a_stuck_run_that_moves_on_before_recovery_is_left_alone(
+    prefect: FakePrefect, jobs_app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    jobs_app.state.jobs._settings = dataclasses.replace(
+        jobs_app.state.settings, stale_after_seconds=0
+    )
+    await api.post("/v1/jobs", json=JOB, headers=AUTH_A)
+    orchestrator = jobs_app.state.ports.orchestrator
+    prefect.set("run-1", "RUNNING", at=time.time() - 1)  # the worker started it after all
+    state = await orchestrator.recover("run-1")
+    assert state.type == "RUNNING" and prefect.state_changes == []

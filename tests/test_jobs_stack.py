@@ -34,6 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "EDGECREW_ZOMBIE_SECONDS": "45",
         "EDGECREW_RECONCILE_SECONDS": "3",
         "EDGECREW_STALE_AFTER_SECONDS": "5",
+        "EDGECREW_CLAIM_TIMEOUT_SECONDS": "5",
     }
     with DevStack.running(tmp, "--no-demo", env=env) as running:
         yield running
@@ -119,25 +120,58 @@ def test_cancelling_a_running_job_stops_its_flow_run_process(stack: DevStack) ->
     assert not _alive(pid), "the hung crew's process was stopped, not left running"
 
 
-def test_killing_the_worker_mid_job_still_ends_the_job(stack: DevStack) -> None:
+def test_killing_a_worker_that_holds_runs_still_ends_every_job(stack: DevStack) -> None:
+    """The machine goes while its worker holds a running run and two it had claimed
+    (Pending) but not started yet: all three jobs end, each with its webhook.
+
+    A live worker starts a claimed run in well under a second, so the test makes the
+    two claims itself, as the worker would (Scheduled → Pending), while the pool is
+    paused so that the worker cannot start them first."""
+    api = f"http://127.0.0.1:{stack.prefect_port}/api"
     with WebhookReceiver() as receiver:
-        hook = {"url": receiver.url, "events": ["job.running", "job.failed"]}
-        body = {"crew": "summarize", "inputs": {"text": "SLOW-CREW: hang."}, "webhook": hook}
-        accepted = submit(stack, body)
+        hook = {"url": receiver.url, "events": ["job.running", "job.succeeded", "job.failed"]}
+
+        def job(text: str) -> dict[str, Any]:
+            return {"crew": "summarize", "inputs": {"text": text}, "webhook": hook}
+
+        hung = submit(stack, job("SLOW-CREW: hang."))
         receiver.wait_for_event("job.running", timeout=60)
-        # The machine goes: the worker, its fork server and the flow-run process with it
-        # (all in the worker's process group).
+        httpx.patch(f"{api}/work_pools/cpu", json={"is_paused": True}).raise_for_status()
+        claimed = [submit(stack, job(f"claimed {n}")) for n in range(2)]
+        for accepted in claimed:
+            run = handed_over(stack, accepted["id"])
+            pending = {"state": {"type": "PENDING", "name": "Pending"}}
+            claim = httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json=pending).json()
+            assert claim["status"] == "ACCEPT", claim
         workers = processes_mentioning("executor.worker --pool cpu")
         assert len(workers) == 1, "one cpu worker should be running"
         group = os.getpgid(workers[0])
-        flow_runs = [pid for pid in process_group(group) if pid != workers[0]]
-        assert flow_runs, "the worker's fork server and the flow-run process should be running"
-        os.killpg(group, signal.SIGKILL)
-        failed = verified(stack, receiver.wait_for_event("job.failed", timeout=240))
-    assert failed["data"]["id"] == accepted["id"]
-    assert failed["data"]["error"]["kind"] == "Crashed"
-    job = httpx.get(f"{stack.base_url}/v1/jobs/{accepted['id']}", headers=HEADERS).json()
-    assert job["status"] == "failed"
+        assert [pid for pid in process_group(group) if pid != workers[0]], "its flow run"
+        os.killpg(group, signal.SIGKILL)  # the worker, its fork server, the flow run
+        httpx.patch(f"{api}/work_pools/cpu", json={"is_paused": False}).raise_for_status()
+
+        def ends() -> dict[str, str]:
+            bodies = [json.loads(h["body"]) for h in receiver.received]
+            return {b["data"]["id"]: b["type"] for b in bodies if b["type"] != "job.running"}
+
+        receiver.wait_until(lambda: len(ends()) == 3, timeout=240)
+    assert ends() == {hung["id"]: "job.failed", **{c["id"]: "job.succeeded" for c in claimed}}
+    failed = httpx.get(f"{stack.base_url}/v1/jobs/{hung['id']}", headers=HEADERS).json()
+    assert failed["status"] == "failed" and failed["error"]["kind"] == "Crashed"
+    for accepted in claimed:  # given back to the pool, run by the restarted worker, once
+        assert len(flow_runs(stack, accepted["id"])) == 1
+    for hook_sent in receiver.received:
+        verified(stack, hook_sent)
+
+
+def handed_over(stack: DevStack, job_id: str) -> dict[str, Any]:
+    """The job's one flow run, once the edge has handed the job to Prefect."""
+    for _ in range(100):
+        if runs := flow_runs(stack, job_id):
+            (run,) = runs
+            return run
+        time.sleep(0.1)
+    pytest.fail(f"job {job_id} never reached Prefect")
 
 
 def run_logs(stack: DevStack, run_id: str, *, wait_for: str) -> list[str]:

@@ -21,6 +21,9 @@ from edge.ports import DependencyUnavailable, OrchestratorRejected, RunState
 _NOT_STARTED = {"SCHEDULED", "PENDING", "PAUSED"}
 #: Flow runs read per `flow_runs/filter` request (Prefect's page size limit is 200).
 READ_BATCH = 200
+_RELEASED = "Released by edgecrew: the worker that claimed it stopped before starting it."
+_NEVER_STARTED = "The worker that claimed it started a process that never reached Running."
+_CANCEL_UNCONFIRMED = "Cancelled by edgecrew: no worker confirmed the cancel in time."
 #: Final states: a cancel changes nothing (the edge learns the outcome from them).
 _FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -87,6 +90,26 @@ class PrefectOrchestrator:
             state = {"type": "CANCELLING", "name": "Cancelling", "message": "Cancelled by the API"}
         # Not forced: Prefect's own rules decide if the run moved on in the meantime.
         await self._request("POST", f"flow_runs/{run_id}/set_state", {"state": state})
+        return await self.read(run_id)
+
+    async def recover(self, run_id: str) -> RunState:
+        run = await self._request("GET", f"flow_runs/{run_id}")
+        current = _state(run)
+        if current.type == "PENDING" and not run.get("infrastructure_pid"):
+            # Claimed, never started: another worker may take it. Forced, as Prefect's
+            # workers release a run, because Pending → Scheduled is not a forward move.
+            state = {"type": "SCHEDULED", "name": "Scheduled", "message": _RELEASED}
+            force = True
+        elif current.type == "PENDING":  # a process was started and never reached Running
+            state = {"type": "CRASHED", "name": "Crashed", "message": _NEVER_STARTED}
+            force = False  # if the engine got to Running meanwhile, Prefect keeps that
+        elif current.type == "CANCELLING":  # nobody is left to stop it and confirm
+            state = {"type": "CANCELLED", "name": "Cancelled", "message": _CANCEL_UNCONFIRMED}
+            force = True
+        else:
+            return current
+        body = {"state": state, "force": force}
+        await self._request("POST", f"flow_runs/{run_id}/set_state", body)
         return await self.read(run_id)
 
     async def aclose(self) -> None:

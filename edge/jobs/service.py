@@ -41,6 +41,7 @@ COST_READ = 1
 COST_CHANGE = 6
 COST_HAND_OVER = 2 + 2 * COST_CHANGE
 COST_PREFECT_READ = 3
+COST_RECOVER = 3  # read the run, set its state, read it back
 RECONCILE_CURSOR_KEY = "reconciler:cursor"
 #: How long a run may sit COMPLETED in Prefect without its result reaching the edge.
 RESULT_GRACE_SECONDS = 600
@@ -231,7 +232,7 @@ class JobService:
         stale: list[dict[str, Any]] = []
         complete = True
         for tenant, job_id in pairs:
-            if not pass_.allows(COST_READ + COST_HAND_OVER + COST_PREFECT_READ):
+            if not pass_.allows(COST_READ + COST_HAND_OVER + COST_PREFECT_READ + COST_RECOVER):
                 complete = False
                 break
             pass_.charge(COST_READ)
@@ -244,7 +245,7 @@ class JobService:
                 handed = await self.refresh(job)
                 counts["changed"] += handed["status"] != job["status"]
             elif self._quiet_for(job) >= self._settings.stale_after_seconds:
-                pass_.charge(COST_CHANGE)  # should its run have moved on
+                pass_.charge(COST_CHANGE + COST_RECOVER)  # its run may have moved on or stuck
                 stale.append(job)
         if stale:
             pass_.charge(COST_PREFECT_READ)
@@ -325,8 +326,34 @@ class JobService:
             await self._ports.deliveries.send(message)
 
     async def _apply_run_state(self, job: dict[str, Any], state: RunState) -> dict[str, Any]:
+        if self._stuck(state):
+            state = await self._recover(job, state)
         event = _event_for_run_state(job, state, self._clock())
         return job if event is None else await self._apply(job, event)
+
+    def _stuck(self, state: RunState) -> bool:
+        """A run left in a worker's hands longer than a live worker ever keeps one."""
+        if state.since is None:
+            return False
+        waited = self._clock() - state.since
+        if state.type == "PENDING":
+            return waited > self._settings.claim_timeout_seconds
+        if state.type == "CANCELLING":
+            return waited > self._settings.cancel_timeout_seconds
+        return False
+
+    async def _recover(self, job: Mapping[str, Any], state: RunState) -> RunState:
+        try:
+            recovered = await self.orchestrator.recover(state.run_id)
+        except (DependencyUnavailable, OrchestratorRejected) as exc:
+            log.warning("could not recover run %s of %s: %s", state.run_id, job["id"], exc)
+            return state
+        log.warning(
+            "job %s: run %s was %s for %.0f s with no live worker; now %s",
+            job["id"], state.run_id, state.type, self._clock() - (state.since or 0),
+            recovered.type,
+        )  # fmt: skip
+        return recovered
 
     async def _apply(self, job: dict[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
         updated = apply_event(job, event, rfc3339(self._clock()))
@@ -366,11 +393,20 @@ def public(job: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
+#: Prefect states that say nothing new to a job that is already queued or running: a run
+#: waiting for a worker (SCHEDULED, incl. Late and AwaitingRetry), claimed (PENDING),
+#: paused or suspended (PAUSED), or being stopped (CANCELLING: the job ends once Prefect
+#: confirms). PENDING and CANCELLING are watched for a dead worker (`JobService._stuck`).
+_WAITING_STATES = frozenset({"SCHEDULED", "PENDING", "PAUSED", "CANCELLING"})
+
+
 def _event_for_run_state(
     job: Mapping[str, Any], state: RunState, now: float
 ) -> dict[str, Any] | None:
     """The job event a Prefect run state implies, if any."""
     kind = state.type.upper()
+    if kind in _WAITING_STATES:
+        return None
     if kind in {"FAILED", "CRASHED"}:
         message = state.message or f"the flow run ended {state.name or kind}"
         return {"type": "failed", "error": {"kind": state.name or kind.title(), "message": message}}
@@ -381,9 +417,13 @@ def _event_for_run_state(
     # Measured from the run's end when Prefect says when that was: a long crew that has
     # been quiet for an hour must not be declared lost the moment it completes.
     ended = state.since if state.since is not None else float(job.get("heard_at", 0))
-    if kind == "COMPLETED" and now - ended > RESULT_GRACE_SECONDS:
+    if kind == "COMPLETED":
+        if now - ended <= RESULT_GRACE_SECONDS:
+            return None  # its `succeeded` callback may still be on its way
         error = {"kind": "ResultLost", "message": "the run completed but its result never arrived"}
         return {"type": "failed", "error": error}
+    log.warning("job %s: run %s is in a state edgecrew does not know: %s", job.get("id"),
+                state.run_id, state.type)  # fmt: skip
     return None
 
 
