@@ -144,6 +144,11 @@ class TextGenerator(Protocol):
 
     def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> AsyncIterator[str]: ...
 
+    async def check(self) -> None:
+        """Raise DependencyUnavailable unless the model server answers; cheap (no
+        generation), so a readiness probe never waits behind a busy model."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Ports:
@@ -213,6 +218,10 @@ class Orchestrator(Protocol):
         ...
 
     async def cancel(self, run_id: str) -> RunState: ...
+
+    async def check(self) -> None:
+        """Raise DependencyUnavailable unless the orchestrator answers (one cheap read)."""
+        ...
 
     async def recover(self, run_id: str) -> RunState:
         """Unstick a run whose worker is gone: one claimed but never started goes back to

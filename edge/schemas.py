@@ -127,3 +127,8 @@ class AnswerResponse(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class Readiness(BaseModel):
+    status: str  # "ready"
+    checks: dict[str, str]  # dependency -> "ok"

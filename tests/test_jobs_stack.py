@@ -18,6 +18,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from edge.settings import DEV_API_KEYS
+from tests.doubles.openai_server import FakeOpenAIServer
 from tests.support import DevStack, WebhookReceiver, process_group, processes_mentioning
 
 pytestmark = pytest.mark.e2e
@@ -36,8 +37,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "EDGECREW_STALE_AFTER_SECONDS": "5",
         "EDGECREW_CLAIM_TIMEOUT_SECONDS": "5",
     }
-    with DevStack.running(tmp, "--no-demo", env=env) as running:
-        yield running
+    with FakeOpenAIServer() as llm:  # the crews use the scripted LLM; the edge needs one
+        env["EDGECREW_LLM_BASE_URL"] = llm.base_url
+        with DevStack.running(tmp, "--no-demo", env=env) as running:
+            yield running
 
 
 def submit(stack: DevStack, body: dict[str, Any], **headers: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ class OpenAICompatibleGenerator:
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
+        self._models_url = base_url.rstrip("/") + "/models"
         self._model = model
         self._temperature = temperature
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -62,6 +63,13 @@ class OpenAICompatibleGenerator:
                         yield piece
         except httpx.HTTPError as exc:
             raise DependencyUnavailable("text generator", type(exc).__name__) from exc
+
+    async def check(self) -> None:
+        try:
+            response = await self._client.get(self._models_url)
+        except httpx.HTTPError as exc:
+            raise DependencyUnavailable("text generator", type(exc).__name__) from exc
+        _checked(response)
 
     async def aclose(self) -> None:
         await self._client.aclose()

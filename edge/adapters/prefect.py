@@ -92,6 +92,9 @@ class PrefectOrchestrator:
         await self._request("POST", f"flow_runs/{run_id}/set_state", {"state": state})
         return await self.read(run_id)
 
+    async def check(self) -> None:
+        await self._request_list("POST", "deployments/filter", {"limit": 1})
+
     async def recover(self, run_id: str) -> RunState:
         run = await self._request("GET", f"flow_runs/{run_id}")
         current = _state(run)

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from edge.local.demo import demo_documents, file_document, ingest_documents
 from edge.local.processes import Service, ServiceFailed, Supervisor
+from edge.local.readiness import stack_problems
 from edge.local.stack import POOLS, deploy_flows, dev_secrets, prefect_server, worker
 from edge.settings import DEV_API_KEYS, parse_api_keys
 
@@ -48,48 +49,77 @@ def dev(
     signal.signal(signal.SIGTERM, _raise_interrupt)
     base_url = f"http://{host}:{port}"
     try:
-        if "EDGECREW_LLM_BASE_URL" not in os.environ:
-            console.print(f"[bold]starting[/] local LLM (SmolLM2-135M) on port {llm_port}")
-            supervisor.start(_llm_service(llm_port))
-        api_url = f"http://127.0.0.1:{prefect_port}/api"
-        if jobs:
-            console.print(f"[bold]starting[/] Prefect server on port {prefect_port}")
-            supervisor.start(prefect_server(prefect_port, data_dir), timeout=180)
-            deploy_flows(api_url)
-            env |= _jobs_env(data_dir, api_url)
-        console.print(f"[bold]starting[/] edge on {base_url}")
-        supervisor.start(_edge_service(host, port, env))
-        if jobs:
-            executor_env = {
-                "EDGECREW_EDGE_URL": base_url,
-                "EDGECREW_EXECUTOR_SECRET": env["EDGECREW_EXECUTOR_SECRET"],
-                "EDGECREW_CREW_LLM_BASE_URL": env["EDGECREW_LLM_BASE_URL"],
-                "EDGECREW_CREW_LLM_MODEL": env["EDGECREW_LLM_MODEL"],
-            }
-            for pool in POOLS:
-                console.print(f"[bold]starting[/] Prefect worker for the {pool!r} pool")
-                supervisor.start(worker(pool, api_url, executor_env))
+        _start_parts(supervisor, env, host, port, llm_port, prefect_port if jobs else None)
         key, tenant = _first_key(env["EDGECREW_API_KEYS"])
         if demo:
             documents = demo_documents()
             result = ingest_documents(base_url, key, documents)
             chunks = sum(d["chunks"] for d in result)
             console.print(f"ingested {len(result)} demo documents ({chunks} chunks) for {tenant!r}")
+        _check_ready(supervisor, base_url, key, env)
         _print_ready(base_url, env["EDGECREW_API_KEYS"], key, supervisor, tenant)
         if jobs:
             console.print(f"Prefect UI: http://127.0.0.1:{prefect_port}  (crew logs per flow run)")
         while True:
-            time.sleep(1.0)
-            for name in supervisor.check_alive():
-                console.print(f"[yellow]{name} exited; restarted it[/]")
+            time.sleep(0.5)
+            for event in supervisor.watch():
+                console.print(f"[yellow]{event}[/]", highlight=False)
     except ServiceFailed as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {exc}", highlight=False, markup=False)
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
-        console.print("\nstopping…")
+        console.print("\nstopping (workers first, so they report their runs)…")
     finally:
         supervisor.stop_all()
         console.print("stopped")
+
+
+def _start_parts(
+    supervisor: Supervisor,
+    env: dict[str, str],
+    host: str,
+    port: int,
+    llm_port: int,
+    prefect_port: int | None,
+) -> None:
+    """Start every part in dependency order, each healthy before the next; `env` gains
+    what the edge needs for jobs. Stopping goes the other way round."""
+    if "EDGECREW_LLM_BASE_URL" not in os.environ:
+        console.print(f"[bold]starting[/] local LLM (SmolLM2-135M) on port {llm_port}")
+        supervisor.start(_llm_service(llm_port))
+    api_url = f"http://127.0.0.1:{prefect_port}/api"
+    if prefect_port is not None:
+        console.print(f"[bold]starting[/] Prefect server on port {prefect_port}")
+        supervisor.start(prefect_server(prefect_port, Path(env["EDGECREW_DATA_DIR"])), timeout=180)
+        deploy_flows(api_url)
+        env |= _jobs_env(Path(env["EDGECREW_DATA_DIR"]), api_url)
+    console.print(f"[bold]starting[/] edge on http://{host}:{port}")
+    supervisor.start(_edge_service(host, port, env))
+    if prefect_port is None:
+        return
+    executor_env = {
+        "EDGECREW_EDGE_URL": f"http://{host}:{port}",
+        "EDGECREW_EXECUTOR_SECRET": env["EDGECREW_EXECUTOR_SECRET"],
+        "EDGECREW_CREW_LLM_BASE_URL": env["EDGECREW_LLM_BASE_URL"],
+        "EDGECREW_CREW_LLM_MODEL": env["EDGECREW_LLM_MODEL"],
+    }
+    for pool in POOLS:
+        console.print(f"[bold]starting[/] Prefect worker for the {pool!r} pool")
+        supervisor.start(worker(pool, api_url, executor_env))
+
+
+def _check_ready(supervisor: Supervisor, base_url: str, key: str, env: dict[str, str]) -> None:
+    """Say ready only once a real generation, a real embedding and every dependency the
+    edge probes have worked; otherwise name what failed (and how a part died)."""
+    console.print("checking: a generation, an embedding, the edge's dependencies…")
+    problems = stack_problems(
+        base_url, key, llm_base_url=env["EDGECREW_LLM_BASE_URL"],
+        llm_model=env["EDGECREW_LLM_MODEL"], llm_api_key=env.get("EDGECREW_LLM_API_KEY"),
+    )  # fmt: skip
+    if not problems:
+        return
+    died = supervisor.dead_parts()
+    raise ServiceFailed("not ready:\n" + "\n".join(f"- {p}" for p in problems + died))
 
 
 @app.command()
@@ -274,6 +304,10 @@ def _jobs_env(data_dir: Path, api_url: str) -> dict[str, str]:
 def _llm_service(port: int) -> Service:
     return Service(
         name="llm",
+        hint=(
+            "point EDGECREW_LLM_BASE_URL at another OpenAI-compatible server, "
+            "or see docs/local-llm.md"
+        ),
         argv=[
             sys.executable, "-m", "llama_cpp.server",
             "--model", str(smollm2_path()), "--model_alias", "smollm2",
@@ -286,6 +320,7 @@ def _llm_service(port: int) -> Service:
 def _edge_service(host: str, port: int, env: dict[str, str]) -> Service:
     return Service(
         name="edge",
+        hint="a settings error in its log names the variable; fix it in the environment or .env",
         argv=[
             sys.executable, "-m", "uvicorn", "edge.local.bootstrap:create_local_app",
             "--factory", "--host", host, "--port", str(port), "--no-access-log",

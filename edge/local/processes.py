@@ -1,7 +1,9 @@
-"""Start child services in their own process groups, wait for health, stop them all.
+"""Run the dev stack's parts like services: start, wait for health, restart, stop in order.
 
 Each child gets a new session, so stopping it stops everything it spawned too: Ctrl-C on
-`edgecrew dev` leaves no orphan processes.
+`edgecrew dev` leaves no orphan processes. A part that dies is restarted with backoff, as
+`restart: always` would; one that keeps dying is given up on with a message that names
+it, says how it ended, quotes its log and says what to try.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,19 +35,54 @@ class Service:
     argv: Sequence[str]
     health_url: str
     env: Mapping[str, str] = field(default_factory=dict)
-    restart: bool = False  # like `restart: always`: a crashed worker comes back
+    restart: bool = True  # like `restart: always`
+    hint: str = ""  # what a user can do when it keeps failing
+    stop_grace: float = 10.0  # SIGTERM, then SIGKILL after this (workers drain in it)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Backoff doubles from `first_delay` up to `max_delay`; more than `max_crashes`
+    crashes within `window` seconds means the part cannot run here: give up."""
+
+    first_delay: float = 1.0
+    max_delay: float = 30.0
+    max_crashes: int = 5
+    window: float = 300.0
+    start_timeout: float = 180.0  # a restarted part must be healthy again within this
+
+    def delay(self, recent_crashes: int) -> float:
+        return float(min(self.max_delay, self.first_delay * 2 ** max(0, recent_crashes - 1)))
 
 
 class ServiceFailed(RuntimeError):
-    """A service exited or did not become healthy; the message points at its log."""
+    """A part could not start, or kept dying; the message says which, how and what to do."""
+
+
+@dataclass
+class _Child:
+    service: Service
+    process: subprocess.Popen[bytes]
+    started_at: float
+    healthy: bool = True
+    crashes: deque[float] = field(default_factory=deque)
+    restart_at: float | None = None
 
 
 class Supervisor:
     """Owns the child processes of the dev stack."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        policy: RestartPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._log_dir = log_dir
-        self._children: list[tuple[Service, subprocess.Popen[bytes]]] = []
+        self._policy = policy or RestartPolicy()
+        self._clock = clock
+        self._children: list[_Child] = []
 
     @property
     def log_dir(self) -> Path:
@@ -55,13 +93,110 @@ class Supervisor:
 
     def pid(self, name: str) -> int:
         """The process id of a running service (benchmarks measure its process group)."""
-        return next(p.pid for s, p in self._children if s.name == name)
+        return self._child(name).process.pid
 
     def start(self, service: Service, *, timeout: float = 120.0) -> None:
-        """Start a service and return once its health URL answers 200."""
-        process = self._spawn(service)
-        self._children.append((service, process))
-        self._wait_healthy(service, process, timeout)
+        """Start a service and return once its health URL answers 200.
+
+        A part that cannot start at all is reported at once (with its log), not retried:
+        restarts are for parts that die after they have worked.
+        """
+        child = _Child(service, self._spawn(service), self._clock(), healthy=False)
+        self._children.append(child)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child.process.poll() is not None:
+                raise ServiceFailed(self.diagnose(service, child.process, "while starting"))
+            if _answers(service.health_url):
+                child.healthy = True
+                return
+            time.sleep(0.25)
+        late = f"was not healthy at {service.health_url} within {timeout:.0f} s"
+        raise ServiceFailed(self.diagnose(service, None, late))
+
+    def watch(self) -> list[str]:
+        """One supervision pass: restart what died (after its backoff), note what became
+        healthy again. Returns what happened, for the console; raises ServiceFailed when
+        a part has crashed too often to go on."""
+        now = self._clock()
+        return [event for child in self._children if (event := self._watch(child, now))]
+
+    def dead_parts(self) -> list[str]:
+        """A diagnosis of each part whose process has ended (and not been restarted)."""
+        return [
+            self.diagnose(child.service, child.process, "")
+            for child in self._children
+            if child.process.poll() is not None
+        ]
+
+    def stop(self, name: str) -> None:
+        """Stop one service (its whole process group)."""
+        child = self._child(name)
+        self._children.remove(child)
+        _stop_group(child.process, child.service.stop_grace)
+
+    def stop_all(self) -> None:
+        """Stop the newest first, each before the next: workers report their runs to
+        Prefect and the edge while both are still up."""
+        while self._children:
+            child = self._children.pop()
+            _stop_group(child.process, child.service.stop_grace)
+
+    def diagnose(self, service: Service, process: subprocess.Popen[bytes] | None, what: str) -> str:
+        """`name <how it ended> <what>`, then its last log lines and the hint."""
+        ended = process is not None and process.returncode is not None
+        how = describe_exit(process.returncode) if process is not None and ended else ""
+        lines = [f"{service.name} {how} {what}".replace("  ", " ").strip()]
+        tail = last_lines(self.log_path(service))
+        if tail:
+            lines += [f"last lines of {self.log_path(service)}:", *(f"  {t}" for t in tail)]
+        else:
+            lines.append(f"its log {self.log_path(service)} is empty")
+        if service.hint:
+            lines.append(f"what to do: {service.hint}")
+        return "\n".join(lines)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _watch(self, child: _Child, now: float) -> str | None:
+        service, policy = child.service, self._policy
+        if child.restart_at is not None:
+            if now < child.restart_at:
+                return None
+            child.process = self._spawn(service)
+            child.started_at, child.restart_at, child.healthy = now, None, False
+            return f"{service.name}: restarted (pid {child.process.pid})"
+        if child.process.poll() is None:
+            if child.healthy:
+                return None
+            if _answers(service.health_url, timeout=0.5):
+                child.healthy = True
+                return f"{service.name}: healthy again"
+            if now - child.started_at < policy.start_timeout:
+                return None
+            _stop_group(child.process, 2.0)  # hung in its start: counts as a crash
+        if not service.restart:
+            raise ServiceFailed(self.diagnose(service, child.process, "and does not restart"))
+        child.crashes.append(now)
+        while child.crashes and now - child.crashes[0] > policy.window:
+            child.crashes.popleft()
+        ended = describe_exit(child.process.returncode)
+        if len(child.crashes) > policy.max_crashes:
+            often = f"— {len(child.crashes)} crashes within {policy.window:.0f} s; giving up"
+            raise ServiceFailed(self.diagnose(service, child.process, often))
+        delay = policy.delay(len(child.crashes))
+        child.restart_at = now + delay
+        return (
+            f"{service.name} {ended}; restarting in {delay:.0f} s "
+            f"(crash {len(child.crashes)} of {policy.max_crashes} allowed in "
+            f"{policy.window:.0f} s; log: {self.log_path(service)})"
+        )
+
+    def _child(self, name: str) -> _Child:
+        for child in self._children:
+            if child.service.name == name:
+                return child
+        raise KeyError(name)
 
     def _spawn(self, service: Service) -> subprocess.Popen[bytes]:
         self._log_dir.mkdir(parents=True, exist_ok=True)
@@ -75,63 +210,37 @@ class Supervisor:
                 start_new_session=True,
             )
 
-    def check_alive(self) -> list[str]:
-        """Restart children that may restart; raise if another has exited. Returns restarts."""
-        restarted = []
-        for index, (service, process) in enumerate(self._children):
-            if process.poll() is None:
-                continue
-            if not service.restart:
-                raise ServiceFailed(
-                    f"{service.name} exited with code {process.returncode}; "
-                    f"see {self.log_path(service)}"
-                )
-            self._children[index] = (service, self._spawn(service))
-            restarted.append(service.name)
-        return restarted
 
-    def stop(self, name: str, *, grace: float = 10.0) -> None:
-        """Stop one service (its whole process group)."""
-        for index, (service, process) in enumerate(self._children):
-            if service.name == name:
-                _stop_group(process, grace)
-                del self._children[index]
-                return
-        raise KeyError(name)
+def describe_exit(returncode: int | None) -> str:
+    """'was killed by SIGSEGV (signal 11)', 'exited with code 1'."""
+    if returncode is None:
+        return "is still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"was killed by {name} (signal {-returncode})"
+    return f"exited with code {returncode}"
 
-    def stop_all(self, *, grace: float = 10.0) -> None:
-        """SIGTERM every process group (newest first), then SIGKILL what is left."""
-        for _, process in reversed(self._children):
-            _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for _, process in reversed(self._children):
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
-        self._children.clear()
 
-    def _wait_healthy(
-        self, service: Service, process: subprocess.Popen[bytes], timeout: float
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise ServiceFailed(
-                    f"{service.name} exited with code {process.returncode} while starting; "
-                    f"see {self.log_path(service)}"
-                )
-            try:
-                if httpx.get(service.health_url, timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise ServiceFailed(
-            f"{service.name} was not healthy at {service.health_url} within {timeout:.0f} s; "
-            f"see {self.log_path(service)}"
-        )
+def last_lines(path: Path, count: int = 12, *, max_bytes: int = 16_384) -> list[str]:
+    """The last non-empty lines of a log file (read from its end; a log can be large)."""
+    try:
+        with path.open("rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - max_bytes))
+            text = log.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line.rstrip() for line in text.splitlines() if line.strip()][-count:]
+
+
+def _answers(url: str, *, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _stop_group(process: subprocess.Popen[bytes], grace: float) -> None:

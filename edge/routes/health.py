@@ -1,13 +1,38 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
-from edge.schemas import Health
+from edge.problems import problem_response
+from edge.readiness import OK, probe
+from edge.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
+
+#: What a client (or load balancer) should wait before asking again when not ready.
+NOT_READY_RETRY_SECONDS = 5
 
 
 @router.get("/healthz", response_model=Health)
 async def healthz() -> Health:
     """Liveness: the app is up (it does not call any dependency)."""
     return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"description": "Some dependency does not answer; `checks` says which"}},
+)
+async def readyz(request: Request) -> Readiness | JSONResponse:
+    """Readiness: every dependency answers a cheap probe within 2 s (no auth needed)."""
+    checks = await probe(request.app.state.ports)
+    down = sorted(name for name, outcome in checks.items() if outcome != OK)
+    if not down:
+        return Readiness(status="ready", checks=checks)
+    return problem_response(
+        503,
+        f"not ready: {', '.join(down)} did not answer",
+        headers={"Retry-After": str(NOT_READY_RETRY_SECONDS)},
+        checks=checks,
+    )

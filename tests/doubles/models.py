@@ -55,6 +55,10 @@ class RecordingGenerator:
     def model(self) -> str:
         return "fake-llm"
 
+    async def check(self) -> None:
+        if self.fail_with:
+            raise self.fail_with
+
     async def generate(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> str:
         self.calls.append(list(messages))
         if self.fail_with:

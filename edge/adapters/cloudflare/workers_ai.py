@@ -59,6 +59,10 @@ class WorkersAIGenerator:
     def model(self) -> str:
         return self._model
 
+    async def check(self) -> None:
+        """Nothing to ask: the AI binding has no health call, and a generation per probe
+        would be billed. Failures show up as 503s on the answers route instead."""
+
     async def generate(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> str:
         result = to_py(await self._run(messages, max_tokens, stream=False))
         return str(result.get("response") or "")
