@@ -167,6 +167,27 @@ def test_killing_a_worker_that_holds_runs_still_ends_every_job(stack: DevStack) 
         verified(stack, hook_sent)
 
 
+def test_a_killed_prefect_server_is_restarted_and_jobs_taken_meanwhile_still_end(
+    stack: DevStack,
+) -> None:
+    """Prefect dies: the stack stays up, says what is down, keeps accepting jobs, and
+    the job accepted while Prefect was away runs once it is back."""
+    (server,) = processes_mentioning(f"server start --host 127.0.0.1 --port {stack.prefect_port}")
+    os.killpg(os.getpgid(server), signal.SIGKILL)
+    with WebhookReceiver() as receiver:
+        body = {"crew": "summarize", "inputs": {"text": "while Prefect was down"},
+                "webhook": {"url": receiver.url}}  # fmt: skip
+        accepted = submit(stack, body)
+        ready = httpx.get(f"{stack.base_url}/readyz", timeout=30)
+        assert ready.status_code == 503 and "orchestrator" in ready.json()["detail"]
+        assert ready.headers["retry-after"]
+        succeeded = verified(stack, receiver.wait_for_event("job.succeeded", timeout=240))
+    assert succeeded["data"]["id"] == accepted["id"]
+    assert httpx.get(f"{stack.base_url}/readyz", timeout=30).status_code == 200
+    assert stack.process.poll() is None, "edgecrew dev is still up"
+    assert len(flow_runs(stack, accepted["id"])) == 1
+
+
 def handed_over(stack: DevStack, job_id: str) -> dict[str, Any]:
     """The job's one flow run, once the edge has handed the job to Prefect."""
     for _ in range(100):

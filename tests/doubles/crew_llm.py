@@ -2,7 +2,8 @@
 
 With tools on offer and no observation yet, it asks for `knowledge_search`; otherwise it
 gives a final answer that quotes the last observation, so a test can see the tool's
-output flow through the crew. A prompt containing SLOW-CREW hangs (for kill tests). Set
+output flow through the crew. A prompt containing SLOW-CREW hangs (for kill tests), one
+containing SLEEP-CREW takes 3 s per call (a crew still running when a fault hits). Set
 EDGECREW_FAKE_LLM_LOG to append each call to a JSONL
 file (flows run in worker subprocesses, where the test cannot see memory).
 """
@@ -33,6 +34,8 @@ class ScriptedLLM(BaseLLM):
         self.calls.append(text)
         if "SLOW-CREW" in text:  # lets a test kill a worker while a crew is mid-run
             time.sleep(600)
+        if "SLEEP-CREW" in text:
+            time.sleep(3)
         if path := os.environ.get("EDGECREW_FAKE_LLM_LOG"):
             with open(path, "a", encoding="utf-8") as log:
                 log.write(json.dumps({"prompt": text}) + "\n")
