@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from starlette.types import Lifespan
 
 from edge.auth import ApiKeys
-from edge.guards import ApiKeyAuth, BodySizeLimit
+from edge.guards import ApiKeyAuth, BodySizeLimit, ExecutorSignatureAuth
 from edge.jobs.service import JobService
 from edge.ports import Ports
 from edge.problems import install_problem_handlers
@@ -39,10 +39,13 @@ def create_app(
     for module in (health, documents, search, answers, jobs, callbacks):
         app.include_router(module.router)
     install_problem_handlers(app)
-    # Added last so it runs first: authenticate, count the request, then bound the body.
-    app.add_middleware(BodySizeLimit, max_bytes=DEFAULT_LIMITS.max_body_bytes)
+    # Added last so it runs first: authenticate (an API key, or the executor's signature),
+    # count the request, then bound the body; routing and validation come after all that.
+    max_bytes = DEFAULT_LIMITS.max_body_bytes
+    app.add_middleware(BodySizeLimit, max_bytes=max_bytes)
     if ports.rate_limiter is not None:
         app.add_middleware(RateLimitGuard, limiter=ports.rate_limiter)
+    app.add_middleware(ExecutorSignatureAuth, secret=settings.executor_secret, max_bytes=max_bytes)
     app.add_middleware(ApiKeyAuth, keys=ApiKeys(settings.api_keys))
     return app
 

@@ -22,6 +22,14 @@ def current_tenant(request: Request, _: object = Security(_bearer)) -> str:
     return tenant
 
 
+def executor_message_id(request: Request) -> str:
+    """The `webhook-id` that `edge.guards.ExecutorSignatureAuth` verified."""
+    message_id = request.scope.get("state", {}).get("executor_message_id")
+    if not isinstance(message_id, str):  # only reachable if a route is mounted elsewhere
+        raise Problem(401, "Executor calls must be signed")
+    return message_id
+
+
 def knowledge_base(request: Request) -> KnowledgeBase:
     kb: KnowledgeBase = request.app.state.knowledge
     return kb
@@ -40,6 +48,7 @@ def json_body(request: Request) -> None:
 
 
 Tenant = Annotated[str, Depends(current_tenant)]
+ExecutorMessageId = Annotated[str, Depends(executor_message_id)]
 Knowledge = Annotated[KnowledgeBase, Depends(knowledge_base)]
 JobsDep = Annotated[JobService, Depends(job_service)]
 JsonBody = Depends(json_body)

@@ -1,0 +1,163 @@
+"""The contract tells the truth: authentication before validation, 404 for ids, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from edge.app import create_app
+from edge.local.numpy_index import NumpyVectorIndex
+from edge.local.sqlite_kv import SqliteKV
+from edge.ports import Ports
+from edge.settings import Settings
+from shared.limits import DEFAULT_LIMITS
+from shared.signing import new_secret, signed_headers
+from tests.conftest import AUTH_A, KEY_A, KEY_B, asgi_client
+from tests.doubles.models import RecordingEmbedder, RecordingGenerator
+from tests.doubles.orchestrator import InMemoryOrchestrator
+from tests.doubles.queues import RecordingQueue
+
+EXECUTOR_SECRET = new_secret()
+PROBLEM = "application/problem+json"
+A_JOB_ID = "job_" + "0" * 26
+EVENT = {"tenant": "tenant_a", "type": "running"}
+
+
+def contract_app(data_dir: Path) -> FastAPI:
+    """The whole app with every optional part wired, on local adapters and fakes."""
+    settings = Settings(
+        api_keys={KEY_A: "tenant_a", KEY_B: "tenant_b"},
+        embed_model="fake-bow",
+        prefect_api_url="http://prefect.test/api",
+        executor_secret=EXECUTOR_SECRET,
+        secret_key="k" * 40,
+        allow_loopback_webhooks=True,
+    )
+    ports = Ports(
+        kv=SqliteKV(data_dir / "kv.sqlite3"),
+        vectors=NumpyVectorIndex(data_dir / "vectors.sqlite3", dimensions=384),
+        embedder=RecordingEmbedder(),
+        generator=RecordingGenerator(),
+        orchestrator=InMemoryOrchestrator(),
+        deliveries=RecordingQueue(),
+    )
+    return create_app(settings, ports)
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(contract_app(tmp_path)) as client:
+        yield client
+
+
+def signed(body: bytes, *, age: int = 0, secret: str = EXECUTOR_SECRET) -> dict[str, str]:
+    return signed_headers(secret, "msg-1", int(time.time()) - age, body)
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    return body
+
+
+# --- authentication before any validation --------------------------------------------------
+
+INTERNAL_PATHS = [
+    f"/v1/internal/jobs/{A_JOB_ID}/events",
+    "/v1/internal/jobs/job_abc/events",  # a job id of another shape
+    "/v1/internal/jobs/%2e%2e/events",
+    "/v1/internal/search",
+    "/v1/internal/no-such-route",
+]
+BODIES = [b"", b"{not json", b"[]", json.dumps(EVENT).encode(), b"\xff\xfe"]
+
+
+@pytest.mark.parametrize("path", INTERNAL_PATHS)
+@pytest.mark.parametrize("body", BODIES)
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", None])
+async def test_unsigned_internal_calls_are_401_whatever_the_path_or_body(
+    api: httpx.AsyncClient, path: str, body: bytes, content_type: str | None
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    assert_problem(await api.post(path, content=body, headers=headers), 401)
+
+
+@pytest.mark.parametrize("path", INTERNAL_PATHS)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        signed(b"{}", age=400),  # stale
+        signed(b"{}", age=-400),  # from the future
+        {**signed(b"{}"), "webhook-timestamp": "9" * 5000},  # int() would refuse it
+        signed(b"{}", secret=new_secret()),  # another secret
+        {**signed(b"{}"), "webhook-id": ""},
+    ],
+    ids=["stale", "future", "huge-timestamp", "wrong-secret", "no-id"],
+)
+async def test_stale_or_forged_internal_calls_are_401(
+    api: httpx.AsyncClient, path: str, headers: dict[str, str]
+) -> None:
+    headers = {**headers, "Content-Type": "application/json"}
+    assert_problem(await api.post(path, content=b"{}", headers=headers), 401)
+    assert_problem(await api.get(path, headers=headers), 401)
+
+
+async def test_an_unsigned_oversized_call_is_401_before_its_body_is_read(
+    api: httpx.AsyncClient,
+) -> None:
+    big = b"x" * (DEFAULT_LIMITS.max_body_bytes + 1)
+    assert_problem(await api.post("/v1/internal/search", content=big), 401)
+
+
+async def test_a_signed_oversized_call_is_413(api: httpx.AsyncClient) -> None:
+    big = b" " * (DEFAULT_LIMITS.max_body_bytes + 1)
+    headers = {**signed(big), "Content-Type": "application/json"}
+    assert_problem(await api.post("/v1/internal/search", content=big, headers=headers), 413)
+
+
+async def test_signed_calls_are_then_validated(api: httpx.AsyncClient) -> None:
+    path = f"/v1/internal/jobs/{A_JOB_ID}/events"
+    for body, content_type, status in [
+        (b"{not json", "application/json", 400),
+        (json.dumps(EVENT).encode(), "text/plain", 415),
+        (json.dumps({**EVENT, "type": "exploded"}).encode(), "application/json", 422),
+        (json.dumps(EVENT).encode(), "application/json", 404),  # no such job
+    ]:
+        headers = {**signed(body), "Content-Type": content_type}
+        assert_problem(await api.post(path, content=body, headers=headers), status)
+    query = json.dumps({"tenant": "tenant_a", "query": "x"}).encode()
+    headers = {**signed(query), "Content-Type": "application/json"}
+    response = await api.post("/v1/internal/search", content=query, headers=headers)
+    assert response.status_code == 200 and response.json()["matches"] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/jobs/job_abc"),
+        ("POST", "/v1/jobs/job_abc/cancel"),
+        ("GET", "/v1/documents/%23hash"),
+        ("DELETE", "/v1/documents/%23hash"),
+        ("GET", "/v1/jobs?limit=0"),
+        ("POST", "/v1/jobs"),
+        ("GET", "/v1/no-such-route"),
+    ],
+)
+async def test_calls_without_a_key_are_401_before_any_validation(
+    api: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await api.request(method, path, content=b"{not json")
+    assert_problem(response, 401)
+
+
+async def test_a_valid_key_still_reaches_the_routes(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/v1/crews", headers=AUTH_A)).status_code == 200
