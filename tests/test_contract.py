@@ -161,3 +161,36 @@ async def test_calls_without_a_key_are_401_before_any_validation(
 
 async def test_a_valid_key_still_reaches_the_routes(api: httpx.AsyncClient) -> None:
     assert (await api.get("/v1/crews", headers=AUTH_A)).status_code == 200
+
+
+# --- unknown, foreign and malformed ids are all 404 ----------------------------------------
+
+MALFORMED_JOB_IDS = ["job_abc", "nope", "JOB_" + "0" * 26, "job_" + "0" * 27, "j" * 5000, "%00"]
+
+
+@pytest.mark.parametrize("job_id", [A_JOB_ID, *MALFORMED_JOB_IDS])
+async def test_unknown_or_malformed_job_ids_are_404(api: httpx.AsyncClient, job_id: str) -> None:
+    assert_problem(await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A), 404)
+    assert_problem(await api.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_A), 404)
+    body = json.dumps(EVENT).encode()
+    headers = {**signed(body), "Content-Type": "application/json"}
+    path = f"/v1/internal/jobs/{job_id}/events"
+    assert_problem(await api.post(path, content=body, headers=headers), 404)
+
+
+async def test_another_tenants_job_is_404(api: httpx.AsyncClient) -> None:
+    job = {"crew": "summarize", "inputs": {"text": "Paris is on the Seine."}}
+    job_id = (await api.post("/v1/jobs", json=job, headers=AUTH_A)).json()["id"]
+    other = {"Authorization": f"Bearer {KEY_B}"}
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).status_code == 200
+    assert_problem(await api.get(f"/v1/jobs/{job_id}", headers=other), 404)
+    assert_problem(await api.post(f"/v1/jobs/{job_id}/cancel", headers=other), 404)
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()["status"] == "queued"
+
+
+@pytest.mark.parametrize("document_id", ["doc-1", "%23hash", "a%2Fb", "_x", "a" * 129, "%20"])
+async def test_unknown_or_malformed_document_ids_are_404(
+    api: httpx.AsyncClient, document_id: str
+) -> None:
+    assert_problem(await api.get(f"/v1/documents/{document_id}", headers=AUTH_A), 404)
+    assert_problem(await api.delete(f"/v1/documents/{document_id}", headers=AUTH_A), 404)

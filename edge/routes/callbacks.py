@@ -6,23 +6,20 @@ unsigned or stale call is 401 whatever its path or body; these handlers only par
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 
 from edge.jobs.schemas import ExecutorEvent, ExecutorSearch
 from edge.problems import Problem
-from edge.routes.deps import ExecutorMessageId, JobsDep, JsonBody, Knowledge
+from edge.routes.deps import ExecutorMessageId, JobIdPath, JobsDep, JsonBody, Knowledge
 from edge.schemas import Match, SearchResponse
 from shared.signing import TOLERANCE_SECONDS
 
 router = APIRouter(prefix="/v1/internal", tags=["executor callbacks"])
-JobId = Annotated[str, Path(pattern=r"^job_[0-9a-z]{26}$")]
 
 
 @router.post("/jobs/{job_id}/events", dependencies=[JsonBody])
 async def executor_event(
-    job_id: JobId, event: ExecutorEvent, message_id: ExecutorMessageId,
+    job_id: JobIdPath, event: ExecutorEvent, message_id: ExecutorMessageId,
     request: Request, jobs: JobsDep,
 ) -> dict[str, str]:  # fmt: skip
     """A signed event from the executor (Standard Webhooks, EDGECREW_EXECUTOR_SECRET)."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPBearer
 
 from edge.jobs.service import JobService
 from edge.problems import Problem
 from edge.rag.knowledge import KnowledgeBase
+from edge.schemas import DOCUMENT_ID_PATTERN
+from shared.limits import DEFAULT_LIMITS
 
 # Declares the scheme in OpenAPI; `edge.guards.ApiKeyAuth` has already checked the key.
 _bearer = HTTPBearer(auto_error=False, description="An API key from EDGECREW_API_KEYS")
@@ -40,6 +43,25 @@ def job_service(request: Request) -> JobService:
     return service
 
 
+# Ids are opaque to clients: one of a shape this API never issues names nothing, so it is
+# 404 like any unknown id (never 422), and it is refused before any store is asked.
+_JOB_ID = re.compile(r"job_[0-9a-z]{26}")
+_DOCUMENT_ID = re.compile(DOCUMENT_ID_PATTERN.removeprefix("^").removesuffix("$"))
+
+
+def job_id(job_id: Annotated[str, Path(description="The id `POST /v1/jobs` returned")]) -> str:
+    if not _JOB_ID.fullmatch(job_id):
+        raise Problem(404, "No job has this id")
+    return job_id
+
+
+def document_id(document_id: Annotated[str, Path(description="The document's id")]) -> str:
+    too_long = len(document_id) > DEFAULT_LIMITS.max_document_id_chars
+    if too_long or not _DOCUMENT_ID.fullmatch(document_id):
+        raise Problem(404, "No document has this id")
+    return document_id
+
+
 def json_body(request: Request) -> None:
     """Refuse bodies that are not JSON before FastAPI tries to read them as such."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -48,6 +70,8 @@ def json_body(request: Request) -> None:
 
 
 Tenant = Annotated[str, Depends(current_tenant)]
+JobIdPath = Annotated[str, Depends(job_id)]
+DocumentIdPath = Annotated[str, Depends(document_id)]
 ExecutorMessageId = Annotated[str, Depends(executor_message_id)]
 Knowledge = Annotated[KnowledgeBase, Depends(knowledge_base)]
 JobsDep = Annotated[JobService, Depends(job_service)]

@@ -2,26 +2,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from edge.problems import Problem
 from edge.rag.knowledge import Document
-from edge.routes.deps import JsonBody, Knowledge, Tenant
+from edge.routes.deps import DocumentIdPath, JsonBody, Knowledge, Tenant
 from edge.schemas import (
-    DOCUMENT_ID_PATTERN,
     DocumentList,
     DocumentRecord,
     IngestedDocument,
     IngestRequest,
     IngestResponse,
 )
-from shared.limits import DEFAULT_LIMITS
 
 router = APIRouter(prefix="/v1/documents", tags=["knowledge base"])
-
-DocumentIdPath = Annotated[
-    str, Path(pattern=DOCUMENT_ID_PATTERN, max_length=DEFAULT_LIMITS.max_document_id_chars)
-]
 
 
 @router.post("", response_model=IngestResponse, dependencies=[JsonBody])

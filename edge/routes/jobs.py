@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from edge.jobs.schemas import (
@@ -16,14 +16,13 @@ from edge.jobs.schemas import (
 from edge.jobs.service import IdempotencyConflict, public
 from edge.jobs.webhook_urls import UnsafeWebhookUrl, check_webhook_url
 from edge.problems import Problem
-from edge.routes.deps import JobsDep, JsonBody, Tenant
+from edge.routes.deps import JobIdPath, JobsDep, JsonBody, Tenant
 from shared.crews import CREWS, input_errors
 from shared.jobs import JobStatus
 from shared.limits import DEFAULT_LIMITS
 from shared.signing import derived_secret
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-JobId = Annotated[str, Path(pattern=r"^job_[0-9a-z]{26}$")]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -90,7 +89,7 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
-async def get_job(job_id: JobId, tenant: Tenant, jobs: JobsDep) -> Job:
+async def get_job(job_id: JobIdPath, tenant: Tenant, jobs: JobsDep) -> Job:
     """The job now: status, progress, result or error, webhook deliveries."""
     job = await jobs.get(tenant, job_id)
     if job is None:
@@ -99,7 +98,7 @@ async def get_job(job_id: JobId, tenant: Tenant, jobs: JobsDep) -> Job:
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=Job)
-async def cancel_job(job_id: JobId, tenant: Tenant, jobs: JobsDep) -> JSONResponse:
+async def cancel_job(job_id: JobIdPath, tenant: Tenant, jobs: JobsDep) -> JSONResponse:
     """Ask to cancel; the job becomes `cancelled` once the orchestrator confirms."""
     job = await jobs.cancel(tenant, job_id)
     if job is None:
