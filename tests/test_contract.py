@@ -194,3 +194,103 @@ async def test_unknown_or_malformed_document_ids_are_404(
 ) -> None:
     assert_problem(await api.get(f"/v1/documents/{document_id}", headers=AUTH_A), 404)
     assert_problem(await api.delete(f"/v1/documents/{document_id}", headers=AUTH_A), 404)
+
+
+# --- /openapi.json documents what the app sends --------------------------------------------
+
+
+@pytest.fixture
+def document(tmp_path: Path) -> dict[str, Any]:
+    return contract_app(tmp_path).openapi()
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+
+
+def refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [ref for value in node.values() for ref in refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in refs(value)]
+    return []
+
+
+def test_every_ref_in_the_document_resolves(document: dict[str, Any]) -> None:
+    found = refs(document)
+    assert found, "the document uses components"
+    for ref in found:
+        assert ref.startswith("#/"), ref
+        node: Any = document
+        for part in ref[2:].split("/"):
+            assert part in node, f"{ref} does not resolve"
+            node = node[part]
+
+
+def test_every_error_is_documented_as_problem_json(document: dict[str, Any]) -> None:
+    assert "HTTPValidationError" not in json.dumps(document)
+    for method, path, operation in operations(document):
+        for status, response in operation["responses"].items():
+            if int(status) < 400:
+                continue
+            (media_type,) = response["content"]
+            schema = response["content"][media_type]["schema"]["$ref"].rsplit("/", 1)[1]
+            expected = "ValidationProblem" if status == "422" else "ProblemDetails"
+            assert (media_type, schema) == (PROBLEM, expected), (method, path, status)
+        if {"503", "429"} & set(operation["responses"]):
+            for status in {"503", "429"} & set(operation["responses"]):
+                assert operation["responses"][status]["headers"]["Retry-After"]["required"]
+
+
+def test_every_route_documents_what_its_guards_can_answer(document: dict[str, Any]) -> None:
+    for method, path, operation in operations(document):
+        statuses = set(operation["responses"])
+        assert {"400", "413"} <= statuses, (method, path)
+        if path.startswith("/v1/internal/"):
+            assert "401" in statuses and "429" not in statuses, (method, path)
+        elif path.startswith("/v1/"):
+            assert {"401", "429"} <= statuses, (method, path)
+            assert operation["security"] == [{"HTTPBearer": []}], (method, path)
+        if "requestBody" in operation:
+            assert {"400", "415", "422"} <= statuses, (method, path)
+        if "{" in path:
+            assert "404" in statuses, (method, path)
+
+
+def test_the_executor_event_body_is_documented_in_full(document: dict[str, Any]) -> None:
+    operation = document["paths"]["/v1/internal/jobs/{job_id}/events"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/ExecutorEvent"}
+    event = document["components"]["schemas"]["ExecutorEvent"]
+    assert "$defs" not in json.dumps(document), "nested definitions belong in components"
+    assert event["required"] == ["type", "tenant"]
+
+
+async def test_problems_sent_match_the_documented_schemas(api: httpx.AsyncClient) -> None:
+    from edge.problems import ProblemDetails, ValidationProblem
+
+    conflict = {**AUTH_A, "Idempotency-Key": "k-1"}
+    job = {"crew": "summarize", "inputs": {"text": "Paris is on the Seine."}}
+    assert (await api.post("/v1/jobs", json=job, headers=conflict)).status_code == 202
+    changed = {**job, "inputs": {"text": "other"}}
+    sent = [
+        (await api.post("/v1/jobs", json=changed, headers=conflict), 422),
+        (await api.post("/v1/jobs", json={**job, "inputs": {}}, headers=AUTH_A), 422),
+        (await api.get("/v1/jobs?cursor=nope", headers=AUTH_A), 422),
+        (await api.post("/v1/search", json={"query": ""}, headers=AUTH_A), 422),
+        (await api.get("/v1/jobs/nope", headers=AUTH_A), 404),
+        (await api.get("/v1/crews"), 401),
+    ]
+    for response, status in sent:
+        assert response.status_code == status, response.text
+        model = ValidationProblem if status == 422 else ProblemDetails
+        model.model_validate(response.json())
+        if status == 422:
+            assert all(
+                e["loc"][0] in {"body", "query", "header"} for e in response.json()["errors"]
+            )

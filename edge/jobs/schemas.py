@@ -131,6 +131,10 @@ class ExecutorEvent(_Strict):
     error: JobError | None = None
 
 
+class EventAck(BaseModel):
+    status: str = Field(description="The job's status now, or `duplicate` for a repeated event")
+
+
 class ExecutorSearch(_Strict):
     tenant: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
     query: Annotated[str, Field(min_length=1, max_length=LIMITS.max_question_chars)]

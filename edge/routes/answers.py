@@ -10,10 +10,10 @@ from fastapi.sse import EventSourceResponse, format_sse_event
 from edge.ports import DependencyUnavailable
 from edge.problems import problem_body
 from edge.rag.knowledge import AnswerEvent
-from edge.routes.deps import JsonBody, Knowledge, Tenant
+from edge.routes.deps import JSON_BODY, KEYED, UNAVAILABLE, JsonBody, Knowledge, Tenant
 from edge.schemas import AnswerRequest, AnswerResponse
 
-router = APIRouter(prefix="/v1", tags=["answers"])
+router = APIRouter(prefix="/v1", tags=["answers"], responses={**KEYED, **UNAVAILABLE})
 
 _STREAM_DOC = {
     "text/event-stream": {
@@ -27,7 +27,7 @@ _STREAM_DOC = {
     "/answers",
     response_model=AnswerResponse,
     dependencies=[JsonBody],
-    responses={200: {"content": _STREAM_DOC}},
+    responses={200: {"content": _STREAM_DOC}, **JSON_BODY},
 )
 async def answer(body: AnswerRequest, request: Request, tenant: Tenant, kb: Knowledge) -> Response:
     """A grounded answer with citations (SSE with `stream` or `Accept: text/event-stream`)."""

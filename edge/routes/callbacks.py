@@ -8,34 +8,50 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from edge.jobs.schemas import ExecutorEvent, ExecutorSearch
-from edge.problems import Problem
-from edge.routes.deps import ExecutorMessageId, JobIdPath, JobsDep, JsonBody, Knowledge
+from edge.jobs.schemas import EventAck, ExecutorEvent, ExecutorSearch
+from edge.problems import Problem, problem_responses
+from edge.routes.deps import (
+    JSON_BODY,
+    NOT_FOUND,
+    ExecutorMessageId,
+    JobIdPath,
+    JobsDep,
+    JsonBody,
+    Knowledge,
+)
 from edge.schemas import Match, SearchResponse
 from shared.signing import TOLERANCE_SECONDS
 
-router = APIRouter(prefix="/v1/internal", tags=["executor callbacks"])
+# Signed, not keyed: no API key and no rate limit, so 401 but never 429.
+router = APIRouter(
+    prefix="/v1/internal", tags=["executor callbacks"], responses=problem_responses(401, 503)
+)
 
 
-@router.post("/jobs/{job_id}/events", dependencies=[JsonBody])
+@router.post(
+    "/jobs/{job_id}/events",
+    response_model=EventAck,
+    dependencies=[JsonBody],
+    responses={**JSON_BODY, **NOT_FOUND},
+)
 async def executor_event(
     job_id: JobIdPath, event: ExecutorEvent, message_id: ExecutorMessageId,
     request: Request, jobs: JobsDep,
-) -> dict[str, str]:  # fmt: skip
+) -> EventAck:  # fmt: skip
     """A signed event from the executor (Standard Webhooks, EDGECREW_EXECUTOR_SECRET)."""
     seen_key = f"seen:{message_id}"
     kv = request.app.state.ports.kv
     if await kv.get(seen_key) is not None:
-        return {"status": "duplicate"}  # the executor retried; applied already
+        return EventAck(status="duplicate")  # the executor retried; applied already
     job = await jobs.apply_event(event.tenant, job_id, event.model_dump(exclude_none=True))
     if job is None:
         raise Problem(404, f"No job {job_id!r} for tenant {event.tenant!r}")
     # Kept past the signature window, after which a replay fails verification anyway.
     await kv.put(seen_key, "1", ttl_seconds=2 * TOLERANCE_SECONDS)
-    return {"status": job["status"]}
+    return EventAck(status=job["status"])
 
 
-@router.post("/search", dependencies=[JsonBody], response_model=SearchResponse)
+@router.post("/search", dependencies=[JsonBody], response_model=SearchResponse, responses=JSON_BODY)
 async def executor_search(
     body: ExecutorSearch, _: ExecutorMessageId, kb: Knowledge
 ) -> SearchResponse:

@@ -9,7 +9,7 @@ from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPBearer
 
 from edge.jobs.service import JobService
-from edge.problems import Problem
+from edge.problems import Problem, problem_responses
 from edge.rag.knowledge import KnowledgeBase
 from edge.schemas import DOCUMENT_ID_PATTERN
 from shared.limits import DEFAULT_LIMITS
@@ -69,6 +69,16 @@ def json_body(request: Request) -> None:
         raise Problem(415, f"Send the body as application/json, not {media_type or 'nothing'!r}")
 
 
+#: What every API-key route can answer besides its own errors (the guards run first).
+KEYED = problem_responses(401, 429)
+#: What a route with a JSON body can answer about it: malformed, not JSON, off-schema.
+JSON_BODY = problem_responses(400, 415, 422)
+NOT_FOUND = problem_responses(404)
+#: A route that calls a port (store, index, models, Prefect) answers 503 when it is down.
+UNAVAILABLE = problem_responses(503)
+
+#: Declares the API key on a route that does not need the tenant (the guard checks it).
+ApiKey = Security(_bearer)
 Tenant = Annotated[str, Depends(current_tenant)]
 JobIdPath = Annotated[str, Depends(job_id)]
 DocumentIdPath = Annotated[str, Depends(document_id)]
