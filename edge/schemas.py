@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -25,11 +25,28 @@ MetadataValue = (
     | int
     | float
 )
-Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=LIMITS.max_metadata_keys)]
+
+
+def _every_key_matches(schema: dict[str, Any]) -> None:
+    """Document "every key matches the pattern", as validation does.
+
+    Pydantic writes `patternProperties`, which in JSON Schema leaves keys that do not
+    match the pattern unconstrained.
+    """
+    ((pattern, values),) = schema.pop("patternProperties").items()
+    schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+    schema["additionalProperties"] = values
+
+
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    Field(max_length=LIMITS.max_metadata_keys, json_schema_extra=_every_key_matches),
+]
 TopK = Annotated[int, Field(ge=1, le=LIMITS.max_top_k)]
+# Not blank, said as a pattern (rather than stripped before counting) so that the
+# documented schema and validation agree on every string.
 Question = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=LIMITS.max_question_chars, strip_whitespace=True),
+    str, StringConstraints(min_length=1, max_length=LIMITS.max_question_chars, pattern=r"\S")
 ]
 
 

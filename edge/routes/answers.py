@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -15,10 +16,30 @@ from edge.schemas import AnswerRequest, AnswerResponse
 
 router = APIRouter(prefix="/v1", tags=["answers"], responses={**KEYED, **UNAVAILABLE})
 
+
+def _event(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"event": {"const": name}, "data": data},
+        "required": ["event", "data"],
+    }
+
+
+def _json_of(model: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{model}"}
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": ref}
+
+
+# Each event of the stream, as FastAPI documents its own SSE routes (`itemSchema`).
 _STREAM_DOC = {
     "text/event-stream": {
-        "schema": {"type": "string"},
-        "example": 'event: token\ndata: Paris\n\nevent: done\ndata: {"answer": "Paris [1]"}\n\n',
+        "itemSchema": {
+            "oneOf": [
+                _event("token", {"type": "string", "description": "The next piece of text"}),
+                _event("done", _json_of("AnswerResponse")),
+                _event("error", _json_of("ProblemDetails")),  # the LLM failed mid-stream
+            ]
+        },
     }
 }
 
