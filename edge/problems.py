@@ -141,8 +141,8 @@ def document_problems(app: FastAPI) -> None:
 
 
 def _is_fastapi_default_422(response: dict[str, Any] | None) -> bool:
-    content = (response or {}).get("content", {})
-    return "HTTPValidationError" in str(content.get("application/json", {}).get("schema", ""))
+    schema = (response or {}).get("content", {}).get("application/json", {}).get("schema")
+    return bool(schema == {"$ref": _SCHEMA_REF.format(model="HTTPValidationError")})
 
 
 class Problem(StarletteHTTPException):

@@ -50,12 +50,14 @@ _DOCUMENT_ID = re.compile(DOCUMENT_ID_PATTERN.removeprefix("^").removesuffix("$"
 
 
 def job_id(job_id: Annotated[str, Path(description="The id `POST /v1/jobs` returned")]) -> str:
+    """The job id in the path, or 404 when it cannot name a job."""
     if not _JOB_ID.fullmatch(job_id):
         raise Problem(404, "No job has this id")
     return job_id
 
 
 def document_id(document_id: Annotated[str, Path(description="The document's id")]) -> str:
+    """The document id in the path, or 404 when it cannot name a document."""
     too_long = len(document_id) > DEFAULT_LIMITS.max_document_id_chars
     if too_long or not _DOCUMENT_ID.fullmatch(document_id):
         raise Problem(404, "No document has this id")
