@@ -21,6 +21,9 @@ from tests.test_contract import EXECUTOR_SECRET, contract_app
 # (unique document ids in one request, a crew's own input schema, an Idempotency-Key
 # reused with another body). docs/api.md states them; every other check stays on.
 CROSS_FIELD_RULES = [positive_data_acceptance]
+# Hypothesis' complaints about generating from big schemas on a slow machine; the app's
+# answers are all checked regardless.
+GENERATION_NOISE = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
 EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 8}
 
 
@@ -49,6 +52,7 @@ def credentials(case: Any) -> dict[str, Any]:
 
 
 def test_the_app_keeps_its_openapi_contract(api_schema: Any) -> None:
+    """Every operation the document lists, valid and invalid requests (~270 in all)."""
     for result in api_schema.get_all_operations():
         operation = result.ok()
         raw = operation.definition.raw
@@ -63,7 +67,7 @@ def test_the_app_keeps_its_openapi_contract(api_schema: Any) -> None:
                 derandomize=True,
                 deadline=None,
                 database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+                suppress_health_check=GENERATION_NOISE,
             )
             def conforms(case: Any) -> None:
                 case.call_and_validate(**credentials(case), excluded_checks=CROSS_FIELD_RULES)
