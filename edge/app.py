@@ -6,10 +6,10 @@ from fastapi import FastAPI
 from starlette.types import Lifespan
 
 from edge.auth import ApiKeys
-from edge.guards import ApiKeyAuth, BodySizeLimit
+from edge.guards import ApiKeyAuth, BodySizeLimit, ExecutorSignatureAuth
 from edge.jobs.service import JobService
 from edge.ports import Ports
-from edge.problems import install_problem_handlers
+from edge.problems import document_problems, install_problem_handlers, problem_responses
 from edge.rag.knowledge import KnowledgeBase
 from edge.rate_limits import RateLimitGuard
 from edge.routes import answers, callbacks, documents, health, jobs, search
@@ -36,13 +36,19 @@ def create_app(
     app.state.ports = ports
     app.state.knowledge = KnowledgeBase(ports, settings)
     app.state.jobs = JobService(ports, settings)
+    # The guards in front of every route can refuse a malformed or oversized body anywhere.
+    guarded = problem_responses(400, 413)
     for module in (health, documents, search, answers, jobs, callbacks):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=guarded)
     install_problem_handlers(app)
-    # Added last so it runs first: authenticate, count the request, then bound the body.
-    app.add_middleware(BodySizeLimit, max_bytes=DEFAULT_LIMITS.max_body_bytes)
+    document_problems(app)
+    # Added last so it runs first: authenticate (an API key, or the executor's signature),
+    # count the request, then bound the body; routing and validation come after all that.
+    max_bytes = DEFAULT_LIMITS.max_body_bytes
+    app.add_middleware(BodySizeLimit, max_bytes=max_bytes)
     if ports.rate_limiter is not None:
         app.add_middleware(RateLimitGuard, limiter=ports.rate_limiter)
+    app.add_middleware(ExecutorSignatureAuth, secret=settings.executor_secret, max_bytes=max_bytes)
     app.add_middleware(ApiKeyAuth, keys=ApiKeys(settings.api_keys))
     return app
 

@@ -1,4 +1,4 @@
-"""RFC 9457 problem details: the one error shape every route answers with."""
+"""RFC 9457 problem details: the one error shape every route answers with, and documents."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge.ports import DependencyUnavailable, InvalidCursor
@@ -41,6 +43,106 @@ _SLUGS = {
     500: "internal-error",
     503: "dependency-unavailable",
 }
+
+
+class ProblemDetails(BaseModel):
+    """An error, as RFC 9457 problem details (`application/problem+json`)."""
+
+    type: str = Field(description="A stable `urn:edgecrew:problem:*` URN per kind of error")
+    title: str = Field(description="A short summary of that kind of error")
+    status: int = Field(description="The HTTP status code, repeated")
+    detail: str = Field(description="What was wrong with this request, for a human")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="`body`, `query`, `path` or `header`, then the field")
+    msg: str
+
+
+class ValidationProblem(ProblemDetails):
+    """A request that does not match the schema; `errors` says where and why."""
+
+    errors: list[FieldError]
+
+
+#: Why each status is sent, as the OpenAPI document says it.
+_WHEN = {
+    400: "The body is not valid JSON, or Content-Length is not a number",
+    401: "Missing or bad API key (or, on /v1/internal, executor signature)",
+    404: "No such resource for this tenant (unknown, another tenant's, or not an id we issue)",
+    413: "The body is over the size limit",
+    415: "The body is not `application/json`",
+    422: "The request does not match the schema; `errors` says where",
+    429: "This tenant is over its request rate",
+    503: "A dependency (LLM, embedder, index, store, Prefect) is down, or not configured",
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "`Bearer` on routes that take an API key",
+            "schema": {"type": "string"},
+        }
+    },
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+}
+_SCHEMA_REF = "#/components/schemas/{model}"
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """FastAPI `responses=` entries documenting these error statuses as problem+json."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        model = ValidationProblem if status == 422 else ProblemDetails
+        schema = {"$ref": _SCHEMA_REF.format(model=model.__name__)}
+        responses[status] = {
+            "description": _WHEN[status],
+            "content": {PROBLEM_JSON: {"schema": schema}},
+            **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
+        }
+    return responses
+
+
+def document_problems(app: FastAPI) -> None:
+    """Add the problem schemas to the app's OpenAPI document, and FastAPI's own 422 out.
+
+    FastAPI documents `HTTPValidationError` (a list `detail`) on every route with
+    parameters; this app never sends that shape, and each route declares its real 422
+    with `problem_responses`. Routes without one cannot fail validation.
+    """
+    _, top = models_json_schema(
+        [(ProblemDetails, "serialization"), (ValidationProblem, "serialization")],
+        ref_template=_SCHEMA_REF,
+    )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = FastAPI.openapi(app)  # cached in app.openapi_schema: edited once, here
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.get("responses", {})
+                if _is_fastapi_default_422(responses.get("422")):
+                    del responses["422"]
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        components.update(top["$defs"])
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+
+def _is_fastapi_default_422(response: dict[str, Any] | None) -> bool:
+    schema = (response or {}).get("content", {}).get("application/json", {}).get("schema")
+    return bool(schema == {"$ref": _SCHEMA_REF.format(model="HTTPValidationError")})
 
 
 class Problem(StarletteHTTPException):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from edge.rag.prompt import MAX_QUESTION_CHARS
 from shared.limits import DEFAULT_LIMITS as LIMITS
 
 DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
@@ -25,11 +26,33 @@ MetadataValue = (
     | int
     | float
 )
-Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=LIMITS.max_metadata_keys)]
+
+
+def _every_key_matches(schema: dict[str, Any]) -> None:
+    """Document "every key matches the pattern", as validation does.
+
+    Pydantic writes `patternProperties`, which in JSON Schema leaves keys that do not
+    match the pattern unconstrained.
+    """
+    ((pattern, values),) = schema.pop("patternProperties").items()
+    schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+    schema["additionalProperties"] = values
+
+
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    Field(max_length=LIMITS.max_metadata_keys, json_schema_extra=_every_key_matches),
+]
 TopK = Annotated[int, Field(ge=1, le=LIMITS.max_top_k)]
+# Not blank, said as a pattern (rather than stripped before counting) so that the
+# documented schema and validation agree on every string.
+Query = Annotated[
+    str, StringConstraints(min_length=1, max_length=LIMITS.max_question_chars, pattern=r"\S")
+]
+# Shorter than a search query: a question also goes into the LLM's prompt, and its
+# length must leave room for sources there (edge/rag/prompt.py).
 Question = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=LIMITS.max_question_chars, strip_whitespace=True),
+    str, StringConstraints(min_length=1, max_length=MAX_QUESTION_CHARS, pattern=r"\S")
 ]
 
 
@@ -83,7 +106,7 @@ class DocumentRecord(DocumentSummary):
 
 
 class SearchRequest(_Strict):
-    query: Question
+    query: Query
     top_k: TopK = 5
     filter: Metadata | None = None
 

@@ -73,10 +73,12 @@ def test_prompt_numbers_sources_and_asks_for_citations() -> None:
 
 
 def test_prompt_stops_at_the_context_budget() -> None:
+    # The budget holds the question (1 byte), each "[n] (from docN)\n" header (16 bytes),
+    # the blank line between sources (2) and their text: 1 + 16 + 60 + 2 + 16 + 5 = 100.
     sources = [_source(1, "a" * 60), _source(2, "b" * 60), _source(3, "c" * 60)]
     messages, used = build_messages("q", sources, max_context_chars=100)
     assert [s.chunk_id for s in used] == ["doc1#0", "doc2#0"]
-    assert "b" * 40 in messages[1].content and "b" * 41 not in messages[1].content
+    assert "b" * 5 in messages[1].content and "b" * 6 not in messages[1].content
     assert "doc3" not in messages[1].content
 
 

@@ -78,6 +78,14 @@ def test_retry_delays_grow_then_cap_with_jitter() -> None:
     assert sum(delays) > 24 * 3600 * 0.5 and max(delays) <= MAX_RETRY_SECONDS
 
 
+@pytest.mark.parametrize("attempt", [1, 2, 5, 10, 30])
+def test_each_wait_is_between_half_the_ceiling_and_all_of_it(attempt: int) -> None:
+    """As docs/api.md says ("equal jitter"), whatever the random draw."""
+    ceiling = min(30 * 2 ** (attempt - 1), MAX_RETRY_SECONDS)
+    for _ in range(200):
+        assert ceiling // 2 <= retry_delay(attempt) <= ceiling
+
+
 @respx.mock
 async def test_success_is_signed_verifiable_and_logged(store: JobStore, clock: Clock) -> None:
     route = respx.post(HOOK).respond(204)

@@ -3,7 +3,8 @@
 Standard Webhooks headers (same `webhook-id` on every retry of one event, a fresh
 timestamp and signature per attempt). 2xx within 15 s is success; redirects are never
 followed; `410 Gone` stops retries; anything else retries with exponential backoff and
-full jitter for at least 24 hours. The URL is checked again before every attempt.
+"equal jitter" (uniform between half and all of the ceiling) for at least 24 hours. The
+URL is checked again before every attempt.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ UNDELIVERABLE = 0
 
 
 def retry_delay(attempt: int, rng: Callable[[float, float], float] = random.uniform) -> int:
-    """Seconds before attempt `attempt + 1`: exponential, capped, with full jitter."""
+    """Seconds before attempt `attempt + 1`: exponential, capped, then jittered.
+
+    Uniform over [ceiling / 2, ceiling] rather than full jitter's [0, ceiling]: retries of
+    many webhooks still spread out, and no retry comes back sooner than half its step
+    (full jitter can retry a failing receiver within a second, several times in a row).
+    """
     ceiling = min(FIRST_RETRY_SECONDS * 2 ** (attempt - 1), MAX_RETRY_SECONDS)
     return max(1, int(rng(ceiling / 2, ceiling)))
 

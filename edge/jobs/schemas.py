@@ -26,8 +26,19 @@ class WebhookSpec(_Strict):
     events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=5)] | None = None
 
 
+def _inputs_per_crew(schema: dict[str, Any]) -> None:
+    """Document each crew's own input schema (from the manifest) in the request's schema."""
+    schema["properties"]["crew"]["enum"] = sorted(CREWS)
+    schema["oneOf"] = [
+        {"properties": {"crew": {"const": name}, "inputs": dict(spec.inputs)}}
+        for name, spec in sorted(CREWS.items())
+    ]
+
+
 class JobRequest(_Strict):
-    crew: str
+    model_config = ConfigDict(json_schema_extra=_inputs_per_crew)
+
+    crew: str = Field(description="A crew `GET /v1/crews` lists; `inputs` follow its schema")
     inputs: dict[str, Any]
     webhook: WebhookSpec | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -129,6 +140,10 @@ class ExecutorEvent(_Strict):
     progress: Progress | None = None
     result: Any = None
     error: JobError | None = None
+
+
+class EventAck(BaseModel):
+    status: str = Field(description="The job's status now, or `duplicate` for a repeated event")
 
 
 class ExecutorSearch(_Strict):

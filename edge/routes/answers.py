@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -10,15 +11,35 @@ from fastapi.sse import EventSourceResponse, format_sse_event
 from edge.ports import DependencyUnavailable
 from edge.problems import problem_body
 from edge.rag.knowledge import AnswerEvent
-from edge.routes.deps import JsonBody, Knowledge, Tenant
+from edge.routes.deps import JSON_BODY, KEYED, UNAVAILABLE, JsonBody, Knowledge, Tenant
 from edge.schemas import AnswerRequest, AnswerResponse
 
-router = APIRouter(prefix="/v1", tags=["answers"])
+router = APIRouter(prefix="/v1", tags=["answers"], responses={**KEYED, **UNAVAILABLE})
 
+
+def _event(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"event": {"const": name}, "data": data},
+        "required": ["event", "data"],
+    }
+
+
+def _json_of(model: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{model}"}
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": ref}
+
+
+# Each event of the stream, as FastAPI documents its own SSE routes (`itemSchema`).
 _STREAM_DOC = {
     "text/event-stream": {
-        "schema": {"type": "string"},
-        "example": 'event: token\ndata: Paris\n\nevent: done\ndata: {"answer": "Paris [1]"}\n\n',
+        "itemSchema": {
+            "oneOf": [
+                _event("token", {"type": "string", "description": "The next piece of text"}),
+                _event("done", _json_of("AnswerResponse")),
+                _event("error", _json_of("ProblemDetails")),  # the LLM failed mid-stream
+            ]
+        },
     }
 }
 
@@ -27,7 +48,7 @@ _STREAM_DOC = {
     "/answers",
     response_model=AnswerResponse,
     dependencies=[JsonBody],
-    responses={200: {"content": _STREAM_DOC}},
+    responses={200: {"content": _STREAM_DOC}, **JSON_BODY},
 )
 async def answer(body: AnswerRequest, request: Request, tenant: Tenant, kb: Knowledge) -> Response:
     """A grounded answer with citations (SSE with `stream` or `Accept: text/event-stream`)."""

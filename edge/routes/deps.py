@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPBearer
 
 from edge.jobs.service import JobService
-from edge.problems import Problem
+from edge.problems import Problem, problem_responses
 from edge.rag.knowledge import KnowledgeBase
+from edge.schemas import DOCUMENT_ID_PATTERN
+from shared.limits import DEFAULT_LIMITS
 
 # Declares the scheme in OpenAPI; `edge.guards.ApiKeyAuth` has already checked the key.
 _bearer = HTTPBearer(auto_error=False, description="An API key from EDGECREW_API_KEYS")
@@ -22,6 +25,14 @@ def current_tenant(request: Request, _: object = Security(_bearer)) -> str:
     return tenant
 
 
+def executor_message_id(request: Request) -> str:
+    """The `webhook-id` that `edge.guards.ExecutorSignatureAuth` verified."""
+    message_id = request.scope.get("state", {}).get("executor_message_id")
+    if not isinstance(message_id, str):  # only reachable if a route is mounted elsewhere
+        raise Problem(401, "Executor calls must be signed")
+    return message_id
+
+
 def knowledge_base(request: Request) -> KnowledgeBase:
     kb: KnowledgeBase = request.app.state.knowledge
     return kb
@@ -32,6 +43,27 @@ def job_service(request: Request) -> JobService:
     return service
 
 
+# Ids are opaque to clients: one of a shape this API never issues names nothing, so it is
+# 404 like any unknown id (never 422), and it is refused before any store is asked.
+_JOB_ID = re.compile(r"job_[0-9a-z]{26}")
+_DOCUMENT_ID = re.compile(DOCUMENT_ID_PATTERN.removeprefix("^").removesuffix("$"))
+
+
+def job_id(job_id: Annotated[str, Path(description="The id `POST /v1/jobs` returned")]) -> str:
+    """The job id in the path, or 404 when it cannot name a job."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise Problem(404, "No job has this id")
+    return job_id
+
+
+def document_id(document_id: Annotated[str, Path(description="The document's id")]) -> str:
+    """The document id in the path, or 404 when it cannot name a document."""
+    too_long = len(document_id) > DEFAULT_LIMITS.max_document_id_chars
+    if too_long or not _DOCUMENT_ID.fullmatch(document_id):
+        raise Problem(404, "No document has this id")
+    return document_id
+
+
 def json_body(request: Request) -> None:
     """Refuse bodies that are not JSON before FastAPI tries to read them as such."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -39,7 +71,20 @@ def json_body(request: Request) -> None:
         raise Problem(415, f"Send the body as application/json, not {media_type or 'nothing'!r}")
 
 
+#: What every API-key route can answer besides its own errors (the guards run first).
+KEYED = problem_responses(401, 429)
+#: What a route with a JSON body can answer about it: malformed, not JSON, off-schema.
+JSON_BODY = problem_responses(400, 415, 422)
+NOT_FOUND = problem_responses(404)
+#: A route that calls a port (store, index, models, Prefect) answers 503 when it is down.
+UNAVAILABLE = problem_responses(503)
+
+#: Declares the API key on a route that does not need the tenant (the guard checks it).
+ApiKey = Security(_bearer)
 Tenant = Annotated[str, Depends(current_tenant)]
+JobIdPath = Annotated[str, Depends(job_id)]
+DocumentIdPath = Annotated[str, Depends(document_id)]
+ExecutorMessageId = Annotated[str, Depends(executor_message_id)]
 Knowledge = Annotated[KnowledgeBase, Depends(knowledge_base)]
 JobsDep = Annotated[JobService, Depends(job_service)]
 JsonBody = Depends(json_body)

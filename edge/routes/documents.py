@@ -2,29 +2,34 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 
-from edge.problems import Problem
+from edge.problems import Problem, problem_responses
 from edge.rag.knowledge import Document
-from edge.routes.deps import JsonBody, Knowledge, Tenant
+from edge.routes.deps import (
+    JSON_BODY,
+    KEYED,
+    NOT_FOUND,
+    UNAVAILABLE,
+    DocumentIdPath,
+    JsonBody,
+    Knowledge,
+    Tenant,
+)
 from edge.schemas import (
-    DOCUMENT_ID_PATTERN,
     DocumentList,
     DocumentRecord,
     IngestedDocument,
     IngestRequest,
     IngestResponse,
 )
-from shared.limits import DEFAULT_LIMITS
 
-router = APIRouter(prefix="/v1/documents", tags=["knowledge base"])
-
-DocumentIdPath = Annotated[
-    str, Path(pattern=DOCUMENT_ID_PATTERN, max_length=DEFAULT_LIMITS.max_document_id_chars)
-]
+router = APIRouter(
+    prefix="/v1/documents", tags=["knowledge base"], responses={**KEYED, **UNAVAILABLE}
+)
 
 
-@router.post("", response_model=IngestResponse, dependencies=[JsonBody])
+@router.post("", response_model=IngestResponse, dependencies=[JsonBody], responses=JSON_BODY)
 async def ingest_documents(body: IngestRequest, tenant: Tenant, kb: Knowledge) -> IngestResponse:
     """Chunk, embed and index documents; re-ingesting an id replaces its chunks."""
     documents = [Document(d.id, d.text, d.metadata) for d in body.documents]
@@ -32,7 +37,7 @@ async def ingest_documents(body: IngestRequest, tenant: Tenant, kb: Knowledge) -
     return IngestResponse(documents=[IngestedDocument(**d) for d in ingested])
 
 
-@router.delete("/{document_id}", status_code=204, response_class=Response)
+@router.delete("/{document_id}", status_code=204, response_class=Response, responses=NOT_FOUND)
 async def delete_document(tenant: Tenant, kb: Knowledge, document_id: DocumentIdPath) -> Response:
     """Remove a document and its chunks."""
     if not await kb.delete(tenant, document_id):
@@ -40,7 +45,7 @@ async def delete_document(tenant: Tenant, kb: Knowledge, document_id: DocumentId
     return Response(status_code=204)
 
 
-@router.get("", response_model=DocumentList)
+@router.get("", response_model=DocumentList, responses=problem_responses(422))
 async def list_documents(
     tenant: Tenant,
     kb: Knowledge,
@@ -52,7 +57,7 @@ async def list_documents(
     return DocumentList.model_validate({"documents": documents, "cursor": next_cursor})
 
 
-@router.get("/{document_id}", response_model=DocumentRecord)
+@router.get("/{document_id}", response_model=DocumentRecord, responses=NOT_FOUND)
 async def get_document(
     tenant: Tenant, kb: Knowledge, document_id: DocumentIdPath
 ) -> DocumentRecord:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from edge.jobs.schemas import (
@@ -15,15 +15,24 @@ from edge.jobs.schemas import (
 )
 from edge.jobs.service import IdempotencyConflict, public
 from edge.jobs.webhook_urls import UnsafeWebhookUrl, check_webhook_url
-from edge.problems import Problem
-from edge.routes.deps import JobsDep, JsonBody, Tenant
+from edge.problems import Problem, problem_responses
+from edge.routes.deps import (
+    JSON_BODY,
+    KEYED,
+    NOT_FOUND,
+    UNAVAILABLE,
+    ApiKey,
+    JobIdPath,
+    JobsDep,
+    JsonBody,
+    Tenant,
+)
 from shared.crews import CREWS, input_errors
 from shared.jobs import JobStatus
 from shared.limits import DEFAULT_LIMITS
 from shared.signing import derived_secret
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
-JobId = Annotated[str, Path(pattern=r"^job_[0-9a-z]{26}$")]
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=KEYED)
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -35,19 +44,26 @@ IdempotencyKey = Annotated[
 ]
 
 
-@router.get("/crews", response_model=CrewList)
+@router.get("/crews", response_model=CrewList, dependencies=[ApiKey])
 async def list_crews() -> CrewList:
     """The crews this edge can run, with their input schemas and work pools."""
     return CrewList.model_validate({"crews": [spec.public() for spec in CREWS.values()]})
 
 
-@router.post("/jobs", status_code=202, response_model=JobAccepted, dependencies=[JsonBody])
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=JobAccepted,
+    dependencies=[JsonBody],
+    responses={**JSON_BODY, **UNAVAILABLE},
+)
 async def submit_job(
     body: JobRequest, request: Request, tenant: Tenant, jobs: JobsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:  # fmt: skip
     """Accept a crew job: 202 at once, then poll, stream or wait for the webhook."""
     if errors := input_errors(CREWS[body.crew].inputs, body.inputs):
+        errors = [{**e, "loc": ["body", *e["loc"]]} for e in errors]  # as FastAPI's are
         raise Problem(422, "The inputs do not match the crew's schema", extra={"errors": errors})
     if body.webhook is not None:
         if not request.app.state.settings.secret_key:  # webhooks could not be signed
@@ -65,15 +81,15 @@ async def submit_job(
     try:
         job, _ = await jobs.submit(tenant, body.model_dump(mode="json"), idempotency_key)
     except IdempotencyConflict:
-        raise Problem(
-            422, "This Idempotency-Key was already used with a different request body"
-        ) from None
+        msg = "already used with a different request body"
+        errors = [{"loc": ["header", "Idempotency-Key"], "msg": msg}]
+        raise Problem(422, f"This Idempotency-Key was {msg}", extra={"errors": errors}) from None
     accepted = {k: job[k] for k in ("id", "status", "crew", "created_at")}
     accepted["urls"] = public(job)["urls"]
     return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
 
 
-@router.get("/jobs", response_model=JobList)
+@router.get("/jobs", response_model=JobList, responses=problem_responses(422, 503))
 async def list_jobs(
     tenant: Tenant,
     jobs: JobsDep,
@@ -89,8 +105,8 @@ async def list_jobs(
     return JobList.model_validate({"jobs": summaries, "cursor": next_cursor})
 
 
-@router.get("/jobs/{job_id}", response_model=Job)
-async def get_job(job_id: JobId, tenant: Tenant, jobs: JobsDep) -> Job:
+@router.get("/jobs/{job_id}", response_model=Job, responses={**NOT_FOUND, **UNAVAILABLE})
+async def get_job(job_id: JobIdPath, tenant: Tenant, jobs: JobsDep) -> Job:
     """The job now: status, progress, result or error, webhook deliveries."""
     job = await jobs.get(tenant, job_id)
     if job is None:
@@ -98,8 +114,13 @@ async def get_job(job_id: JobId, tenant: Tenant, jobs: JobsDep) -> Job:
     return Job.model_validate(public(job))
 
 
-@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=Job)
-async def cancel_job(job_id: JobId, tenant: Tenant, jobs: JobsDep) -> JSONResponse:
+@router.post(
+    "/jobs/{job_id}/cancel",
+    status_code=202,
+    response_model=Job,
+    responses={**NOT_FOUND, **UNAVAILABLE},
+)
+async def cancel_job(job_id: JobIdPath, tenant: Tenant, jobs: JobsDep) -> JSONResponse:
     """Ask to cancel; the job becomes `cancelled` once the orchestrator confirms."""
     job = await jobs.cancel(tenant, job_id)
     if job is None:
@@ -107,7 +128,7 @@ async def cancel_job(job_id: JobId, tenant: Tenant, jobs: JobsDep) -> JSONRespon
     return JSONResponse(public(job), status_code=202)
 
 
-@router.get("/webhooks/secret", response_model=WebhookSecret)
+@router.get("/webhooks/secret", response_model=WebhookSecret, responses=UNAVAILABLE)
 async def webhook_secret(request: Request, tenant: Tenant) -> WebhookSecret:
     """The `whsec_` secret that signs this tenant's webhooks (Standard Webhooks)."""
     master = request.app.state.settings.secret_key
