@@ -9,7 +9,7 @@ model server still reads as up (no generation is asked for).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge.ports import DependencyUnavailable, Ports
@@ -22,21 +22,22 @@ OK = "ok"
 async def probe(ports: Ports, *, within: float = PROBE_TIMEOUT_SECONDS) -> dict[str, str]:
     """`ok`, or why not, for each dependency this edge is wired with."""
     unit = [1.0] + [0.0] * (ports.vectors.dimensions - 1)  # any non-zero vector will do
-    checks: dict[str, Awaitable[Any]] = {
-        "kv": ports.kv.get(PROBE_KEY),
-        "vectors": ports.vectors.query(PROBE_KEY, unit, top_k=1),
-        "embedder": ports.embedder.embed(["readiness probe"]),
-        "generator": ports.generator.check(),
+    # Callables, not coroutines: each is started inside its own guard in `_outcome`.
+    checks: dict[str, Callable[[], Awaitable[Any]]] = {
+        "kv": lambda: ports.kv.get(PROBE_KEY),
+        "vectors": lambda: ports.vectors.query(PROBE_KEY, unit, top_k=1),
+        "embedder": lambda: ports.embedder.embed(["readiness probe"]),
+        "generator": ports.generator.check,
     }
-    if ports.orchestrator is not None:
-        checks["orchestrator"] = ports.orchestrator.check()
+    if (orchestrator := ports.orchestrator) is not None:
+        checks["orchestrator"] = orchestrator.check
     outcomes = await asyncio.gather(*(_outcome(check, within) for check in checks.values()))
     return dict(zip(checks, outcomes, strict=True))
 
 
-async def _outcome(check: Awaitable[Any], within: float) -> str:
+async def _outcome(check: Callable[[], Awaitable[Any]], within: float) -> str:
     try:
-        await asyncio.wait_for(check, within)
+        await asyncio.wait_for(check(), within)
     except TimeoutError:
         return f"no answer within {within:g} s"
     except DependencyUnavailable as exc:

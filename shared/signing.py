@@ -52,6 +52,7 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: int) ->
     if (
         not message_id
         or not (raw_timestamp.isascii() and raw_timestamp.isdigit())
+        or len(raw_timestamp) > 12  # Python refuses int() of > 4,300 digits; 12 is year 33658
         or not signatures
     ):
         raise SignatureError("missing or malformed webhook-id/timestamp/signature headers")

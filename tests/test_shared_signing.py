@@ -74,3 +74,11 @@ def test_bad_signatures_are_refused(change: dict, message: str) -> None:
 def test_a_malformed_secret_is_a_signature_error() -> None:
     with pytest.raises(SignatureError, match="base64"):
         sign("whsec_***", "m", NOW, BODY)
+
+
+def test_a_timestamp_too_long_for_int_is_a_signature_error() -> None:
+    from shared.signing import SignatureError, verify
+
+    headers = {"webhook-id": "m", "webhook-timestamp": "9" * 5000, "webhook-signature": "v1,x"}
+    with pytest.raises(SignatureError):
+        verify("whsec_" + "A" * 32, headers, b"{}", now=0)

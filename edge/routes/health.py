@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from edge.problems import problem_response
+from edge.problems import problem_response, problem_responses
 from edge.readiness import OK, probe
 from edge.schemas import Health, Readiness
 
@@ -22,7 +22,7 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"description": "Some dependency does not answer; `checks` says which"}},
+    responses=problem_responses(503),
 )
 async def readyz(request: Request) -> Readiness | JSONResponse:
     """Readiness: every dependency answers a cheap probe within 2 s (no auth needed)."""

@@ -39,3 +39,9 @@ class InMemoryOrchestrator:
     async def cancel(self, run_id: str) -> RunState:
         self.runs[run_id] = RunState(run_id, "CANCELLED", "Cancelled")
         return self.runs[run_id]
+
+    async def check(self) -> None:
+        return None
+
+    async def recover(self, run_id: str) -> RunState:
+        return self.runs[run_id]  # nothing is ever stuck here: runs move only when told
