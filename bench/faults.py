@@ -251,9 +251,9 @@ def worker_scenario(stack: DevStack, jobs: int) -> Outcome:
             if len(httpx.post(f"{api}/flow_runs/filter", json=running).json()) >= 4:
                 break
             time.sleep(0.25)
+        health = stack_worker_health(stack)  # the same port after a restart
         killed = kill_group("executor.worker --pool cpu")
-        port = stack_worker_health(stack)
-        recovered = wait_healthy(port, killed) if port else float("nan")
+        recovered = wait_healthy(health, killed) if health else float("nan")
         ended, duplicated = settle(stack, receiver, accepted, 420)
         statuses = [httpx.get(f"{stack.base_url}/v1/jobs/{j}", headers=HEADERS).json()["status"]
                     for j in accepted]  # fmt: skip
