@@ -33,13 +33,15 @@ class ChatPrompt:
         tokenizer = Tokenizer.from_file(str(tokenizer_file))
         return cls(tokenizer, template_file.read_text(), special)
 
-    def ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
-        """The prompt ids for `messages`, ending where the assistant's reply begins."""
-        text = self._template.render(
+    def render(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """The prompt text for `messages`, ending where the assistant's reply begins."""
+        return self._template.render(
             messages=list(messages), add_generation_prompt=True, **self._special
         )
-        # The template writes the special tokens itself, as with apply_chat_template.
-        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """The prompt ids for `messages` (the template writes the special tokens itself)."""
+        return list(self._tokenizer.encode(self.render(messages), add_special_tokens=False).ids)
 
     def tokens(self, ids: Sequence[int]) -> list[str]:
         """The vocabulary entries for `ids` (CTranslate2 takes tokens, not ids)."""
