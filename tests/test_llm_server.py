@@ -149,23 +149,45 @@ def test_a_prompt_over_the_context_is_a_400_before_any_generation(local_llm: Loc
     assert over.status_code == 400 and over.json()["error"]["code"] == "context_length_exceeded"
 
 
+# Greedy SmolLM2 answers this with digits until max_tokens: minutes, unless cancelled.
+ENDLESS = {
+    "model": "smollm2", "temperature": 0, "max_tokens": 4000,
+    "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
+}  # fmt: skip
+
+
+def cancelled_generations(llm: LocalLLM, kind: str) -> list[int]:
+    """Completion tokens of the generations the server's log shows as cancelled."""
+    return [
+        int(line.split(" prompt + ")[1].split()[0])
+        for line in llm.log_lines()
+        if f"INFO edge.local.llm_server: {kind}:" in line and line.endswith("cancelled")
+    ]
+
+
+def assert_the_server_is_free(llm: LocalLLM) -> None:
+    started = time.monotonic()
+    after = complete(llm, max_tokens=4)
+    assert after.status_code == 200 and time.monotonic() - started < 20
+
+
 def test_a_dropped_stream_stops_its_generation_and_frees_the_server(local_llm: LocalLLM) -> None:
-    # Greedy SmolLM2 answers this with digits until max_tokens: minutes, unless cancelled.
-    endless = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]
-    body = {"model": "smollm2", "messages": endless, "temperature": 0, "max_tokens": 4000}
-    body["stream"] = True
+    body = {**ENDLESS, "stream": True}
     with httpx.stream("POST", f"{local_llm.base_url}/chat/completions", json=body) as stream:
         lines = stream.iter_lines()
         received = [next(lines) for _ in range(12)]  # a few tokens, then hang up
     assert sum(line.startswith("data: ") for line in received) >= 5
-    started = time.monotonic()
-    after = complete(local_llm, max_tokens=4)
-    assert after.status_code == 200 and time.monotonic() - started < 20
-    # The server's log shows that the stream's generation ended when its client left.
-    ended = [line for line in local_llm.log_lines() if "(stream)" in line and "cancelled" in line]
-    assert ended, "the dropped stream's generation was not cancelled"
-    completion_tokens = int(ended[-1].split(" prompt + ")[1].split()[0])
-    assert completion_tokens < 200
+    assert_the_server_is_free(local_llm)
+    cancelled = cancelled_generations(local_llm, "chat completion (stream)")
+    assert cancelled and cancelled[-1] < 200, "the dropped stream's generation went on"
+
+
+def test_a_client_that_gives_up_on_a_completion_stops_its_generation(local_llm: LocalLLM) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{local_llm.base_url}/chat/completions", json=ENDLESS, timeout=3)
+    assert_the_server_is_free(local_llm)
+    cancelled = cancelled_generations(local_llm, "chat completion")
+    assert cancelled and cancelled[-1] < 200, "the abandoned completion's generation went on"
 
 
 async def test_concurrent_requests_each_get_their_own_answer(local_llm: LocalLLM) -> None:

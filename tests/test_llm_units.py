@@ -145,8 +145,12 @@ def test_new_weights_are_converted_anew_and_replace_the_old_conversion(tmp_path:
     cache = tmp_path / "cache"
     old = prepare_model(gguf, cache, convert=RecordingConverter())
     gguf.write_bytes(b"weights v2")
+    other = tmp_path / "m-other.gguf"  # another model whose name begins the same
+    other.write_bytes(b"other weights")
+    kept = prepare_model(other, cache, convert=RecordingConverter())
     new = prepare_model(gguf, cache, convert=RecordingConverter())
     assert new.directory != old.directory and not old.directory.exists()
+    assert kept.directory.exists()
 
 
 def test_a_missing_gguf_or_an_empty_conversion_is_an_error_naming_the_file(tmp_path: Path) -> None:

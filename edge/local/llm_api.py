@@ -29,13 +29,11 @@ class OpenAIError(Exception):
         kind: str = "invalid_request_error",
     ) -> None:
         super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = (
-            status,
-            message,
-            param,
-            code,
-            kind,
-        )
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.kind = kind
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, kind=self.kind, param=self.param, code=self.code)
@@ -145,9 +143,9 @@ class Reply:
     def chunk(
         self, delta: dict[str, str], finish: FinishReason | None = None, *, with_usage: bool = False
     ) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "logprobs": None}
+        finish_reason = _finish(finish) if finish else None
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         body = {**self._head("chat.completion.chunk"), "choices": [choice]}
-        choice["finish_reason"] = _finish(finish) if finish else None
         if with_usage:
             body["usage"] = None  # the usage chunk comes last, as OpenAI sends it
         return body

@@ -77,8 +77,9 @@ class SerialRunner:
         def work() -> None:
             try:
                 if generation.cancelled.is_set():  # its client left while it waited
-                    return put(Outcome("cancelled", 0, None))
-                outcome = self._engine.generate(prompt, sampling, put, generation.cancelled)
+                    outcome = Outcome("cancelled", 0, None)
+                else:
+                    outcome = self._engine.generate(prompt, sampling, put, generation.cancelled)
                 _log_request(len(prompt), outcome, queued, stream=stream)
                 put(outcome)
             except Exception as exc:  # handed to the request's task, which reports it

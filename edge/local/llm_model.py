@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,10 +89,15 @@ def prepare_model(
         partial.rename(target)
         seconds = time.monotonic() - started
         log.info("converted %s in %.0f s; later starts load it directly", gguf.name, seconds)
-        for older in cache_dir.glob(f"{gguf.stem}-*"):  # a previous version's conversion
+        for older in _conversions_of(gguf, cache_dir):  # for other bytes or versions
             if older != target:
                 shutil.rmtree(older, ignore_errors=True)
         return PreparedModel(target, seconds)
+
+
+def _conversions_of(gguf: Path, cache_dir: Path) -> list[Path]:
+    pattern = re.compile(re.escape(gguf.stem) + r"-[0-9a-f]{16}-ct2-.+")
+    return [path for path in cache_dir.iterdir() if pattern.fullmatch(path.name)]
 
 
 @contextlib.contextmanager
