@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/answers.py [--repeat 200]
 
-Starts SmolLM2 (llama.cpp) and the edge (uvicorn) exactly as `edgecrew dev` does, on
+Starts SmolLM2 (CTranslate2) and the edge (uvicorn) exactly as `edgecrew dev` does, on
 free ports with a throwaway data dir, ingests the project docs, then:
 1. asks 20 distinct questions (cache misses) and reports p50/p90 per stage;
 2. asks them again `--repeat` times in total (cache hits) and reports client latency;
@@ -22,8 +22,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from edge.local.cli import _edge_service, _llm_service
+from edge.local.cli import _edge_service
 from edge.local.demo import demo_documents
+from edge.local.llm_service import START_TIMEOUT_S, local_llm_service
 from edge.local.processes import Supervisor, free_port
 
 QUESTIONS = [
@@ -72,7 +73,7 @@ def main() -> None:
     os.environ.update(env)
     supervisor = Supervisor(data / "logs")
     try:
-        supervisor.start(_llm_service(llm_port))
+        supervisor.start(local_llm_service(llm_port, data), timeout=START_TIMEOUT_S)
         supervisor.start(_edge_service("127.0.0.1", port, env))
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {KEY}"}
@@ -101,7 +102,7 @@ def report_misses(client: httpx.Client) -> None:
         client_ms.append(elapsed)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
-        f"{platform.python_version()}; LLM SmolLM2-135M Q4_1 (llama.cpp, CPU), embedder "
+        f"{platform.python_version()}; LLM SmolLM2-135M (CTranslate2 int8, CPU), embedder "
         "all-MiniLM-L6-v2 (CPU), max 256 answer tokens\n"
     )
     print(f"cache misses ({len(QUESTIONS)} distinct questions):\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = {"edge.entry"}  # imports `workers`, which exists only inside workerd
-FORBIDDEN = {"numpy", "torch", "sentence_transformers", "uvicorn", "typer", "llama_cpp"}
+FORBIDDEN = {"numpy", "torch", "sentence_transformers", "uvicorn", "typer", "ctranslate2"}
 
 
 def worker_modules() -> list[str]:

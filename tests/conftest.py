@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -14,6 +14,7 @@ from edge.local.sqlite_kv import SqliteKV
 from edge.ports import Ports
 from edge.settings import Settings
 from tests.doubles.models import RecordingEmbedder, RecordingGenerator
+from tests.local_llm import LocalLLM, running_local_llm
 
 # Nothing under test may phone home: CrewAI and Prefect telemetry off before test modules
 # (which import them) load.
@@ -25,10 +26,23 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
+# The local LLM's first start converts its GGUF (a minute on 2 cores). Tests, and the dev
+# stacks they start, share the cache `edgecrew dev` uses in this checkout: converted once.
+os.environ.setdefault(
+    "EDGECREW_LLM_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".edgecrew" / "models")
+)
+
 KEY_A = "key-a-0123456789"
 KEY_B = "key-b-0123456789"
 AUTH_A = {"Authorization": f"Bearer {KEY_A}"}
 AUTH_B = {"Authorization": f"Bearer {KEY_B}"}
+
+
+@pytest.fixture(scope="session")
+def local_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLLM]:
+    """The real SmolLM2 server, one per test session."""
+    with running_local_llm(tmp_path_factory.mktemp("local-llm")) as llm:
+        yield llm
 
 
 class Clock:

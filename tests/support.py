@@ -88,6 +88,8 @@ class DevStack:
     ) -> Iterator[DevStack]:
         ports = {"port": free_port(), "llm_port": free_port(), "prefect_port": free_port()}
         base = {k: v for k, v in os.environ.items() if not k.startswith("EDGECREW_")}
+        if cache := os.environ.get("EDGECREW_LLM_CACHE_DIR"):  # one model conversion, shared
+            base["EDGECREW_LLM_CACHE_DIR"] = cache
         full_env = {**base, "EDGECREW_DATA_DIR": str(tmp_path / "data"),
                     "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}  # fmt: skip
         argv = [sys.executable, "-m", "edge.local.cli", "dev", *args]

@@ -1,19 +1,16 @@
-"""The real local models: MiniLM from its package, SmolLM2 served by llama.cpp."""
+"""The real local models: MiniLM from its package, SmolLM2 on CTranslate2 behind our
+OpenAI-compatible server (tests/test_llm_server.py covers that server in depth)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from edge.adapters.openai_compatible import OpenAICompatibleGenerator
-from edge.local.cli import _llm_service
 from edge.local.minilm_embedder import MiniLMEmbedder
-from edge.local.processes import Supervisor
 from edge.ports import ChatMessage
-from tests.support import free_port
+from tests.local_llm import LocalLLM
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -25,17 +22,6 @@ def cosine(a: list[float], b: list[float]) -> float:
 @pytest.fixture(scope="module")
 def minilm() -> MiniLMEmbedder:
     return MiniLMEmbedder()
-
-
-@pytest.fixture(scope="module")
-def llm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    supervisor = Supervisor(Path(tmp_path_factory.mktemp("llm-logs")))
-    supervisor.start(_llm_service(port), timeout=120)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        supervisor.stop_all()
 
 
 async def test_minilm_embeds_offline_with_meaningful_similarity(minilm: MiniLMEmbedder) -> None:
@@ -54,8 +40,8 @@ async def test_minilm_batches_keep_order(minilm: MiniLMEmbedder) -> None:
     assert cosine(batch[7], single[0]) > 0.999
 
 
-async def test_smollm2_answers_through_the_openai_compatible_adapter(llm_url: str) -> None:
-    generator = OpenAICompatibleGenerator(llm_url, "smollm2", temperature=0.0)
+async def test_smollm2_answers_through_the_openai_compatible_adapter(local_llm: LocalLLM) -> None:
+    generator = OpenAICompatibleGenerator(local_llm.base_url, "smollm2", temperature=0.0)
     messages = [
         ChatMessage("system", "You are a helpful assistant."),
         ChatMessage("user", "What is the capital of France? Answer in one word."),

@@ -1,5 +1,5 @@
 """Embedder and TextGenerator adapters: Workers AI over binding doubles, OpenAI-compatible
-over respx (the real llama.cpp server is exercised by tests/test_local_models.py)."""
+over respx (the real local LLM server is exercised by tests/test_local_models.py)."""
 
 from __future__ import annotations
 

