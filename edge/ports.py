@@ -192,6 +192,7 @@ class RunState:
     name: str = ""
     message: str = ""
     since: float | None = None  # when the run entered this state (epoch seconds), if known
+    state_id: str = ""  # the orchestrator's id of this very state (a later one differs)
 
 
 class OrchestratorRejected(RuntimeError):
@@ -223,10 +224,16 @@ class Orchestrator(Protocol):
         """Raise DependencyUnavailable unless the orchestrator answers (one cheap read)."""
         ...
 
-    async def recover(self, run_id: str) -> RunState:
+    async def worker_alive(self, run_id: str) -> bool | None:
+        """Whether the worker holding this run still heartbeats; None when the
+        orchestrator cannot tell which worker holds it."""
+        ...
+
+    async def recover(self, observed: RunState) -> RunState:
         """Unstick a run whose worker is gone: one claimed but never started goes back to
         its pool (or ends crashed if a process was started for it), one left cancelling
-        ends cancelled. A run that moved on meanwhile is left alone. The state after."""
+        ends cancelled. Nothing happens unless the run is still in the very state that
+        was `observed`. Returns the state after."""
         ...
 
 

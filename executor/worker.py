@@ -36,6 +36,7 @@ from uuid import UUID
 import typer
 
 from executor.warm import RunProcess, WarmProcesses
+from shared.claims import WORK_POOL_LABEL, WORKER_NAME_LABEL, WORKER_TYPE_LABEL, claim_message
 
 log = logging.getLogger("edgecrew.worker")
 
@@ -197,9 +198,18 @@ class WarmWorker:
             self.runs[flow_run.id] = _Run(process)
             free -= 1
             log.info("started flow run %s (pid %s)", flow_run.id, process.pid)
-            # Where the run lives, as Prefect's process worker records it ("host:pid").
+            # Where the run lives, as Prefect's process worker records it ("host:pid"),
+            # and who holds it, with the labels Prefect's own workers give a run.
             self.client.update_flow_run(
                 flow_run.id, infrastructure_pid=f"{socket.gethostname()}:{process.pid}"
+            )
+            self.client.update_flow_run_labels(
+                flow_run.id,
+                {
+                    WORKER_NAME_LABEL: self.options.name,
+                    WORKER_TYPE_LABEL: "edgecrew",
+                    WORK_POOL_LABEL: self.options.pool,
+                },
             )
 
     # -- helpers ---------------------------------------------------------------------
@@ -214,7 +224,10 @@ class WarmWorker:
         from prefect.states import Pending
 
         try:
-            result = self.client.set_flow_run_state(flow_run_id, Pending())
+            # The claim names its holder, so the edge can tell a dead worker's claim
+            # from a slow start (shared/claims.py).
+            claim = Pending(message=claim_message(self.options.name))
+            result = self.client.set_flow_run_state(flow_run_id, claim)
         except ObjectNotFound:
             return False
         state = result.state
@@ -311,6 +324,9 @@ def start(
     drain_seconds: Annotated[
         float, typer.Option(min=0, help="On SIGTERM, let running flows finish this long")
     ] = 0.0,
+    heartbeat_seconds: Annotated[
+        float, typer.Option(min=1, help="Prefect counts a worker offline after 3 missed")
+    ] = 30.0,
     healthcheck_host: str = "127.0.0.1",
     healthcheck_port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
 ) -> None:
@@ -325,6 +341,7 @@ def start(
         limit=limit,
         poll_seconds=poll_seconds,
         prefetch_seconds=prefetch_seconds,
+        heartbeat_seconds=heartbeat_seconds,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

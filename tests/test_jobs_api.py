@@ -19,6 +19,7 @@ from edge.adapters.prefect import PrefectOrchestrator
 from edge.app import create_app
 from edge.handlers import task_handler
 from edge.jobs.delivery import WebhookSender
+from edge.jobs.service import COST_PREFECT_READ, COST_READ, COST_STALE
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.ports import Ports
@@ -45,6 +46,11 @@ class FakePrefect:
         self.missing_deployments: set[str] = set()
         self.deleted_runs: set[str] = set()
         self.state_changes: list[dict[str, Any]] = []
+        self.workers: dict[str, list[dict[str, Any]]] = {}  # pool -> workers/filter answer
+        self.state_ids = 0
+        router.post(url__regex=rf"{PREFECT}/work_pools/[^/]+/workers/filter").mock(
+            side_effect=self.pool_workers
+        )
         router.get(url__regex=rf"{PREFECT}/deployments/name/run-crew-job/[a-z]+$").mock(
             side_effect=self.deployment
         )
@@ -99,20 +105,29 @@ class FakePrefect:
         found = [self.runs[i] for i in wanted if i in self.runs and i not in self.deleted_runs]
         return httpx.Response(200, json=found)
 
+    def pool_workers(self, request: httpx.Request) -> httpx.Response:
+        pool = request.url.path.split("/")[-3]
+        return httpx.Response(200, json=self.workers.get(pool, []))
+
+    def new_state_id(self) -> str:
+        self.state_ids += 1
+        return f"state-{self.state_ids}"
+
     def set_state(self, request: httpx.Request) -> httpx.Response:
         run_id = request.url.path.split("/")[-2]
         body = json.loads(request.content)
         state = body["state"]
         self.state_changes.append({"run": run_id, **body})
         self.runs[run_id]["state"] = {"type": state["type"], "name": state["name"],
-                                      "message": state.get("message", "")}  # fmt: skip
+                                      "message": state.get("message", ""),
+                                      "id": self.new_state_id()}  # fmt: skip
         return httpx.Response(201, json={"status": "ACCEPT"})
 
     def set(
         self, run_id: str, state_type: str, name: str = "", message: str = "", at: float = 0
     ) -> None:
         self.runs[run_id]["state"] = {"type": state_type, "name": name or state_type.title(),
-                                      "message": message}  # fmt: skip
+                                      "message": message, "id": self.new_state_id()}  # fmt: skip
         if at:
             stamp = datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
             self.runs[run_id]["state"]["timestamp"] = stamp
@@ -540,8 +555,10 @@ async def test_the_reconciler_reads_stale_runs_in_batches_and_resumes_where_it_s
     prefect.deleted_runs.add(runs[4])
     reads = prefect.filter_calls
 
-    # 34 calls: one page of two stale jobs at their worst case, and no room for a second.
-    passes = [await jobs.reconcile(batch=2, budget=34) for _ in range(4)]
+    # One page of two stale jobs at their worst case, and no room for a second: the
+    # pass's reserve and its listing, the first job, then room for the second's worst.
+    budget = 1 + 1 + (COST_READ + COST_STALE) + (COST_READ + COST_STALE + COST_PREFECT_READ)
+    passes = [await jobs.reconcile(batch=2, budget=budget) for _ in range(4)]
 
     assert passes == [{"checked": 2, "changed": 2}] * 2 + [
         {"checked": 1, "changed": 1},
@@ -565,12 +582,29 @@ async def test_a_refused_batch_read_falls_back_to_one_read_per_run(
     assert (await jobs.store.get("tenant_a", job_id))["status"] == "cancelled"
 
 
+def held_by(prefect: FakePrefect, run_id: str, worker: str, *, online: bool) -> None:
+    """The run is held by `worker` (labelled as Prefect's workers label their runs)."""
+    prefect.runs[run_id]["labels"] = {"prefect.worker.name": worker}
+    prefect.runs[run_id]["work_pool_name"] = "gpu"
+    status = "ONLINE" if online else "OFFLINE"
+    prefect.workers["gpu"] = [
+        {"name": "other", "status": "ONLINE"},
+        {"name": worker, "status": status},
+    ]
+
+
+def unsticking(jobs_app: FastAPI, **timeouts: int) -> None:
+    jobs_app.state.jobs._settings = dataclasses.replace(
+        jobs_app.state.settings, stale_after_seconds=0, **timeouts
+    )
+
+
 @pytest.mark.parametrize(
     ("pid", "run_after", "job_after"),
     [(None, "SCHEDULED", "queued"), ("host:4242", "CRASHED", "failed")],
     ids=["never-started-goes-back-to-the-pool", "started-but-never-running-ends-crashed"],
 )
-async def test_a_run_claimed_by_a_worker_that_died_is_recovered_by_the_reconciler(
+async def test_a_run_claimed_by_a_worker_that_went_offline_is_recovered(
     api: httpx.AsyncClient,
     prefect: FakePrefect,
     jobs_app: FastAPI,
@@ -579,21 +613,20 @@ async def test_a_run_claimed_by_a_worker_that_died_is_recovered_by_the_reconcile
     run_after: str,
     job_after: str,
 ) -> None:
-    jobs_app.state.jobs._settings = dataclasses.replace(
-        jobs_app.state.settings, stale_after_seconds=0, claim_timeout_seconds=60
-    )
+    unsticking(jobs_app, claim_timeout_seconds=60)
     body = {**JOB, "webhook": {"url": "https://hooks.example.com/x"}}
     job_id = (await api.post("/v1/jobs", json=body, headers=AUTH_A)).json()["id"]
     prefect.runs["run-1"]["infrastructure_pid"] = pid
+    held_by(prefect, "run-1", "w1", online=False)
     prefect.set("run-1", "PENDING", at=time.time() - 30)  # a claim this young is left alone
     assert await jobs_app.state.jobs.reconcile() == {"checked": 1, "changed": 0}
     assert prefect.state_changes == []
 
-    prefect.set("run-1", "PENDING", at=time.time() - 61)  # its worker died after claiming it
+    prefect.set("run-1", "PENDING", at=time.time() - 61)  # ...and its worker is offline
     await jobs_app.state.jobs.reconcile()
     ((change,),) = [prefect.state_changes]
     assert change["state"]["type"] == run_after
-    assert change["force"] is (run_after == "SCHEDULED"), "a crash never overrides Running"
+    assert change["force"] is (run_after == "SCHEDULED")
     job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
     assert job["status"] == job_after
     if job_after == "failed":
@@ -603,12 +636,60 @@ async def test_a_run_claimed_by_a_worker_that_died_is_recovered_by_the_reconcile
         assert queue.sent == [], "back in the pool: the job is still promised"
 
 
-async def test_a_cancel_no_worker_confirms_ends_the_job_cancelled(
+async def test_a_slow_start_on_a_live_worker_is_left_alone(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    """A Docker worker pulling a large image keeps a live run Pending for minutes."""
+    unsticking(jobs_app, claim_timeout_seconds=60)
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    held_by(prefect, "run-1", "w1", online=True)
+    prefect.set("run-1", "PENDING", at=time.time() - 3600)
+    await jobs_app.state.jobs.reconcile()
+    assert prefect.state_changes == []
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()["status"] == "queued"
+
+
+async def test_a_claim_naming_no_worker_is_recovered_only_as_a_last_resort(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    unsticking(jobs_app, claim_timeout_seconds=60)
+    await api.post("/v1/jobs", json=JOB, headers=AUTH_A)
+    prefect.set("run-1", "PENDING", at=time.time() - 61)
+    await jobs_app.state.jobs.reconcile()
+    assert prefect.state_changes == [], "who holds it is unknown: not yet"
+    prefect.set("run-1", "PENDING", at=time.time() - 601)  # ten times the timeout
+    await jobs_app.state.jobs.reconcile()
+    assert [c["state"]["type"] for c in prefect.state_changes] == ["SCHEDULED"]
+
+
+async def test_the_claim_message_of_edgecrews_worker_names_its_holder(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    """Between its claim and its labels, edgecrew's worker is named by the claim."""
+    unsticking(jobs_app, claim_timeout_seconds=60)
+    await api.post("/v1/jobs", json=JOB, headers=AUTH_A)
+    prefect.runs["run-1"]["work_pool_name"] = "gpu"
+    prefect.workers["gpu"] = [{"name": "edgecrew-h-1", "status": "OFFLINE"}]
+    prefect.set("run-1", "PENDING", "Pending", "Claimed by worker edgecrew-h-1", time.time() - 61)
+    await jobs_app.state.jobs.reconcile()
+    assert [c["state"]["type"] for c in prefect.state_changes] == ["SCHEDULED"]
+
+
+async def test_reading_a_job_never_changes_its_run(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    unsticking(jobs_app, claim_timeout_seconds=60)
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    held_by(prefect, "run-1", "w1", online=False)
+    prefect.set("run-1", "PENDING", at=time.time() - 61)
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).status_code == 200
+    assert prefect.state_changes == [], "only the reconciler unsticks runs"
+
+
+async def test_a_cancel_no_live_worker_can_confirm_ends_the_job_cancelled(
     api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI, queue: RecordingQueue
 ) -> None:
-    jobs_app.state.jobs._settings = dataclasses.replace(
-        jobs_app.state.settings, stale_after_seconds=0, cancel_timeout_seconds=120
-    )
+    unsticking(jobs_app, cancel_timeout_seconds=120)
     body = {**JOB, "webhook": {"url": "https://hooks.example.com/x"}}
     job_id = (await api.post("/v1/jobs", json=body, headers=AUTH_A)).json()["id"]
     prefect.set("run-1", "RUNNING", at=time.time() - 300)
@@ -616,21 +697,21 @@ async def test_a_cancel_no_worker_confirms_ends_the_job_cancelled(
     assert prefect.runs["run-1"]["state"]["type"] == "CANCELLING"
     assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()["status"] == "queued"
 
-    prefect.set("run-1", "CANCELLING", at=time.time() - 121)  # its worker died meanwhile
+    held_by(prefect, "run-1", "w1", online=False)  # its worker died meanwhile
+    prefect.set("run-1", "CANCELLING", at=time.time() - 121)
     await jobs_app.state.jobs.reconcile()
     assert prefect.runs["run-1"]["state"]["type"] == "CANCELLED"
     assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()["status"] == "cancelled"
     assert [message["event"] for message, _ in queue.sent][-1] == "job.cancelled"
 
 
-async def test_a_stuck_run_that_moves_on_before_recovery_is_left_alone(
+async def test_a_run_that_moved_on_since_it_was_judged_stuck_is_left_alone(
     prefect: FakePrefect, jobs_app: FastAPI, api: httpx.AsyncClient
 ) -> None:
-    jobs_app.state.jobs._settings = dataclasses.replace(
-        jobs_app.state.settings, stale_after_seconds=0
-    )
     await api.post("/v1/jobs", json=JOB, headers=AUTH_A)
     orchestrator = jobs_app.state.ports.orchestrator
-    prefect.set("run-1", "RUNNING", at=time.time() - 1)  # the worker started it after all
-    state = await orchestrator.recover("run-1")
-    assert state.type == "RUNNING" and prefect.state_changes == []
+    prefect.set("run-1", "PENDING", at=time.time() - 61)
+    observed = await orchestrator.read("run-1")
+    prefect.set("run-1", "PENDING", at=time.time())  # released and claimed again meanwhile
+    state = await orchestrator.recover(observed)
+    assert state.type == "PENDING" and prefect.state_changes == []

@@ -18,6 +18,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from edge.settings import DEV_API_KEYS
+from shared.claims import claim_message
 from tests.doubles.openai_server import FakeOpenAIServer
 from tests.support import DevStack, WebhookReceiver, process_group, processes_mentioning
 
@@ -36,6 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "EDGECREW_RECONCILE_SECONDS": "3",
         "EDGECREW_STALE_AFTER_SECONDS": "5",
         "EDGECREW_CLAIM_TIMEOUT_SECONDS": "5",
+        "EDGECREW_WORKER_HEARTBEAT_SECONDS": "5",  # offline after 15 s without one
     }
     with FakeOpenAIServer() as llm:  # the crews use the scripted LLM; the edge needs one
         env["EDGECREW_LLM_BASE_URL"] = llm.base_url
@@ -128,8 +130,8 @@ def test_killing_a_worker_that_holds_runs_still_ends_every_job(stack: DevStack) 
     (Pending) but not started yet: all three jobs end, each with its webhook.
 
     A live worker starts a claimed run in well under a second, so the test makes the
-    two claims itself, as the worker would (Scheduled → Pending), while the pool is
-    paused so that the worker cannot start them first."""
+    two claims itself, in the worker's name as the worker would (Scheduled → Pending),
+    while the pool is paused so that the worker cannot start them first."""
     api = f"http://127.0.0.1:{stack.prefect_port}/api"
     with WebhookReceiver() as receiver:
         hook = {"url": receiver.url, "events": ["job.running", "job.succeeded", "job.failed"]}
@@ -141,9 +143,11 @@ def test_killing_a_worker_that_holds_runs_still_ends_every_job(stack: DevStack) 
         receiver.wait_for_event("job.running", timeout=60)
         httpx.patch(f"{api}/work_pools/cpu", json={"is_paused": True}).raise_for_status()
         claimed = [submit(stack, job(f"claimed {n}")) for n in range(2)]
+        (holder,) = [w["name"] for w in pool_workers(stack, "cpu") if w["status"] == "ONLINE"]
         for accepted in claimed:
             run = handed_over(stack, accepted["id"])
-            pending = {"state": {"type": "PENDING", "name": "Pending"}}
+            pending = {"state": {"type": "PENDING", "name": "Pending",
+                                 "message": claim_message(holder)}}  # fmt: skip
             claim = httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json=pending).json()
             assert claim["status"] == "ACCEPT", claim
         workers = processes_mentioning("executor.worker --pool cpu")
@@ -162,7 +166,8 @@ def test_killing_a_worker_that_holds_runs_still_ends_every_job(stack: DevStack) 
     failed = httpx.get(f"{stack.base_url}/v1/jobs/{hung['id']}", headers=HEADERS).json()
     assert failed["status"] == "failed" and failed["error"]["kind"] == "Crashed"
     for accepted in claimed:  # given back to the pool, run by the restarted worker, once
-        assert len(flow_runs(stack, accepted["id"])) == 1
+        (run,) = flow_runs(stack, accepted["id"])
+        assert started_count(stack, run["id"]) == 1, "the crew ran once, not twice"
     for hook_sent in receiver.received:
         verified(stack, hook_sent)
 
@@ -186,6 +191,18 @@ def test_a_killed_prefect_server_is_restarted_and_jobs_taken_meanwhile_still_end
     assert httpx.get(f"{stack.base_url}/readyz", timeout=30).status_code == 200
     assert stack.process.poll() is None, "edgecrew dev is still up"
     assert len(flow_runs(stack, accepted["id"])) == 1
+
+
+def pool_workers(stack: DevStack, pool: str) -> list[dict[str, Any]]:
+    api = f"http://127.0.0.1:{stack.prefect_port}/api"
+    return list(httpx.post(f"{api}/work_pools/{pool}/workers/filter", json={}).json())
+
+
+def started_count(stack: DevStack, run_id: str) -> int:
+    """How many times the run entered Running (its state history in Prefect)."""
+    api = f"http://127.0.0.1:{stack.prefect_port}/api"
+    states = httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}).json()
+    return sum(state["type"] == "RUNNING" for state in states)
 
 
 def handed_over(stack: DevStack, job_id: str) -> dict[str, Any]:

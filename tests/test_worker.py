@@ -114,6 +114,9 @@ class FakePrefect:
     def update_flow_run(self, flow_run_id: UUID, **kwargs: Any) -> None:
         self._call("update", (flow_run_id, kwargs))
 
+    def update_flow_run_labels(self, flow_run_id: UUID, labels: dict[str, str]) -> None:
+        self._call("labels", (flow_run_id, labels))
+
     def states_set(self, name: str = "set_state") -> list[Any]:
         return [detail for call, detail in self.calls if call == name]
 
@@ -179,6 +182,13 @@ def test_claims_scheduled_runs_up_to_the_limit_and_starts_each_once(
     ]
     pids = [d[1]["infrastructure_pid"] for d in prefect.states_set("update")]
     assert [p.split(":")[1] for p in pids] == ["1000", "1001"]
+    # Who holds each run, for the edge's reconciler: in the claim, then as Prefect's labels.
+    assert prefect.states[runs[0]].message == "Claimed by worker w1"
+    assert prefect.states_set("labels") == [
+        (run, {"prefect.worker.name": "w1", "prefect.worker.type": "edgecrew",
+               "prefect.work-pool.name": "cpu"})
+        for run in runs[:2]
+    ]  # fmt: skip
     heartbeat = prefect.states_set("heartbeat")
     assert heartbeat == [
         {"work_pool_name": "cpu", "worker_name": "w1", "heartbeat_interval_seconds": 30.0}

@@ -16,14 +16,17 @@ from typing import Any
 import httpx
 
 from edge.ports import DependencyUnavailable, OrchestratorRejected, RunState
+from shared.claims import WORK_POOL_LABEL, holder
 
 #: Prefect states from which a run has not started yet: cancel them outright.
 _NOT_STARTED = {"SCHEDULED", "PENDING", "PAUSED"}
 #: Flow runs read per `flow_runs/filter` request (Prefect's page size limit is 200).
 READ_BATCH = 200
-_RELEASED = "Released by edgecrew: the worker that claimed it stopped before starting it."
-_NEVER_STARTED = "The worker that claimed it started a process that never reached Running."
-_CANCEL_UNCONFIRMED = "Cancelled by edgecrew: no worker confirmed the cancel in time."
+#: Pages of a pool's workers read when looking for the one holding a run.
+WORKER_PAGES = 5
+_RELEASED = "Released by edgecrew: the worker that claimed it went offline before starting it."
+_NEVER_STARTED = "The worker that claimed it went offline; its process never reached Running."
+_CANCEL_UNCONFIRMED = "Cancelled by edgecrew: the worker holding it went offline."
 #: Final states: a cancel changes nothing (the edge learns the outcome from them).
 _FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -95,25 +98,49 @@ class PrefectOrchestrator:
     async def check(self) -> None:
         await self._request_list("POST", "deployments/filter", {"limit": 1})
 
-    async def recover(self, run_id: str) -> RunState:
+    async def worker_alive(self, run_id: str) -> bool | None:
         run = await self._request("GET", f"flow_runs/{run_id}")
+        state = run.get("state") or {}
+        name = holder(run.get("labels"), str(state.get("message") or ""))
+        labels = run.get("labels") or {}
+        pool = labels.get(WORK_POOL_LABEL) or run.get("work_pool_name")
+        if name is None or not pool:
+            return None
+        # Prefect's own rule: a worker is ONLINE while its heartbeats are at most three
+        # intervals old. Workers cannot be filtered by name, so page through the pool's.
+        for offset in range(0, WORKER_PAGES * READ_BATCH, READ_BATCH):
+            body = {"limit": READ_BATCH, "offset": offset}
+            workers = await self._request_list("POST", f"work_pools/{pool}/workers/filter", body)
+            for found in workers:
+                if found.get("name") == name:
+                    return bool(found.get("status") == "ONLINE")
+            if len(workers) < READ_BATCH:
+                break
+        return False  # the pool no longer lists it
+
+    async def recover(self, observed: RunState) -> RunState:
+        run = await self._request("GET", f"flow_runs/{observed.run_id}")
         current = _state(run)
+        # Prefect has no compare-and-set on states: re-reading narrows the window to the
+        # two requests below, and the caller only gets here for a worker that is gone.
+        if current.state_id != observed.state_id or current.type != observed.type:
+            return current
         if current.type == "PENDING" and not run.get("infrastructure_pid"):
             # Claimed, never started: another worker may take it. Forced, as Prefect's
-            # workers release a run, because Pending → Scheduled is not a forward move.
+            # workers force a release, so that no policy can refuse it.
             state = {"type": "SCHEDULED", "name": "Scheduled", "message": _RELEASED}
             force = True
         elif current.type == "PENDING":  # a process was started and never reached Running
             state = {"type": "CRASHED", "name": "Crashed", "message": _NEVER_STARTED}
-            force = False  # if the engine got to Running meanwhile, Prefect keeps that
+            force = False
         elif current.type == "CANCELLING":  # nobody is left to stop it and confirm
             state = {"type": "CANCELLED", "name": "Cancelled", "message": _CANCEL_UNCONFIRMED}
             force = True
         else:
             return current
         body = {"state": state, "force": force}
-        await self._request("POST", f"flow_runs/{run_id}/set_state", body)
-        return await self.read(run_id)
+        await self._request("POST", f"flow_runs/{observed.run_id}/set_state", body)
+        return await self.read(observed.run_id)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -170,6 +197,7 @@ def _state(run: Mapping[str, Any]) -> RunState:
         name=str(state.get("name") or ""),
         message=str(state.get("message") or ""),
         since=_epoch(state.get("timestamp")),
+        state_id=str(state.get("id") or ""),
     )
 
 

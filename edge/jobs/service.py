@@ -34,14 +34,22 @@ log = logging.getLogger("edgecrew.jobs")
 #: Of the 1,000 subrequests (KV calls and fetches alike) a Worker invocation may make,
 #: what one reconciler pass may spend, and the worst case of each thing it does: read a
 #: job record; change a job (re-read, record + index + active-list writes, the delivery
-#: queue); hand a job to Prefect (deployment lookup, create, then two changes); read up
-#: to 200 runs from Prefect (with retries).
+#: queue); hand a job to Prefect (deployment lookup, create, then two changes); one
+#: Prefect request (each is tried up to 3 times); unstick a run (read it, read its
+#: pool's workers, re-read it, set its state, read it back).
 RECONCILE_BUDGET = 800
+PREFECT_ATTEMPTS = 3
 COST_READ = 1
 COST_CHANGE = 6
-COST_HAND_OVER = 2 + 2 * COST_CHANGE
-COST_PREFECT_READ = 3
-COST_RECOVER = 3  # read the run, set its state, read it back
+COST_HAND_OVER = 2 * PREFECT_ATTEMPTS + 2 * COST_CHANGE
+COST_PREFECT_READ = PREFECT_ATTEMPTS
+COST_RECOVER = 5 * PREFECT_ATTEMPTS
+#: A stale job at its worst: a change, an unstick, and its own read if the batched one
+#: is refused.
+COST_STALE = COST_CHANGE + COST_RECOVER + COST_PREFECT_READ
+#: A run held by a worker whose liveness Prefect cannot tell (no label, no claim message)
+#: is recovered only after this many times the timeout, as a last resort.
+UNKNOWN_HOLDER_FACTOR = 10
 RECONCILE_CURSOR_KEY = "reconciler:cursor"
 #: How long a run may sit COMPLETED in Prefect without its result reaching the edge.
 RESULT_GRACE_SECONDS = 600
@@ -176,8 +184,11 @@ class JobService:
         job["heard_at"] = self._clock()
         return await self._apply(job, event)
 
-    async def refresh(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Bring a non-terminal job up to date with the orchestrator (submitting it if needed)."""
+    async def refresh(self, job: dict[str, Any], *, unstick: bool = False) -> dict[str, Any]:
+        """Bring a non-terminal job up to date with the orchestrator (submitting it if needed).
+
+        Only the reconciler unsticks runs (`unstick`): a read must not change Prefect.
+        """
         try:
             if job["flow_run_id"] is None:
                 return await self._hand_over(job)
@@ -187,7 +198,7 @@ class JobService:
             return job
         except OrchestratorRejected as exc:  # e.g. the run was deleted from Prefect
             return await self._lost(job, str(exc))
-        return await self._apply_run_state(job, state)
+        return await self._apply_run_state(job, state, unstick=unstick)
 
     async def reconcile(self, *, batch: int = 50, budget: int = RECONCILE_BUDGET) -> dict[str, int]:
         """One pass over non-terminal jobs, within `budget` storage and network calls.
@@ -232,7 +243,7 @@ class JobService:
         stale: list[dict[str, Any]] = []
         complete = True
         for tenant, job_id in pairs:
-            if not pass_.allows(COST_READ + COST_HAND_OVER + COST_PREFECT_READ + COST_RECOVER):
+            if not pass_.allows(COST_READ + max(COST_HAND_OVER, COST_STALE) + COST_PREFECT_READ):
                 complete = False
                 break
             pass_.charge(COST_READ)
@@ -245,7 +256,7 @@ class JobService:
                 handed = await self.refresh(job)
                 counts["changed"] += handed["status"] != job["status"]
             elif self._quiet_for(job) >= self._settings.stale_after_seconds:
-                pass_.charge(COST_CHANGE + COST_RECOVER)  # its run may have moved on or stuck
+                pass_.charge(COST_STALE)  # its run may have moved on, or be stuck
                 stale.append(job)
         if stale:
             pass_.charge(COST_PREFECT_READ)
@@ -263,14 +274,14 @@ class JobService:
             return jobs
         except OrchestratorRejected as exc:  # the batch refused: one run at a time
             log.warning("batched read refused (%s); reading runs one by one", exc)
-            return [await self.refresh(job) for job in jobs]
+            return [await self.refresh(job, unstick=True) for job in jobs]
         refreshed = []
         for job in jobs:
             state = states.get(job["flow_run_id"])
             if state is None:  # not in Prefect's answer: it no longer has the run
                 refreshed.append(await self._lost(job, "not found"))
             else:
-                refreshed.append(await self._apply_run_state(job, state))
+                refreshed.append(await self._apply_run_state(job, state, unstick=True))
         return refreshed
 
     # --- internals ---------------------------------------------------------------------------
@@ -325,33 +336,45 @@ class JobService:
             message = {"kind": "submit", "tenant": job["tenant"], "job_id": job["id"], "attempt": 1}
             await self._ports.deliveries.send(message)
 
-    async def _apply_run_state(self, job: dict[str, Any], state: RunState) -> dict[str, Any]:
-        if self._stuck(state):
-            state = await self._recover(job, state)
+    async def _apply_run_state(
+        self, job: dict[str, Any], state: RunState, *, unstick: bool = False
+    ) -> dict[str, Any]:
+        if unstick:
+            state = await self._unstick(job, state)
         event = _event_for_run_state(job, state, self._clock())
         return job if event is None else await self._apply(job, event)
 
-    def _stuck(self, state: RunState) -> bool:
-        """A run left in a worker's hands longer than a live worker ever keeps one."""
-        if state.since is None:
-            return False
-        waited = self._clock() - state.since
-        if state.type == "PENDING":
-            return waited > self._settings.claim_timeout_seconds
-        if state.type == "CANCELLING":
-            return waited > self._settings.cancel_timeout_seconds
-        return False
+    async def _unstick(self, job: Mapping[str, Any], state: RunState) -> RunState:
+        """Recover a run left in a worker's hands when that worker is gone.
 
-    async def _recover(self, job: Mapping[str, Any], state: RunState) -> RunState:
+        Time alone is no proof: a Docker worker pulling a large image, or a Kubernetes
+        pod waiting for a node, keeps a live run Pending for minutes. So a run Pending
+        (or Cancelling) past its timeout is recovered only once Prefect says the worker
+        holding it is offline (its heartbeats stopped), or, when no worker is named,
+        after many times the timeout.
+        """
+        limits = {
+            "PENDING": self._settings.claim_timeout_seconds,
+            "CANCELLING": self._settings.cancel_timeout_seconds,
+        }
+        limit = limits.get(state.type)
+        if limit is None or state.since is None:
+            return state
+        waited = self._clock() - state.since
+        if waited <= limit:
+            return state
         try:
-            recovered = await self.orchestrator.recover(state.run_id)
+            alive = await self.orchestrator.worker_alive(state.run_id)
+            if alive or (alive is None and waited <= UNKNOWN_HOLDER_FACTOR * limit):
+                return state
+            recovered = await self.orchestrator.recover(state)
         except (DependencyUnavailable, OrchestratorRejected) as exc:
             log.warning("could not recover run %s of %s: %s", state.run_id, job["id"], exc)
             return state
+        holder = "offline" if alive is False else "unknown"
         log.warning(
-            "job %s: run %s was %s for %.0f s with no live worker; now %s",
-            job["id"], state.run_id, state.type, self._clock() - (state.since or 0),
-            recovered.type,
+            "job %s: run %s was %s for %.0f s, its worker %s; now %s",
+            job["id"], state.run_id, state.type, waited, holder, recovered.type,
         )  # fmt: skip
         return recovered
 

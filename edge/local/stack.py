@@ -49,6 +49,7 @@ def prefect_server(port: int, data_dir: Path) -> Service:
               "--host", "127.0.0.1", "--port", str(port)],
         health_url=f"http://127.0.0.1:{port}/api/health",
         env={**QUIET, "PREFECT_HOME": str(data_dir / "prefect")},
+        hint=f"is port {port} free? if its database is damaged, move {data_dir / 'prefect'} away",
     )  # fmt: skip
 
 
@@ -66,13 +67,19 @@ def deploy_flows(api_url: str, *, root: Path = REPO_ROOT) -> None:
 def worker(pool: str, api_url: str, env: dict[str, str], *, limit: int = 4) -> Service:
     """edgecrew's warm worker for one pool (`executor.worker`): runs start in ~0.1 s."""
     port = free_port()
+    # Prefect counts a worker offline after three missed heartbeats; the edge then
+    # recovers the runs it had claimed (tests shorten it).
+    heartbeat = os.environ.get("EDGECREW_WORKER_HEARTBEAT_SECONDS", "30")
     return Service(
         name=f"worker-{pool}",
         argv=[sys.executable, "-m", "executor.worker", "--pool", pool, "--limit", str(limit),
-              "--healthcheck-port", str(port)],
+              "--healthcheck-port", str(port), "--heartbeat-seconds", heartbeat],
         health_url=f"http://127.0.0.1:{port}/health",
         restart=True,
         env=_executor_env(api_url, env),
+        # Its own grace for a flow that ignores SIGTERM is 10 s, then it reports the run.
+        stop_grace=20.0,
+        hint="its log names the failing step; Prefect must be reachable at PREFECT_API_URL",
     )  # fmt: skip
 
 
