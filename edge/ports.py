@@ -129,6 +129,11 @@ class Embedder(Protocol):
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
+    async def check(self) -> bool:
+        """Raise DependencyUnavailable unless the model answers; False when it cannot be
+        asked for free (a billed platform model), True when it was."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
@@ -144,9 +149,10 @@ class TextGenerator(Protocol):
 
     def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> AsyncIterator[str]: ...
 
-    async def check(self) -> None:
+    async def check(self) -> bool:
         """Raise DependencyUnavailable unless the model server answers; cheap (no
-        generation), so a readiness probe never waits behind a busy model."""
+        generation), so a readiness probe never waits behind a busy model. False when
+        there is nothing free to ask, True when it was asked."""
         ...
 
 
@@ -220,7 +226,7 @@ class Orchestrator(Protocol):
 
     async def cancel(self, run_id: str) -> RunState: ...
 
-    async def check(self) -> None:
+    async def check(self) -> bool:
         """Raise DependencyUnavailable unless the orchestrator answers (one cheap read)."""
         ...
 

@@ -148,3 +148,16 @@ async def test_kv_rejecting_a_cursor_is_422(
     async with make_client(worker_app(env)) as client:
         response = await client.get("/v1/documents?cursor=zzz", headers=AUTH_A)
     assert response.status_code == 422
+
+
+async def test_readiness_on_cloudflare_asks_kv_and_vectorize_but_not_billed_models(
+    make_client: Callable[[FastAPI], httpx.AsyncClient],
+) -> None:
+    env = worker_env()
+    async with make_client(worker_app(env)) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json()["checks"] == {
+        "kv": "ok", "vectors": "ok", "embedder": "not probed", "generator": "not probed",
+    }  # fmt: skip
+    assert env.AI.calls == [], "no Workers AI call for a probe"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from edge.local.processes import RestartPolicy, Service, ServiceFailed, Supervis
 from tests.support import free_port
 
 TINY = str(Path(__file__).parent / "doubles" / "tiny_service.py")
-QUICK = RestartPolicy(first_delay=0.1, max_delay=0.4, max_crashes=2, window=60)
+QUICK = RestartPolicy(
+    first_delay=0.1, max_delay=0.4, max_crashes=2, window=60,
+    probe_every=0.2, probe_timeout=0.5, max_misses=2,
+)  # fmt: skip
 
 
 def tiny(name: str, events: Path, **options: object) -> Service:
@@ -95,6 +99,61 @@ def test_stop_all_stops_the_newest_part_first_and_waits_for_it(tmp_path: Path) -
         "prefect term",
         "prefect exit",
     ], "the worker reports its runs while Prefect is still up"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+
+
+def test_what_a_dead_part_left_in_its_group_is_killed_before_it_restarts(
+    tmp_path: Path,
+) -> None:
+    child_file = tmp_path / "child"
+    supervisor = Supervisor(tmp_path / "logs", policy=QUICK)
+    supervisor.start(tiny("worker", tmp_path / "events", env={"TINY_CHILD": str(child_file)}))
+    first_child = int(child_file.read_text())
+    try:
+        os.kill(supervisor.pid("worker"), signal.SIGKILL)  # the leader alone, as a crash
+        watch_until(supervisor, "healthy again")
+        assert not alive(first_child), "the dead worker's flow run was not left running"
+        second_child = int(child_file.read_text())
+        os.kill(supervisor.pid("worker"), signal.SIGKILL)
+    finally:
+        supervisor.stop_all()
+    assert not alive(second_child), "nor after stop_all, when its leader was already dead"
+
+
+def test_a_part_that_stops_answering_is_restarted(tmp_path: Path) -> None:
+    wedge = tmp_path / "wedged"
+    supervisor = Supervisor(tmp_path / "logs", policy=QUICK)
+    supervisor.start(tiny("llm", tmp_path / "events", env={"TINY_WEDGE": str(wedge)}))
+    first = supervisor.pid("llm")
+    try:
+        wedge.touch()
+        events = watch_until(supervisor, "stopped it to restart it")
+        wedge.unlink()
+        events += watch_until(supervisor, "healthy again")
+    finally:
+        supervisor.stop_all()
+    assert any("llm: restarted" in event for event in events)
+    assert not alive(first)
+
+
+def test_a_second_ctrl_c_does_not_cut_stopping_short(tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    supervisor = Supervisor(tmp_path / "logs", policy=QUICK)
+    supervisor.start(tiny("prefect", events))
+    supervisor.start(tiny("worker", events))
+    timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))  # mid-stop
+    timer.start()
+    supervisor.stop_all()
+    timer.join()
+    assert events.read_text().splitlines()[-1] == "prefect exit", "every part was stopped"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "handler restored"
 
 
 @pytest.mark.parametrize(

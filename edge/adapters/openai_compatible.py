@@ -64,12 +64,13 @@ class OpenAICompatibleGenerator:
         except httpx.HTTPError as exc:
             raise DependencyUnavailable("text generator", type(exc).__name__) from exc
 
-    async def check(self) -> None:
+    async def check(self) -> bool:
         try:
             response = await self._client.get(self._models_url)
         except httpx.HTTPError as exc:
             raise DependencyUnavailable("text generator", type(exc).__name__) from exc
         _checked(response)
+        return True
 
     async def aclose(self) -> None:
         await self._client.aclose()

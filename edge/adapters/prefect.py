@@ -95,8 +95,9 @@ class PrefectOrchestrator:
         await self._request("POST", f"flow_runs/{run_id}/set_state", {"state": state})
         return await self.read(run_id)
 
-    async def check(self) -> None:
+    async def check(self) -> bool:
         await self._request_list("POST", "deployments/filter", {"limit": 1})
+        return True
 
     async def worker_alive(self, run_id: str) -> bool | None:
         run = await self._request("GET", f"flow_runs/{run_id}")

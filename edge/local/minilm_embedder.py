@@ -49,6 +49,11 @@ class MiniLMEmbedder:
                 path = self._path or bundled_model_path()
                 self._model = SentenceTransformer(str(path), device=self._device)
 
+    async def check(self) -> bool:
+        """A real embedding: in-process, free, and it loads the model if need be."""
+        await self.embed(["readiness probe"])
+        return True
+
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         # The model is CPU-bound: keep the event loop free while it runs.
         return await asyncio.to_thread(self._embed_sync, list(texts))

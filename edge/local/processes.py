@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -50,6 +52,9 @@ class RestartPolicy:
     max_crashes: int = 5
     window: float = 300.0
     start_timeout: float = 180.0  # a restarted part must be healthy again within this
+    probe_every: float = 10.0  # a running part's health URL is asked this often
+    probe_timeout: float = 5.0
+    max_misses: int = 3  # unanswered probes in a row before a wedged part is restarted
 
     def delay(self, recent_crashes: int) -> float:
         return float(min(self.max_delay, self.first_delay * 2 ** max(0, recent_crashes - 1)))
@@ -67,6 +72,8 @@ class _Child:
     healthy: bool = True
     crashes: deque[float] = field(default_factory=deque)
     restart_at: float | None = None
+    next_probe: float = 0.0
+    misses: int = 0
 
 
 class Supervisor:
@@ -137,10 +144,16 @@ class Supervisor:
 
     def stop_all(self) -> None:
         """Stop the newest first, each before the next: workers report their runs to
-        Prefect and the edge while both are still up."""
-        while self._children:
-            child = self._children.pop()
-            _stop_group(child.process, child.service.stop_grace)
+        Prefect and the edge while both are still up. A second Ctrl-C meanwhile does not
+        cut this short (it would orphan the rest: each part has its own session)."""
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+        try:
+            while self._children:
+                child = self._children.pop()
+                _stop_group(child.process, child.service.stop_grace)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def diagnose(self, service: Service, process: subprocess.Popen[bytes] | None, what: str) -> str:
         """`name <how it ended> <what>`, then its last log lines and the hint."""
@@ -163,12 +176,13 @@ class Supervisor:
         if child.restart_at is not None:
             if now < child.restart_at:
                 return None
+            _signal_group(child.process, signal.SIGKILL)  # what the dead leader left behind
             child.process = self._spawn(service)
             child.started_at, child.restart_at, child.healthy = now, None, False
             return f"{service.name}: restarted (pid {child.process.pid})"
         if child.process.poll() is None:
             if child.healthy:
-                return None
+                return self._probe(child, now)
             if _answers(service.health_url, timeout=0.5):
                 child.healthy = True
                 return f"{service.name}: healthy again"
@@ -190,6 +204,26 @@ class Supervisor:
             f"{service.name} {ended}; restarting in {delay:.0f} s "
             f"(crash {len(child.crashes)} of {policy.max_crashes} allowed in "
             f"{policy.window:.0f} s; log: {self.log_path(service)})"
+        )
+
+    def _probe(self, child: _Child, now: float) -> str | None:
+        """Every `probe_every` s, ask a running part's health URL; after `max_misses`
+        unanswered probes in a row it is wedged: stop it, and the next pass restarts it."""
+        policy = self._policy
+        if now < child.next_probe:
+            return None
+        child.next_probe = now + policy.probe_every
+        if _answers(child.service.health_url, timeout=policy.probe_timeout):
+            child.misses = 0
+            return None
+        child.misses += 1
+        if child.misses < policy.max_misses:
+            return None
+        child.misses = 0
+        _stop_group(child.process, 2.0)
+        return (
+            f"{child.service.name}: no answer from {child.service.health_url} "
+            f"{policy.max_misses} times in a row; stopped it to restart it"
         )
 
     def _child(self, name: str) -> _Child:
@@ -245,14 +279,14 @@ def _answers(url: str, *, timeout: float = 2.0) -> bool:
 
 def _stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
     _signal_group(process, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        _signal_group(process, signal.SIGKILL)
-        process.wait()
+    _signal_group(process, signal.SIGKILL)  # whatever of the group is left
+    process.wait()
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signum)
+    # The whole group, even when its leader is gone: a worker killed alone leaves its
+    # flow runs behind. Safe: Linux never reuses a pid while a group of that id exists.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)

@@ -38,6 +38,10 @@ class RecordingEmbedder:
     def dimensions(self) -> int:
         return self._dimensions
 
+    async def check(self) -> bool:
+        await self.embed(["readiness probe"])
+        return True
+
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         self.batches.append(list(texts))
         return [bag_of_words_vector(t, self._dimensions) for t in texts]
@@ -55,9 +59,10 @@ class RecordingGenerator:
     def model(self) -> str:
         return "fake-llm"
 
-    async def check(self) -> None:
+    async def check(self) -> bool:
         if self.fail_with:
             raise self.fail_with
+        return True
 
     async def generate(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> str:
         self.calls.append(list(messages))

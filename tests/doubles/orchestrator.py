@@ -40,8 +40,11 @@ class InMemoryOrchestrator:
         self.runs[run_id] = RunState(run_id, "CANCELLED", "Cancelled")
         return self.runs[run_id]
 
-    async def check(self) -> None:
-        return None
+    async def check(self) -> bool:
+        return True
 
-    async def recover(self, run_id: str) -> RunState:
-        return self.runs[run_id]  # nothing is ever stuck here: runs move only when told
+    async def worker_alive(self, run_id: str) -> bool | None:
+        return True  # runs move only when a test says so: nothing is ever stuck here
+
+    async def recover(self, observed: RunState) -> RunState:
+        return self.runs[observed.run_id]

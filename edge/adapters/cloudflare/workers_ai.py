@@ -35,6 +35,10 @@ class WorkersAIEmbedder:
     def dimensions(self) -> int:
         return self._dimensions
 
+    async def check(self) -> bool:
+        """Not probed, as the generator is not: an embedding per probe would be billed."""
+        return False
+
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         try:
             result = to_py(await self._ai.run(self._model, to_js({"text": list(texts)})))
@@ -59,9 +63,10 @@ class WorkersAIGenerator:
     def model(self) -> str:
         return self._model
 
-    async def check(self) -> None:
-        """Nothing to ask: the AI binding has no health call, and a generation per probe
-        would be billed. Failures show up as 503s on the answers route instead."""
+    async def check(self) -> bool:
+        """Nothing free to ask: the AI binding has no health call, and a generation per
+        probe would be billed. Failures show up as 503s on the answers route instead."""
+        return False
 
     async def generate(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> str:
         result = to_py(await self._run(messages, max_tokens, stream=False))
