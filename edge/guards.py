@@ -37,10 +37,14 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        # isascii: "²".isdigit() is True and int() then raises; 19 digits: int() of
+        # thousands of digits raises too, and no body is that long.
+        number = declared is not None and declared.isascii() and declared.isdigit()
+        number = number and declared is not None and len(declared) <= 19
+        if declared is not None and (not number or int(declared) > self.max_bytes):
             status, detail = (
                 (413, f"The body exceeds the {self.max_bytes}-byte limit")
-                if declared.isdigit()
+                if number
                 else (400, "Content-Length is not a number")
             )
             await problem_response(status, detail)(scope, receive, send)

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -222,3 +223,23 @@ async def test_a_failing_local_store_is_503_not_500(client: httpx.AsyncClient, a
     problem = assert_problem(response, 503)
     assert response.headers["retry-after"] == "1"
     assert "locked" not in problem["detail"], "internal details stay in the logs"
+
+
+@pytest.mark.parametrize("declared", ["²", "1" * 5000, "12a"])
+async def test_a_content_length_that_is_not_a_plain_number_is_400(
+    declared: str, app: FastAPI
+) -> None:
+    """Below any HTTP server's own checks, straight into the ASGI app."""
+    sent: list[dict[str, Any]] = []
+    scope = {"type": "http", "method": "POST", "path": "/v1/search", "query_string": b"",
+             "headers": [(b"content-length", declared.encode("latin-1")),
+                         (b"authorization", f"Bearer {KEY_A}".encode())]}  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 400

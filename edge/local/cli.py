@@ -51,12 +51,9 @@ def dev(
     try:
         _start_parts(supervisor, env, host, port, llm_port, prefect_port if jobs else None)
         key, tenant = _first_key(env["EDGECREW_API_KEYS"])
-        if demo:
-            documents = demo_documents()
-            result = ingest_documents(base_url, key, documents)
-            chunks = sum(d["chunks"] for d in result)
-            console.print(f"ingested {len(result)} demo documents ({chunks} chunks) for {tenant!r}")
         _check_ready(supervisor, base_url, key, env)
+        if demo:
+            _ingest_demo(supervisor, base_url, key, tenant)
         _print_ready(base_url, env["EDGECREW_API_KEYS"], key, supervisor, tenant)
         if jobs:
             console.print(f"Prefect UI: http://127.0.0.1:{prefect_port}  (crew logs per flow run)")
@@ -107,6 +104,17 @@ def _start_parts(
     for pool in POOLS:
         console.print(f"[bold]starting[/] Prefect worker for the {pool!r} pool")
         supervisor.start(worker(pool, api_url, executor_env))
+
+
+def _ingest_demo(supervisor: Supervisor, base_url: str, key: str, tenant: str) -> None:
+    try:
+        result = ingest_documents(base_url, key, demo_documents())
+    except httpx.HTTPError as exc:
+        died = supervisor.dead_parts()
+        lines = [f"the demo corpus could not be ingested: {exc}", *died]
+        raise ServiceFailed("\n".join(lines)) from exc
+    chunks = sum(d["chunks"] for d in result)
+    console.print(f"ingested {len(result)} demo documents ({chunks} chunks) for {tenant!r}")
 
 
 def _check_ready(supervisor: Supervisor, base_url: str, key: str, env: dict[str, str]) -> None:

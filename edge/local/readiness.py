@@ -57,10 +57,13 @@ def _generation(base_url: str, model: str, api_key: str | None) -> str | None:
         return f"llm: no generation from {url} ({type(exc).__name__}: {exc})"
     if response.status_code != 200:
         return f"llm: generation answered HTTP {response.status_code}: {response.text[:300]}"
-    reply = response.json()
-    tokens = (reply.get("usage") or {}).get("completion_tokens")
-    content = reply["choices"][0]["message"].get("content") or ""
-    if (tokens if tokens is not None else len(content.split())) < 2 or not content.strip():
+    try:
+        reply = response.json()
+        tokens = (reply.get("usage") or {}).get("completion_tokens")
+        content = str(reply["choices"][0]["message"].get("content") or "")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return f"llm: not an OpenAI chat completion: {response.text[:300]}"
+    if (tokens if isinstance(tokens, int) else len(content.split())) < 2 or not content.strip():
         return f"llm: a generation of fewer than two tokens: {reply!r:.300}"
     return None
 
