@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 import httpx
 
-#: Generation on a cold CPU model can take a while; the rest answers in milliseconds.
+#: A cold CPU model's first generation, or the embedder's first load (torch and
+#: MiniLM), can take a while on a busy machine; the rest answers in milliseconds.
 GENERATION_TIMEOUT = 120.0
+EMBEDDING_TIMEOUT = 120.0
 TIMEOUT = 30.0
 
 
@@ -73,7 +75,7 @@ def _embedding(base_url: str, api_key: str) -> str | None:
         f"{base_url}/v1/search",
         json={"query": "Is the embedder ready?", "top_k": 1},
         headers={"Authorization": f"Bearer {api_key}"},
-        timeout=TIMEOUT,
+        timeout=EMBEDDING_TIMEOUT,
     )
     if response.status_code != 200:
         return (
