@@ -337,11 +337,10 @@ def llm_scenario(stack: DevStack) -> Outcome:
         ask_loop(stack, 90, 15, lambda: kill_group(f"--port {stack.llm_port}"))
     )
     bad = sum(v for k, v in statuses.items() if k not in {"200", "503"})
-    notes = f"answers by status: {statuses}; other than 200/503: {bad}"
+    notes = f"questions, not jobs: accepted = asked, ended = answered 200; by status: {statuses}"
     answered = statuses.get("200", 0)
-    return Outcome(
-        "LLM server mid-answer", sum(statuses.values()), answered, 0, 0, recovered, notes
-    )
+    asked = sum(statuses.values())
+    return Outcome("LLM server mid-answer", asked, answered, -1, -1, recovered, notes, bad)
 
 
 Scenario = Callable[[DevStack, int], Outcome]
