@@ -151,7 +151,7 @@ def test_a_prompt_over_the_context_is_a_400_before_any_generation(local_llm: Loc
 
 # Greedy SmolLM2 answers this with digits until max_tokens: minutes, unless cancelled.
 ENDLESS = {
-    "model": "smollm2", "temperature": 0, "max_tokens": 4000,
+    "model": "smollm2", "temperature": 0, "max_tokens": 4000, "repetition_penalty": 1.0,
     "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
 }  # fmt: skip
 

@@ -83,6 +83,10 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
+    # Not OpenAI's, but vLLM's OpenAI server takes it too. The default is what
+    # llama-cpp-python's server applied (`repeat_penalty`): without it a model this small
+    # loops on one phrase within a hundred tokens.
+    repetition_penalty: float = Field(default=1.1, ge=1, le=2)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -120,6 +124,7 @@ def sampling_for(request: ChatCompletionRequest, prompt_tokens: int, context: in
         temperature=1.0 if request.temperature is None else request.temperature,
         top_p=1.0 if request.top_p is None else request.top_p,
         stop=request.stop_sequences(),
+        repetition_penalty=request.repetition_penalty,
     )
 
 

@@ -25,6 +25,7 @@ class Sampling:
     temperature: float = 1.0  # 0 means greedy: always the most likely token
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
+    repetition_penalty: float = 1.1
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,11 @@ class CTranslate2Engine:
 
 def _options(sampling: Sampling) -> dict[str, float | int]:
     if sampling.temperature == 0:
-        return {"sampling_topk": 1}
+        return {"sampling_topk": 1, "repetition_penalty": sampling.repetition_penalty}
     # topk 0: sample from the whole vocabulary, narrowed by top_p.
     return {
         "sampling_topk": 0,
         "sampling_topp": sampling.top_p,
         "sampling_temperature": sampling.temperature,
+        "repetition_penalty": sampling.repetition_penalty,
     }
