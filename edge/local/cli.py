@@ -19,7 +19,7 @@ from rich.console import Console
 
 from edge.local.demo import demo_documents, file_document, ingest_documents
 from edge.local.processes import Service, ServiceFailed, Supervisor
-from edge.local.stack import POOLS, deploy_flows, dev_secrets, prefect_server, worker
+from edge.local.stack import POOLS, deploy_flows, dev_secrets, prefect_services, worker
 from edge.settings import DEV_API_KEYS, parse_api_keys
 
 app = typer.Typer(help="edgecrew: an HTTPS front door for AI agents.", no_args_is_help=True)
@@ -54,7 +54,8 @@ def dev(
         api_url = f"http://127.0.0.1:{prefect_port}/api"
         if jobs:
             console.print(f"[bold]starting[/] Prefect server on port {prefect_port}")
-            supervisor.start(prefect_server(prefect_port, data_dir), timeout=180)
+            for service in prefect_services(prefect_port, data_dir):  # its database first
+                supervisor.start(service, timeout=180)
             deploy_flows(api_url)
             env |= _jobs_env(data_dir, api_url)
         console.print(f"[bold]starting[/] edge on {base_url}")

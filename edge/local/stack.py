@@ -12,11 +12,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edge.local import postgres
 from edge.local.demo import REPO_ROOT
 from edge.local.processes import Service, ServiceFailed, free_port
 from shared.signing import new_secret
 
 POOLS = ("gpu", "cpu")
+#: Prefect's settings for its database (either name); set, they win over ours.
+_PREFECT_DATABASE_URLS = (
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+)
 QUIET = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
@@ -41,14 +47,33 @@ def dev_secrets(data_dir: Path) -> dict[str, str]:
     return secrets
 
 
-def prefect_server(port: int, data_dir: Path) -> Service:
-    """Prefect server on SQLite under `data_dir`, analytics off."""
+def prefect_services(port: int, data_dir: Path) -> list[Service]:
+    """Prefect server and the database it needs, to start in this order.
+
+    PostgreSQL (embedded, `edge.local.postgres`) unless Prefect's own connection URL is
+    set, or `EDGECREW_PREFECT_DATABASE=sqlite` asks for Prefect's default SQLite (also
+    the fallback where the PostgreSQL wheel is not installed): SQLite cannot take
+    concurrent run creation, see docs/benchmarks.md.
+    """
+    configured = any(os.environ.get(name) for name in _PREFECT_DATABASE_URLS)
+    wants_sqlite = os.environ.get("EDGECREW_PREFECT_DATABASE", "").lower() == "sqlite"
+    if configured or wants_sqlite or not postgres.available():
+        return [prefect_server(port, data_dir)]
+    database = postgres.embedded_postgres(data_dir)
+    return [database.service, prefect_server(port, data_dir, database_url=database.url)]
+
+
+def prefect_server(port: int, data_dir: Path, *, database_url: str | None = None) -> Service:
+    """Prefect server under `data_dir`, analytics off; on SQLite unless `database_url`."""
+    env = {**QUIET, "PREFECT_HOME": str(data_dir / "prefect")}
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
     return Service(
         name="prefect",
         argv=[sys.executable, "-m", "prefect", "server", "start",
               "--host", "127.0.0.1", "--port", str(port)],
         health_url=f"http://127.0.0.1:{port}/api/health",
-        env={**QUIET, "PREFECT_HOME": str(data_dir / "prefect")},
+        env=env,
     )  # fmt: skip
 
 
