@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from edge.local import postgres
@@ -65,7 +66,19 @@ def prefect_services(port: int, data_dir: Path) -> list[Service]:
 
 def prefect_server(port: int, data_dir: Path, *, database_url: str | None = None) -> Service:
     """Prefect server under `data_dir`, analytics off; on SQLite unless `database_url`."""
-    env = {**QUIET, "PREFECT_HOME": str(data_dir / "prefect")}
+    env = {
+        **QUIET,
+        "PREFECT_HOME": str(data_dir / "prefect"),
+        # The late-runs service moves every run still waiting 15 s after its scheduled
+        # time to `Late`: one more orchestrated state change and event per job, i.e. as
+        # much work again as creating it (docs/benchmarks.md). Jobs wait in the pools'
+        # queues by design (a concurrency limit, no free worker), so in local mode that
+        # label is noise that halves how fast a backlog reaches Prefect; the edge's job
+        # status says `queued`. Workers take Scheduled and Late runs alike.
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": os.environ.get(
+            "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED", "false"
+        ),
+    }
     if database_url:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
     return Service(
@@ -77,12 +90,28 @@ def prefect_server(port: int, data_dir: Path, *, database_url: str | None = None
     )  # fmt: skip
 
 
+#: The pools' base job template: the process worker's settings at their defaults and no
+#: job variables. Prefect validates a pool's variables schema (jsonschema, against the
+#: 2020-12 metaschema, twice) on every `create_flow_run`: with the process type's six
+#: variables that was a quarter of the server's CPU per run (docs/benchmarks.md), for
+#: variables no deployment here sets. A plain `prefect worker start --type process` still
+#: serves these pools.
+LEAN_JOB_TEMPLATE = {
+    "job_configuration": {"stream_output": True},
+    "variables": {"type": "object", "properties": {}},
+}
+
+
 def deploy_flows(api_url: str, *, root: Path = REPO_ROOT) -> None:
     """Create the process work pools and register the deployments in prefect.yaml."""
     env = {**os.environ, **QUIET, "PREFECT_API_URL": api_url, "EDGECREW_EXECUTOR_DIR": str(root)}
     prefect = [sys.executable, "-m", "prefect"]
-    for pool in POOLS:
-        _run([*prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"], env, root)
+    with tempfile.TemporaryDirectory() as folder:
+        template = Path(folder) / "base-job-template.json"
+        template.write_text(json.dumps(LEAN_JOB_TEMPLATE))
+        for pool in POOLS:
+            _run([*prefect, "work-pool", "create", pool, "--type", "process",
+                  "--base-job-template", str(template), "--overwrite"], env, root)  # fmt: skip
     _run([*prefect, "--no-prompt", "deploy", "--all"], env, root)
     within = os.environ.get("EDGECREW_ZOMBIE_SECONDS", "90")
     _run([sys.executable, "-m", "executor.zombies", "--within", within], env, root)
