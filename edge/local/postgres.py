@@ -25,6 +25,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -100,13 +101,15 @@ def _run_as() -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
-def _reachable_by(path: Path, uid: int) -> None:
-    """Let `uid` traverse every folder above `path` (o+x, never read) — what a root-made
-    temporary folder (0700) denies. Only ever done when running as root."""
-    for folder in [*reversed(path.parents)]:
-        mode = folder.stat().st_mode
-        if folder.stat().st_uid != uid and not mode & 0o001:
-            folder.chmod(mode | 0o001)
+def _let_the_server_reach(data: Path, run_as: dict[str, Any]) -> None:
+    """Let the unprivileged user traverse the folders above its cluster and binaries (o+x,
+    never read), which a root-made temporary folder (0700) denies. Only ever done as
+    root, and at every start: tools such as pytest tighten their folders again."""
+    for path in (data, Path(_tool("postgres"))):
+        for folder in reversed(path.parents):
+            status = folder.stat()
+            if status.st_uid != run_as["user"] and not status.st_mode & 0o001:
+                folder.chmod(stat.S_IMODE(status.st_mode) | 0o001)
 
 
 def initialize(data: Path, password: str) -> None:
@@ -119,8 +122,7 @@ def initialize(data: Path, password: str) -> None:
     data.mkdir(parents=True, mode=0o700)
     if run_as:
         os.chown(data, run_as["user"], run_as["group"])
-        _reachable_by(data, run_as["user"])
-        _reachable_by(Path(_tool("postgres")), run_as["user"])
+        _let_the_server_reach(data, run_as)
     # initdb reads the password from a file: one only the server's user can read, removed
     # at once (standard input would not do: a dropped-privilege child cannot reopen it).
     pwfile = data.with_name(data.name + ".initdb-password")
@@ -189,7 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--health-port", type=int, required=True)
     args = parser.parse_args(argv)
     initialize(args.data, os.environ["EDGECREW_POSTGRES_PASSWORD"])
-    server = subprocess.Popen(server_argv(args.data, args.port), **_run_as())  # noqa: S603
+    run_as = _run_as()
+    if run_as:
+        _let_the_server_reach(args.data, run_as)
+    server = subprocess.Popen(server_argv(args.data, args.port), **run_as)  # noqa: S603
 
     def fast_shutdown(signum: int, frame: FrameType | None) -> None:
         # SIGTERM is PostgreSQL's "smart" shutdown (waits for every client to leave);
