@@ -11,15 +11,20 @@
    process worker polling every second, SCHEDULED → RUNNING by the same state times.
    Then the memory (PSS) of each idle worker, its fork server and children included.
 2. Intake, with the workers stopped: `--intake` POST /v1/jobs at `--concurrency` in
-   flight, each with its own Idempotency-Key; then every flow run in Prefect is counted
-   per job: accepted/s, lost (accepted, no run) and duplicated (more than one run).
-Prints markdown; docs/benchmarks.md records a run.
+   flight, each with its own Idempotency-Key: accepted/s and request latency; Prefect's
+   count of the burst's flow runs, polled every second, gives the time until every
+   accepted job is in Prefect (up to `--wait` seconds); then every flow run is counted
+   per job: lost (accepted, no run) and duplicated (more than one run), and the Prefect
+   server's log is searched for `database is locked`.
+`--jobs 0` skips the start-latency part (and its workers). Prints markdown;
+docs/benchmarks.md records a run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -41,7 +46,7 @@ from edge.local.stack import (
     QUIET,
     deploy_flows,
     dev_secrets,
-    prefect_server,
+    prefect_services,
     process_worker,
     worker,
 )
@@ -63,6 +68,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--intake", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--wait", type=float, default=600, help="seconds to wait for Prefect")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="edgecrew-jobs-bench-"))
     supervisor = Supervisor(data / "logs")
@@ -70,7 +76,10 @@ def main() -> None:
     api = f"http://127.0.0.1:{prefect_port}/api"
     base = f"http://127.0.0.1:{edge_port}"
     try:
-        supervisor.start(prefect_server(prefect_port, data), timeout=180)
+        services = prefect_services(prefect_port, data)
+        for service in services:
+            supervisor.start(service, timeout=180)
+        prefect = services[-1]
         deploy_flows(api)
         secrets = dev_secrets(data)
         env = {**QUIET, **secrets, "EDGECREW_API_KEYS": f"bench:{KEY}",
@@ -83,26 +92,42 @@ def main() -> None:
         supervisor.start(_edge_service("127.0.0.1", edge_port, env))
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
-            f"{platform.python_version()}, Prefect server on SQLite\n"
+            f"{platform.python_version()}, Prefect server on "
+            f"{'PostgreSQL' if len(services) > 1 else 'SQLite'}\n"
         )
-        executor_env = {"EDGECREW_EDGE_URL": base, **secrets,
-                        "EDGECREW_CREW_LLM_FACTORY": "tests.doubles.crew_llm:scripted_llm",
-                        "PYTHONPATH": str(ROOT)}  # fmt: skip
-        supervisor.start(worker("cpu", api, executor_env))
-        supervisor.start(baseline_worker(api, data))
-        # Latency first: after the intake, the reconciler keeps 500 waiting jobs fresh,
-        # which loads this 2-core machine and would blur both sides of the comparison.
         if args.jobs:
+            executor_env = {"EDGECREW_EDGE_URL": base, **secrets,
+                            "EDGECREW_CREW_LLM_FACTORY": "tests.doubles.crew_llm:scripted_llm",
+                            "PYTHONPATH": str(ROOT)}  # fmt: skip
+            supervisor.start(worker("cpu", api, executor_env))
+            supervisor.start(baseline_worker(api, data))
+            # Latency first: after the intake, the reconciler keeps 500 waiting jobs fresh,
+            # which loads this 2-core machine and would blur both sides of the comparison.
             start_latency(base, api, args.jobs)
-        print("| idle worker | processes | PSS MiB |\n|---|---|---|")
-        for name in ("worker-cpu", "process-worker-bench"):
-            members, pss = group_pss_mib(supervisor.pid(name))
-            print(f"| {name} | {members} | {pss:.0f} |")
-        print()
-        for name in ("worker-cpu", "process-worker-bench"):  # intake runs with no worker
-            supervisor.stop(name)
+            print("| idle worker | processes | PSS MiB |\n|---|---|---|")
+            for name in ("worker-cpu", "process-worker-bench"):
+                members, pss = group_pss_mib(supervisor.pid(name))
+                print(f"| {name} | {members} | {pss:.0f} |")
+            print()
+            for name in ("worker-cpu", "process-worker-bench"):  # intake runs with no worker
+                supervisor.stop(name)
         if args.intake:
-            asyncio.run(intake(base, api, args.intake, args.concurrency))
+            parts = [service.name for service in services] + ["edge"]
+            before = {name: group_cpu_seconds(supervisor.pid(name)) for name in parts}
+            machine_before, client_before = machine_busy_seconds(), client_cpu_seconds()
+            asyncio.run(intake(base, api, args.intake, args.concurrency, args.wait))
+            used = {name: group_cpu_seconds(supervisor.pid(name)) - before[name] for name in parts}
+            used["this client"] = client_cpu_seconds() - client_before
+            busy, wall = (now - then for now, then in zip(machine_busy_seconds(), machine_before,
+                                                          strict=True))  # fmt: skip
+            per_job = used["prefect"] * 1000 / args.intake
+            shares = ", ".join(f"{name} {seconds:.0f}" for name, seconds in used.items())
+            others = busy - sum(used.values())
+            print(f"CPU seconds used meanwhile: {shares} (Prefect: {per_job:.0f} ms a job); "
+                  f"other processes on this machine: {others:.0f} of the {wall:.0f} "
+                  f"core-seconds that passed\n")  # fmt: skip
+            locked = lines_with(supervisor.log_path(prefect), "database is locked")
+            print(f"`database is locked` lines in the Prefect server log: {locked}\n")
     finally:
         supervisor.stop_all()
 
@@ -122,10 +147,12 @@ def baseline_worker(api: str, data: Path) -> Service:
     return service
 
 
-async def intake(base: str, api: str, total: int, concurrency: int) -> None:
+async def intake(base: str, api: str, total: int, concurrency: int, wait: float) -> None:
     limits = httpx.Limits(max_connections=concurrency)
     accepted: list[str] = []
     queued: list[bool] = []
+    latencies: list[float] = []
+    retried = [0]
     failures = 0
     async with httpx.AsyncClient(base_url=base, headers=HEADERS, limits=limits,
                                  timeout=60) as client:  # fmt: skip
@@ -137,7 +164,16 @@ async def intake(base: str, api: str, total: int, concurrency: int) -> None:
                 # research runs on the gpu pool, which has no worker here: nothing executes.
                 body = {"crew": "research", "inputs": {"topic": f"intake {n}"}}
                 key = {"Idempotency-Key": f"intake-{n}"}
-                response = await client.post("/v1/jobs", json=body, headers=key)
+                sent = time.perf_counter()
+                for attempt in range(3):
+                    try:
+                        response = await client.post("/v1/jobs", json=body, headers=key)
+                        break
+                    except httpx.TransportError:  # e.g. a keep-alive connection closed under
+                        if attempt == 2:  # us; the Idempotency-Key makes a retry safe
+                            raise
+                        retried[0] += 1
+                latencies.append(time.perf_counter() - sent)
                 if response.status_code == 202:
                     accepted.append(response.json()["id"])
                     queued.append(response.json()["status"] == "queued")
@@ -145,49 +181,108 @@ async def intake(base: str, api: str, total: int, concurrency: int) -> None:
                     failures += 1
 
         started = time.perf_counter()
+        counter = RunCounter(api, started)
+        counting = asyncio.create_task(counter.run())
         await asyncio.gather(*(one(n) for n in range(total)))
         elapsed = time.perf_counter() - started
-        statuses = await job_statuses(client, accepted)
-        # What Prefect did not take in the request is the reconciler's: give it time.
-        deadline = time.monotonic() + 600
-        while statuses.get("submitting") and time.monotonic() < deadline:
-            await asyncio.sleep(5)
-            statuses = await job_statuses(client, accepted)
-        waited = 600 - max(0.0, deadline - time.monotonic())
-    runs = await flow_runs_by_job(api)
-    lost = sum(1 for job_id in accepted if runs.get(job_id, 0) == 0)
-    duplicated = sum(1 for job_id in accepted if runs.get(job_id, 0) > 1)
+        # What Prefect did not take in the request is the queue's and the reconciler's.
+        counter.expected = len(accepted)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(counter.reached.wait(), wait - elapsed)
+        counting.cancel()
+        samples = counter.samples
+        # Statuses first: a job handed over meanwhile is then in the runs read after.
+        status_of = await job_statuses(client)
+        runs = await flow_runs_by_job(api)
+    in_prefect = next((at for at, count in samples if count >= len(accepted)), None)
+    statuses: dict[str, int] = {}
+    for status in status_of.values():
+        statuses[status] = statuses.get(status, 0) + 1
+    missing = [job_id for job_id in accepted if not runs.get(job_id)]
+    # Not in Prefect yet but still `submitting` is late, not lost: the queue and the
+    # reconciler go on handing it over.
+    waiting = sum(1 for job_id in missing if status_of.get(job_id) == "submitting")
+    lost = len(missing) - waiting
+    duplicated = sum(1 for job_id in accepted if len(runs.get(job_id, ())) > 1)
     print(f"intake ({total} POST /v1/jobs, {concurrency} in flight, no gpu worker):\n")
-    print("| accepted | refused | accepted/s | queued in the 202 | reached Prefect once | lost "
-          "| duplicated |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
-    row = [len(accepted), failures, f"{len(accepted) / elapsed:.0f}", sum(queued),
-           len(accepted) - lost - duplicated, lost, duplicated]  # fmt: skip
+    print("| accepted | refused | accepted/s | p50 / p99 s | queued in the 202 "
+          "| all in Prefect after s | not yet in Prefect | lost | duplicated |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    row = [len(accepted), failures, f"{len(accepted) / elapsed:.1f}",
+           f"{pct(latencies, 50):.2f} / {pct(latencies, 99):.2f}", sum(queued),
+           f"{in_prefect:.0f}" if in_prefect is not None else f"not within {wait:.0f}",
+           waiting, lost, duplicated]  # fmt: skip
     print("| " + " | ".join(str(cell) for cell in row) + " |\n", flush=True)
-    print(f"job statuses {waited:.0f} s after the burst: {statuses}\n")
+    marks = [at for at in (10, 30, 60, 120, 300, 600) if at <= samples[-1][0]]
+    timeline = [f"{at} s: {max((c for t, c in samples if t <= at), default=0)}" for at in marks]
+    print(
+        f"flow runs in Prefect since the burst began: {', '.join(timeline)}; "
+        f"last {samples[-1][1]} at {samples[-1][0]:.0f} s\n"
+    )
+    print(f"job statuses at the end: {statuses}; POSTs retried after a transport error: "
+          f"{retried[0]}\n")  # fmt: skip
 
 
-async def job_statuses(client: httpx.AsyncClient, ids: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for job_id in ids:
-        status = (await client.get(f"/v1/jobs/{job_id}")).json()["status"]
-        counts[status] = counts.get(status, 0) + 1
-    return counts
+class RunCounter:
+    """Prefect's count of the burst's flow runs, once a second: (seconds since `started`,
+    runs). One cheap count a second adds little to the server's load."""
+
+    def __init__(self, api: str, started: float) -> None:
+        self.api, self.started = api, started
+        self.samples: list[tuple[float, int]] = []
+        self.expected: int | None = None  # known once the burst is over
+        self.reached = asyncio.Event()
+
+    async def run(self) -> None:
+        query = {"flow_runs": {"tags": {"all_": ["crew:research"]}}}
+        async with httpx.AsyncClient(timeout=30) as client:
+            while True:
+                try:
+                    response = await client.post(f"{self.api}/flow_runs/count", json=query)
+                    if response.status_code == 200:
+                        count = int(response.json())
+                        self.samples.append((time.perf_counter() - self.started, count))
+                        if self.expected is not None and count >= self.expected:
+                            self.reached.set()
+                except httpx.HTTPError:
+                    pass  # a loaded server missed one sample; the next one counts
+                await asyncio.sleep(1.0)
 
 
-async def flow_runs_by_job(api: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def lines_with(path: Path, needle: str) -> int:
+    with path.open(errors="replace") as log:
+        return sum(needle in line for line in log)
+
+
+async def job_statuses(client: httpx.AsyncClient) -> dict[str, str]:
+    """Each job's status, from the list (which, unlike GET /v1/jobs/{id}, never refreshes a
+    job from Prefect: counting must not hand jobs over itself)."""
+    status_of: dict[str, str] = {}
+    params: dict[str, str | int] = {"limit": 100}
+    while True:
+        page = (await client.get("/v1/jobs", params=params)).json()
+        for job in page["jobs"]:
+            status_of[job["id"]] = job["status"]
+        if not page.get("cursor"):
+            return status_of
+        params["cursor"] = page["cursor"]
+
+
+async def flow_runs_by_job(api: str) -> dict[str, set[str]]:
+    """Each job's flow run ids. Paged in order of expected start: runs created meanwhile
+    land on the last page instead of shifting earlier ones (which counted a run twice)."""
+    runs: dict[str, set[str]] = {}
     async with httpx.AsyncClient(timeout=60) as client:
         offset = 0
         while True:
-            page = (await client.post(f"{api}/flow_runs/filter",
-                                      json={"limit": 200, "offset": offset})).json()  # fmt: skip
+            query = {"limit": 200, "offset": offset, "sort": "EXPECTED_START_TIME_ASC"}
+            page = (await client.post(f"{api}/flow_runs/filter", json=query)).json()
             for run in page:
                 job_id = run["parameters"].get("job_id")
                 if job_id:
-                    counts[job_id] = counts.get(job_id, 0) + 1
+                    runs.setdefault(job_id, set()).add(run["id"])
             if len(page) < 200:
-                return counts
+                return runs
             offset += 200
 
 
@@ -244,6 +339,31 @@ def group_pss_mib(pid: int) -> tuple[int, float]:
         kib += next(int(line.split()[1]) for line in rollup.splitlines()
                     if line.startswith("Pss:"))  # fmt: skip
     return members, kib / 1024
+
+
+def group_cpu_seconds(pid: int) -> float:
+    """User + system CPU of `pid`'s process group, its reaped children included."""
+    ticks = 0
+    for member in process_group(os.getpgid(pid)):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        ticks += sum(int(field) for field in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, elapsed) core-seconds of the whole machine since boot, from /proc/stat."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    hertz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks[:8]) - idle) / hertz, sum(ticks[:8]) / hertz
+
+
+def client_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def crew_seconds(job: dict[str, Any], hooks: list[dict[str, Any]]) -> float:

@@ -4,6 +4,7 @@ about the plumbing (tests/test_dev_stack_e2e.py runs the real SmolLM2)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -213,6 +214,51 @@ def handed_over(stack: DevStack, job_id: str) -> dict[str, Any]:
             return run
         time.sleep(0.1)
     pytest.fail(f"job {job_id} never reached Prefect")
+
+
+def test_a_burst_of_jobs_reaches_prefect_once_each_without_lock_errors(stack: DevStack) -> None:
+    """Concurrent hand-overs: Prefect on SQLite answered them `503 database is locked`."""
+    total, in_flight = 60, 20
+
+    async def burst() -> list[str]:
+        limits = httpx.Limits(max_connections=in_flight)
+        async with httpx.AsyncClient(base_url=stack.base_url, headers=HEADERS, limits=limits,
+                                     timeout=60) as client:  # fmt: skip
+            gate = asyncio.Semaphore(in_flight)
+
+            async def one(n: int) -> str:
+                async with gate:
+                    body = {"crew": "research", "inputs": {"topic": f"burst {n}"}}
+                    key = {"Idempotency-Key": f"burst-{n}"}
+                    response = await client.post("/v1/jobs", json=body, headers=key)
+                    assert response.status_code == 202, response.text
+                    return str(response.json()["id"])
+
+            return await asyncio.gather(*(one(n) for n in range(total)))
+
+    ids = asyncio.run(burst())
+    api = f"http://127.0.0.1:{stack.prefect_port}/api"
+    deadline = time.monotonic() + 120
+    runs: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        runs = {}
+        for offset in range(0, 1000, 200):
+            page = httpx.post(f"{api}/flow_runs/filter",
+                              json={"limit": 200, "offset": offset}).json()  # fmt: skip
+            for run in page:
+                job_id = run["parameters"].get("job_id")
+                runs[job_id] = runs.get(job_id, 0) + 1
+            if len(page) < 200:
+                break
+        if all(job_id in runs for job_id in ids):
+            break
+        time.sleep(1)
+    assert [job_id for job_id in ids if job_id not in runs] == [], "every job reached Prefect"
+    assert [job_id for job_id in ids if runs[job_id] > 1] == [], "and exactly once"
+    log = Path(stack.env["EDGECREW_DATA_DIR"]) / "logs" / "prefect.log"
+    assert "database is locked" not in log.read_text(errors="replace")
+    for job_id in ids:  # nothing left for the gpu worker to run
+        httpx.post(f"{stack.base_url}/v1/jobs/{job_id}/cancel", headers=HEADERS, timeout=30)
 
 
 def run_logs(stack: DevStack, run_id: str, *, wait_for: str) -> list[str]:

@@ -20,7 +20,7 @@ from edge.local.demo import demo_documents, file_document, ingest_documents
 from edge.local.llm_service import START_TIMEOUT_S, local_llm_service
 from edge.local.processes import Service, ServiceFailed, Supervisor
 from edge.local.readiness import stack_problems
-from edge.local.stack import POOLS, deploy_flows, dev_secrets, prefect_server, worker
+from edge.local.stack import POOLS, deploy_flows, dev_secrets, prefect_services, worker
 from edge.settings import DEV_API_KEYS, parse_api_keys
 
 app = typer.Typer(help="edgecrew: an HTTPS front door for AI agents.", no_args_is_help=True)
@@ -88,7 +88,8 @@ def _start_parts(
     api_url = f"http://127.0.0.1:{prefect_port}/api"
     if prefect_port is not None:
         console.print(f"[bold]starting[/] Prefect server on port {prefect_port}")
-        supervisor.start(prefect_server(prefect_port, Path(env["EDGECREW_DATA_DIR"])), timeout=180)
+        for service in prefect_services(prefect_port, Path(env["EDGECREW_DATA_DIR"])):
+            supervisor.start(service, timeout=180)  # its database first
         deploy_flows(api_url)
         env |= _jobs_env(Path(env["EDGECREW_DATA_DIR"]), api_url)
     console.print(f"[bold]starting[/] edge on http://{host}:{port}")

@@ -10,13 +10,20 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+from edge.local import postgres
 from edge.local.demo import REPO_ROOT
 from edge.local.processes import Service, ServiceFailed, free_port
 from shared.signing import new_secret
 
 POOLS = ("gpu", "cpu")
+#: Prefect's settings for its database (either name); set, they win over ours.
+_PREFECT_DATABASE_URLS = (
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+)
 QUIET = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
@@ -41,24 +48,71 @@ def dev_secrets(data_dir: Path) -> dict[str, str]:
     return secrets
 
 
-def prefect_server(port: int, data_dir: Path) -> Service:
-    """Prefect server on SQLite under `data_dir`, analytics off."""
+def prefect_services(port: int, data_dir: Path) -> list[Service]:
+    """Prefect server and the database it needs, to start in this order.
+
+    PostgreSQL (embedded, `edge.local.postgres`) unless Prefect's own connection URL is
+    set, or `EDGECREW_PREFECT_DATABASE=sqlite` asks for Prefect's default SQLite (also
+    the fallback where the PostgreSQL wheel is not installed): SQLite cannot take
+    concurrent run creation, see docs/benchmarks.md.
+    """
+    configured = any(os.environ.get(name) for name in _PREFECT_DATABASE_URLS)
+    wants_sqlite = os.environ.get("EDGECREW_PREFECT_DATABASE", "").lower() == "sqlite"
+    if configured or wants_sqlite or not postgres.available():
+        return [prefect_server(port, data_dir)]
+    database = postgres.embedded_postgres(data_dir)
+    return [database.service, prefect_server(port, data_dir, database_url=database.url)]
+
+
+def prefect_server(port: int, data_dir: Path, *, database_url: str | None = None) -> Service:
+    """Prefect server under `data_dir`, analytics off; on SQLite unless `database_url`."""
+    env = {
+        **QUIET,
+        "PREFECT_HOME": str(data_dir / "prefect"),
+        # The late-runs service moves every run still waiting 15 s after its scheduled
+        # time to `Late`: one more orchestrated state change and event per job, i.e. as
+        # much work again as creating it (docs/benchmarks.md). Jobs wait in the pools'
+        # queues by design (a concurrency limit, no free worker), so in local mode that
+        # label is noise that halves how fast a backlog reaches Prefect; the edge's job
+        # status says `queued`. Workers take Scheduled and Late runs alike.
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": os.environ.get(
+            "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED", "false"
+        ),
+    }
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
     return Service(
         name="prefect",
         argv=[sys.executable, "-m", "prefect", "server", "start",
               "--host", "127.0.0.1", "--port", str(port)],
         health_url=f"http://127.0.0.1:{port}/api/health",
-        env={**QUIET, "PREFECT_HOME": str(data_dir / "prefect")},
+        env=env,
         hint=f"is port {port} free? if its database is damaged, move {data_dir / 'prefect'} away",
     )  # fmt: skip
+
+
+#: The pools' base job template: the process worker's settings at their defaults and no
+#: job variables. Prefect validates a pool's variables schema (jsonschema, against the
+#: 2020-12 metaschema, twice) on every `create_flow_run`: with the process type's six
+#: variables that was a quarter of the server's CPU per run (docs/benchmarks.md), for
+#: variables no deployment here sets. A plain `prefect worker start --type process` still
+#: serves these pools.
+LEAN_JOB_TEMPLATE = {
+    "job_configuration": {"stream_output": True},
+    "variables": {"type": "object", "properties": {}},
+}
 
 
 def deploy_flows(api_url: str, *, root: Path = REPO_ROOT) -> None:
     """Create the process work pools and register the deployments in prefect.yaml."""
     env = {**os.environ, **QUIET, "PREFECT_API_URL": api_url, "EDGECREW_EXECUTOR_DIR": str(root)}
     prefect = [sys.executable, "-m", "prefect"]
-    for pool in POOLS:
-        _run([*prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"], env, root)
+    with tempfile.TemporaryDirectory() as folder:
+        template = Path(folder) / "base-job-template.json"
+        template.write_text(json.dumps(LEAN_JOB_TEMPLATE))
+        for pool in POOLS:
+            _run([*prefect, "work-pool", "create", pool, "--type", "process",
+                  "--base-job-template", str(template), "--overwrite"], env, root)  # fmt: skip
     _run([*prefect, "--no-prompt", "deploy", "--all"], env, root)
     within = os.environ.get("EDGECREW_ZOMBIE_SECONDS", "90")
     _run([sys.executable, "-m", "executor.zombies", "--within", within], env, root)
