@@ -161,3 +161,29 @@ def test_a_missing_gguf_or_an_empty_conversion_is_an_error_naming_the_file(tmp_p
     with pytest.raises(ModelPreparationFailed, match="wrote no"):
         prepare_model(gguf, tmp_path / "cache", convert=lambda source, out: out.mkdir())
     assert not list((tmp_path / "cache").glob("m-*"))
+
+
+def test_the_cpus_own_kernels_are_kept_when_a_test_generation_passes() -> None:
+    from edge.local.llm_server import working_isa
+
+    tried: list[str | None] = []
+    assert working_isa(lambda isa: tried.append(isa) or 0) is None
+    assert tried == [None]
+
+
+def test_a_crashing_choice_of_kernels_falls_back_to_avx2_then_generic() -> None:
+    """As on the CPU where llama.cpp's native build died with SIGSEGV on any prompt."""
+    import signal
+
+    from edge.local.llm_server import working_isa
+
+    tried: list[str | None] = []
+
+    def crashes_unless_generic(isa: str | None) -> int:
+        tried.append(isa)
+        return 0 if isa == "GENERIC" else -signal.SIGSEGV
+
+    assert working_isa(crashes_unless_generic) == "GENERIC"
+    assert tried == [None, "AVX2", "GENERIC"]
+    with pytest.raises(ValueError, match="every CPU ISA crashed"):
+        working_isa(lambda isa: -signal.SIGSEGV)
