@@ -215,10 +215,9 @@ async def intake(base: str, api: str, total: int, concurrency: int, wait: float)
     print("| " + " | ".join(str(cell) for cell in row) + " |\n", flush=True)
     marks = [at for at in (10, 30, 60, 120, 300, 600) if at <= samples[-1][0]]
     timeline = [f"{at} s: {max((c for t, c in samples if t <= at), default=0)}" for at in marks]
-    print(
-        f"flow runs in Prefect since the burst began: {', '.join(timeline)}; "
-        f"last {samples[-1][1]} at {samples[-1][0]:.0f} s\n"
-    )
+    marked = f"{', '.join(timeline)}; " if timeline else ""
+    print(f"flow runs in Prefect since the burst began: {marked}"
+          f"last {samples[-1][1]} at {samples[-1][0]:.0f} s\n")  # fmt: skip
     print(f"job statuses at the end: {statuses}; POSTs retried after a transport error: "
           f"{retried[0]}\n")  # fmt: skip
 
