@@ -165,9 +165,10 @@ def job_body(receiver: Receiver, text: str) -> dict[str, Any]:
             "webhook": {"url": receiver.url, "events": events}}  # fmt: skip
 
 
-def kill_group(command_part: str) -> float:
-    """SIGKILL the process group of the one process whose command line has this text."""
-    (pid,) = processes_mentioning(command_part)
+def kill_group(command_part: str, stack: DevStack | None = None) -> float:
+    """SIGKILL the process group of the one process whose command line has this text
+    (of `stack`'s parts when given: another stack may run on the machine)."""
+    (pid,) = stack.processes(command_part) if stack else processes_mentioning(command_part)
     os.killpg(os.getpgid(pid), signal.SIGKILL)
     return time.monotonic()
 
@@ -271,7 +272,7 @@ def worker_scenario(stack: DevStack, jobs: int) -> Outcome:
                 break
             time.sleep(0.25)
         health = stack_worker_health(stack)  # the same port after a restart
-        killed = kill_group("executor.worker --pool cpu")
+        killed = kill_group("executor.worker --pool cpu", stack)
         recovered = wait_healthy(health, killed) if health else float("nan")
         ended, duplicated = settle(stack, receiver, accepted, 420)
         statuses = [httpx.get(f"{stack.base_url}/v1/jobs/{j}", headers=HEADERS).json()["status"]
@@ -283,7 +284,7 @@ def worker_scenario(stack: DevStack, jobs: int) -> Outcome:
 
 
 def stack_worker_health(stack: DevStack) -> str | None:
-    for pid in processes_mentioning("executor.worker --pool cpu"):
+    for pid in stack.processes("executor.worker --pool cpu"):
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         if b"--healthcheck-port" in cmdline:
             port = int(cmdline[cmdline.index(b"--healthcheck-port") + 1])
@@ -334,7 +335,7 @@ async def ask_loop(stack: DevStack, seconds: float, kill_after: float, fault: Ca
 
 def llm_scenario(stack: DevStack) -> Outcome:
     statuses, recovered = asyncio.run(
-        ask_loop(stack, 90, 15, lambda: kill_group(f"--port {stack.llm_port}"))
+        ask_loop(stack, 90, 15, lambda: kill_group(f"--port {stack.llm_port}", stack))
     )
     bad = sum(v for k, v in statuses.items() if k not in {"200", "503"})
     notes = f"questions, not jobs: accepted = asked, ended = answered 200; by status: {statuses}"
@@ -347,11 +348,11 @@ Scenario = Callable[[DevStack, int], Outcome]
 SCENARIOS: dict[str, tuple[Scenario, bool]] = {  # name → (run, needs the real local LLM)
     "prefect": (lambda s, n: jobs_scenario(
         "Prefect server during submissions", s, jobs=n, text="prefect",
-        fault=lambda: kill_group(f"server start --host 127.0.0.1 --port {s.prefect_port}"),
+        fault=lambda: kill_group(f"server start --host 127.0.0.1 --port {s.prefect_port}", s),
         health=f"http://127.0.0.1:{s.prefect_port}/api/health"), False),
     "edge": (lambda s, n: jobs_scenario(
         "edge mid-request", s, jobs=n, text="edge",
-        fault=lambda: kill_group(f"create_local_app --factory --host 127.0.0.1 --port {s.port}"),
+        fault=lambda: kill_group(f"create_local_app --factory --host 127.0.0.1 --port {s.port}", s),
         health=f"{s.base_url}/healthz"), False),
     "worker": (lambda s, n: worker_scenario(s, max(8, n // 5)), False),
     "llm": (lambda s, n: llm_scenario(s), True),

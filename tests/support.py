@@ -38,8 +38,10 @@ def port_is_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line contains `text` (read from /proc, no extra packages)."""
+def processes_mentioning(text: str, *, within: Path | None = None) -> list[int]:
+    """PIDs whose command line contains `text` (read from /proc, no extra packages);
+    with `within`, only those running in that directory (one stack's parts, not those
+    of another stack on the same machine)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -48,8 +50,14 @@ def processes_mentioning(text: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if text in cmdline:
-            found.append(int(entry.name))
+        if text not in cmdline:
+            continue
+        try:
+            if within is not None and Path(os.readlink(entry / "cwd")) != within:
+                continue
+        except OSError:
+            continue
+        found.append(int(entry.name))
     return found
 
 
@@ -75,6 +83,7 @@ class DevStack:
     llm_port: int
     prefect_port: int
     env: dict[str, str]
+    cwd: Path
     output: list[str] = field(default_factory=list)
 
     @property
@@ -99,12 +108,16 @@ class DevStack:
             argv, cwd=tmp_path, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, start_new_session=True,  # so a failed test can still kill it all
         )  # fmt: skip
-        stack = cls(process=process, env=full_env, **ports)
+        stack = cls(process=process, env=full_env, cwd=tmp_path.resolve(), **ports)
         try:
             stack.wait_for("ready on", timeout)
             yield stack
         finally:
             stack.output.append(stack.interrupt())
+
+    def processes(self, text: str) -> list[int]:
+        """This stack's processes whose command line contains `text`."""
+        return processes_mentioning(text, within=self.cwd)
 
     def wait_for(self, needle: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -21,7 +21,7 @@ from standardwebhooks import Webhook
 from edge.settings import DEV_API_KEYS
 from shared.claims import claim_message
 from tests.doubles.openai_server import FakeOpenAIServer
-from tests.support import DevStack, WebhookReceiver, process_group, processes_mentioning
+from tests.support import DevStack, WebhookReceiver, process_group
 
 pytestmark = pytest.mark.e2e
 KEY = DEV_API_KEYS.split(":", 1)[1]
@@ -38,7 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "EDGECREW_RECONCILE_SECONDS": "3",
         "EDGECREW_STALE_AFTER_SECONDS": "5",
         "EDGECREW_CLAIM_TIMEOUT_SECONDS": "5",
-        "EDGECREW_WORKER_HEARTBEAT_SECONDS": "5",  # offline after 15 s without one
+        "EDGECREW_WORKER_HEARTBEAT_SECONDS": "10",  # offline after 30 s without one
     }
     with FakeOpenAIServer() as llm:  # the crews use the scripted LLM; the edge needs one
         env["EDGECREW_LLM_BASE_URL"] = llm.base_url
@@ -143,20 +143,22 @@ def test_killing_a_worker_that_holds_runs_still_ends_every_job(stack: DevStack) 
         hung = submit(stack, job("SLOW-CREW: hang."))
         receiver.wait_for_event("job.running", timeout=60)
         httpx.patch(f"{api}/work_pools/cpu", json={"is_paused": True}).raise_for_status()
-        claimed = [submit(stack, job(f"claimed {n}")) for n in range(2)]
-        (holder,) = [w["name"] for w in pool_workers(stack, "cpu") if w["status"] == "ONLINE"]
-        for accepted in claimed:
-            run = handed_over(stack, accepted["id"])
-            pending = {"state": {"type": "PENDING", "name": "Pending",
-                                 "message": claim_message(holder)}}  # fmt: skip
-            claim = httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json=pending).json()
-            assert claim["status"] == "ACCEPT", claim
-        workers = processes_mentioning("executor.worker --pool cpu")
-        assert len(workers) == 1, "one cpu worker should be running"
-        group = os.getpgid(workers[0])
-        assert [pid for pid in process_group(group) if pid != workers[0]], "its flow run"
-        os.killpg(group, signal.SIGKILL)  # the worker, its fork server, the flow run
-        httpx.patch(f"{api}/work_pools/cpu", json={"is_paused": False}).raise_for_status()
+        try:
+            claimed = [submit(stack, job(f"claimed {n}")) for n in range(2)]
+            (holder,) = [w["name"] for w in pool_workers(stack, "cpu") if w["status"] == "ONLINE"]
+            for accepted in claimed:
+                run = handed_over(stack, accepted["id"])
+                pending = {"state": {"type": "PENDING", "name": "Pending",
+                                     "message": claim_message(holder)}}  # fmt: skip
+                claim = httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json=pending).json()
+                assert claim["status"] == "ACCEPT", claim
+            workers = stack.processes("executor.worker --pool cpu")
+            assert len(workers) == 1, "one cpu worker should be running"
+            group = os.getpgid(workers[0])
+            assert [pid for pid in process_group(group) if pid != workers[0]], "its flow run"
+            os.killpg(group, signal.SIGKILL)  # the worker, its fork server, the flow run
+        finally:  # whatever happened, later tests need the pool back
+            httpx.patch(f"{api}/work_pools/cpu", json={"is_paused": False}).raise_for_status()
 
         def ends() -> dict[str, str]:
             bodies = [json.loads(h["body"]) for h in receiver.received]
@@ -178,7 +180,7 @@ def test_a_killed_prefect_server_is_restarted_and_jobs_taken_meanwhile_still_end
 ) -> None:
     """Prefect dies: the stack stays up, says what is down, keeps accepting jobs, and
     the job accepted while Prefect was away runs once it is back."""
-    (server,) = processes_mentioning(f"server start --host 127.0.0.1 --port {stack.prefect_port}")
+    (server,) = stack.processes(f"server start --host 127.0.0.1 --port {stack.prefect_port}")
     os.killpg(os.getpgid(server), signal.SIGKILL)
     with WebhookReceiver() as receiver:
         body = {"crew": "summarize", "inputs": {"text": "while Prefect was down"},
