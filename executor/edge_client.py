@@ -1,4 +1,4 @@
-"""The executor's calls to the edge: signed job events and knowledge searches.
+"""The executor's calls to the edge: signed job events, searches and the crew catalog.
 
 Each event has a stable `webhook-id`; a retry sends the same id, so the edge applies it at
 most once. Retries back off exponentially until the edge acknowledges (2xx) or answers
@@ -63,6 +63,13 @@ class EdgeClient:
         message_id = f"search:{tenant}:{time.time_ns()}"
         answer = self._signed_post("/v1/internal/search", message_id, payload)
         return list(answer["matches"])
+
+    def publish_crews(self, worker: str, pool: str, crews: list[dict[str, Any]]) -> list[str]:
+        """Publish this worker's crews to the edge's catalog; the names it took."""
+        payload = {"worker": worker, "pool": pool, "crews": crews}
+        message_id = f"crews:{worker}:{time.time_ns()}"
+        answer = self._signed_post("/v1/internal/crews", message_id, payload)
+        return list(answer["crews"])
 
     def _signed_post(
         self, path: str, message_id: str, payload: Mapping[str, Any]

@@ -1,8 +1,9 @@
 """The Prefect flow that runs one crew job and reports it to the edge.
 
-Thin on purpose: load the crew, run it, post `running`, `progress` after each task and the
-final state (signed), return the result. Flow retries cover transient failures; the
-events are idempotent on the edge, and `failed` is only reported once no retry is left.
+Thin on purpose: find the configured crew, run it in its own directory with the job's
+context, post `running`, `progress` after each task (or flow step) and the final state
+(signed), return the result. Flow retries cover transient failures; the events are
+idempotent on the edge, and `failed` is only reported once no retry is left.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from executor.crews import build_crew, load_crew
+from executor.catalog import crew_for_run
 from executor.edge_client import EdgeClient
 from executor.llm import build_llm
+from executor.run_context import JobContext, run_directory, running_job
 from executor.settings import ExecutorSettings
-from executor.tools import knowledge_search_tool
 from shared.crews import FLOW_NAME
 
 RETRIES = 1
@@ -30,8 +31,10 @@ def run_crew_job(job_id: str, tenant: str, crew: str, inputs: dict[str, Any]) ->
     settings = ExecutorSettings.from_env(os.environ)
     edge = EdgeClient(settings)
     attempt = int(flow_run.run_count or 1)
-    edge.notify(job_id, tenant, f"running:{attempt}", {"type": "running"})
     try:
+        loaded = crew_for_run(crew)
+        running = {"type": "running", "crew_version": loaded.spec.version}
+        edge.notify(job_id, tenant, f"running:{attempt}", running)
         result = run_crew(job_id, tenant, crew, inputs, settings=settings, edge=edge)
     except Exception as exc:
         logger.exception("crew %s failed for job %s (attempt %d)", crew, job_id, attempt)
@@ -53,43 +56,29 @@ def run_crew(
     settings: ExecutorSettings,
     edge: EdgeClient,
 ) -> dict[str, Any]:
-    """Build and run the crew, posting progress after each task; returns the job result."""
-    definition = load_crew(crew)
-    reporter = ProgressReporter(edge, job_id, tenant, definition.task_names())
-    tools = {"knowledge_search": knowledge_search_tool(edge, tenant)}
-    built = build_crew(definition, llm=build_llm(settings), tools=tools, task_callback=reporter)
-    output = built.kickoff(inputs={**definition.defaults, **inputs})
-    return {
-        "output": str(output.raw),
-        "tasks": [{"name": t.name, "output": str(t.raw)} for t in output.tasks_output],
-    }
+    """Run the crew in a directory of its own, posting progress; returns the job result
+    with the files the run wrote."""
+    loaded = crew_for_run(crew)
+    job = JobContext(job_id, tenant, lambda query, top_k: edge.search(tenant, query, top_k))
+    progress = ProgressReporter(edge, job_id, tenant)
+    with running_job(job, lambda: build_llm(settings)), run_directory(job_id) as files:
+        result = loaded.kickoff(inputs, llm=build_llm(settings), progress=progress)
+    return {**result, "files": files.entries}
 
 
 class ProgressReporter:
-    """CrewAI's task callback: posts `progress` after each task.
+    """Posts `progress` (best effort) each time a task or step completes."""
 
-    A module-level class rather than a closure: CrewAI warns that closures cannot be
-    serialized for its checkpoints.
-    """
-
-    def __init__(self, edge: EdgeClient, job_id: str, tenant: str, task_names: list[str]) -> None:
+    def __init__(self, edge: EdgeClient, job_id: str, tenant: str) -> None:
         self._edge = edge
         self._job_id = job_id
         self._tenant = tenant
-        self._names = task_names
-        self._done = 0
 
-    def __call__(self, output: Any) -> None:
-        self._done += 1
-        upcoming = self._names[self._done] if self._done < len(self._names) else None
-        progress = {
-            "completed_tasks": self._done,
-            "total_tasks": len(self._names),
-            "current_task": upcoming,
-        }
+    def __call__(self, done: int, total: int, upcoming: str | None) -> None:
+        progress = {"completed_tasks": done, "total_tasks": total, "current_task": upcoming}
         self._edge.notify(
             self._job_id,
             self._tenant,
-            f"progress:{self._done}",
+            f"progress:{done}",
             {"type": "progress", "progress": progress},
         )

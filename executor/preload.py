@@ -1,9 +1,10 @@
 """What the warm fork server imports once, so flow-run processes start with it done.
 
 Importing this module is its whole job (see `executor.warm`): Prefect's engine, CrewAI,
-the flow, every crew's definition (cached by `load_crew`) and, when set, the LLM factory
-module that tests inject. Nothing here may start a thread or open a connection: the
-server forks after it, and a forked thread or socket would be shared by every run.
+the flow, the modules of the configured crews and, when set, the LLM factory module that
+tests inject. Crews are imported, not built: nothing here may start a thread or open a
+connection, since the server forks after it and a forked thread or socket would be
+shared by every run.
 """
 
 from __future__ import annotations
@@ -16,25 +17,27 @@ import crewai  # noqa: F401 - the ~4 s import every run would otherwise pay
 import prefect.engine
 import prefect.flow_engine  # noqa: F401
 
-from executor.crews import crew_names, load_crew
+from executor.config import import_path, load_config
 from executor.flows import run_crew_job
 
 #: Deployment entrypoints (as in prefect.yaml) whose flow is already imported here.
 FLOWS = {"executor/flows.py:run_crew_job": run_crew_job}
 
 
-def _warm_caches() -> None:
-    for name in crew_names():
-        load_crew(name)
+def _warm_imports() -> None:
+    for entry in load_config().crews.values():
+        if not entry.is_json:
+            with import_path(entry):
+                importlib.import_module(entry.source.partition(":")[0])
     factory = os.environ.get("EDGECREW_CREW_LLM_FACTORY")
     if factory:
         importlib.import_module(factory.partition(":")[0])
 
 
-# The fork server survives an ImportError here but dies of anything else (a crew's bad
-# YAML, a factory module that raises): warming is an optimisation, so a failure is
-# reported and left to the run that needs it, where it fails that run with the error.
+# The fork server survives an ImportError here but dies of anything else (a crew module
+# that raises, a bad edgecrew.toml): warming is an optimisation, so a failure is reported
+# and left to the run that needs it, where it fails that run with the error.
 try:
-    _warm_caches()
+    _warm_imports()
 except Exception as _error:
     print(f"edgecrew preload: not warmed ({type(_error).__name__}: {_error})", file=sys.stderr)

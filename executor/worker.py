@@ -30,13 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Annotated, Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from uuid import UUID
 
 import typer
 
 from executor.warm import RunProcess, WarmProcesses
 from shared.claims import WORK_POOL_LABEL, WORKER_NAME_LABEL, WORKER_TYPE_LABEL, claim_message
+
+if TYPE_CHECKING:
+    from executor.catalog import Catalog
 
 log = logging.getLogger("edgecrew.worker")
 
@@ -281,6 +285,7 @@ class _Health:
     def __init__(self, worker: WarmWorker) -> None:
         self.worker = worker
         self.ready = threading.Event()
+        self.published = threading.Event()  # the edge has this worker's crews
 
     def serve(self, host: str, port: int) -> ThreadingHTTPServer:
         health = self
@@ -292,6 +297,7 @@ class _Health:
                 body = json.dumps(
                     {
                         "ready": ready,
+                        "published": health.published.is_set(),
                         "pool": options.pool,
                         "running": len(health.worker.runs),
                         "limit": options.limit,
@@ -329,12 +335,16 @@ def start(
     ] = 30.0,
     healthcheck_host: str = "127.0.0.1",
     healthcheck_port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="edgecrew.toml (default: $EDGECREW_CONFIG or ./)")
+    ] = None,
 ) -> None:
     """Serve one work pool; flow runs start in processes forked warm (see executor.warm)."""
     from prefect.client.orchestration import get_client
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not two lines per poll
+    catalog = _offered_crews(pool, config)
     options = WorkerOptions(
         pool=pool,
         name=name or f"edgecrew-{socket.gethostname()}-{os.getpid()}",
@@ -359,6 +369,10 @@ def start(
         log.info("warm in %.1f s; serving pool %r as %r", time.monotonic() - started, pool,
                  options.name)  # fmt: skip
         health.ready.set()
+        publisher = threading.Thread(
+            target=_publish, args=(options, catalog, stop, health), daemon=True, name="publish"
+        )
+        publisher.start()
         while not stop.is_set():
             worker.tick()
             stop.wait(options.poll_seconds)
@@ -367,6 +381,44 @@ def start(
         worker.drain(drain_seconds)
         if server is not None:
             server.shutdown()
+
+
+def _offered_crews(pool: str, config_file: Path | None) -> Catalog:
+    """Load and check every crew of the pool before serving it: a broken crew stops the
+    worker here, with its name and error, instead of failing jobs later."""
+    from executor.catalog import check_runtime, load_catalog
+    from executor.config import ConfigError, load_config
+
+    try:
+        config = load_config(config_file)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(2) from exc
+    if config.path is not None:  # flow-run processes read the same file, wherever they run
+        os.environ["EDGECREW_CONFIG"] = str(config.path)
+    problems = check_runtime()
+    catalog = load_catalog(config, pool)
+    for error in catalog.errors:
+        log.error("cannot offer %s", error)
+    for problem in problems:
+        log.error("%s", problem)
+    if catalog.errors or problems:
+        raise typer.Exit(2)
+    if not catalog.crews:
+        log.warning("no crew in %s runs on pool %r", config.path or "the config", pool)
+    for name, loaded in catalog.crews.items():
+        log.info("offering crew %r (%s, version %s)", name, loaded.kind, loaded.spec.version)
+    return catalog
+
+
+def _publish(options: WorkerOptions, catalog: Catalog, stop: threading.Event, health: Any) -> None:
+    from executor.catalog import publish_until_taken
+    from executor.edge_client import EdgeClient
+    from executor.settings import ExecutorSettings
+
+    edge = EdgeClient(ExecutorSettings.from_env(os.environ))
+    if publish_until_taken(edge, options.name, options.pool, catalog, stop):
+        health.published.set()
 
 
 def main() -> None:

@@ -19,14 +19,17 @@ from rich.console import Console
 from edge.local.demo import demo_documents, file_document, ingest_documents
 from edge.local.llm_service import START_TIMEOUT_S, local_llm_service
 from edge.local.processes import Service, ServiceFailed, Supervisor
-from edge.local.readiness import stack_problems
-from edge.local.stack import POOLS, deploy_flows, dev_secrets, prefect_services, worker
+from edge.local.readiness import catalog_problems, stack_problems
+from edge.local.stack import deploy_flows, dev_secrets, prefect_services, worker
 from edge.settings import DEV_API_KEYS, parse_api_keys
+from executor.config import ConfigError, EdgecrewConfig, load_config
 
 app = typer.Typer(help="edgecrew: an HTTPS front door for AI agents.", no_args_is_help=True)
 console = Console()
 
 Port = Annotated[int, typer.Option(min=1, max=65535)]
+CONFIG_HELP = "edgecrew.toml naming the crews (default: $EDGECREW_CONFIG, else ./edgecrew.toml)"
+ConfigFile = Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help=CONFIG_HELP)]
 
 
 @app.command()
@@ -37,10 +40,12 @@ def dev(
     demo: Annotated[bool, typer.Option(help="Ingest the demo corpus (the project's docs)")] = True,
     jobs: Annotated[bool, typer.Option(help="Start Prefect and the crew workers")] = True,
     prefect_port: Port = 4200,
+    config: ConfigFile = None,
 ) -> None:
     """Start the whole local stack (LLM, Prefect, workers, edge); Ctrl-C stops everything."""
     load_dotenv(Path.cwd() / ".env")
     env = _stack_env(llm_port)
+    crews = _crew_config(config) if jobs else None
     data_dir = Path(env["EDGECREW_DATA_DIR"])
     supervisor = Supervisor(data_dir / "logs")
     # Ctrl-C and `kill` both stop the stack. SIGINT is set explicitly: a parent that
@@ -49,9 +54,9 @@ def dev(
     signal.signal(signal.SIGTERM, _raise_interrupt)
     base_url = f"http://{host}:{port}"
     try:
-        _start_parts(supervisor, env, host, port, llm_port, prefect_port if jobs else None)
+        _start_parts(supervisor, env, host, port, llm_port, prefect_port if jobs else None, crews)
         key, tenant = _first_key(env["EDGECREW_API_KEYS"])
-        _check_ready(supervisor, base_url, key, env)
+        _check_ready(supervisor, base_url, key, env, crews)
         if demo:
             _ingest_demo(supervisor, base_url, key, tenant)
         _print_ready(base_url, env["EDGECREW_API_KEYS"], key, supervisor, tenant)
@@ -78,6 +83,7 @@ def _start_parts(
     port: int,
     llm_port: int,
     prefect_port: int | None,
+    crews: EdgecrewConfig | None,
 ) -> None:
     """Start every part in dependency order, each healthy before the next; `env` gains
     what the edge needs for jobs. Stopping goes the other way round."""
@@ -90,11 +96,12 @@ def _start_parts(
         console.print(f"[bold]starting[/] Prefect server on port {prefect_port}")
         for service in prefect_services(prefect_port, Path(env["EDGECREW_DATA_DIR"])):
             supervisor.start(service, timeout=180)  # its database first
-        deploy_flows(api_url)
+        assert crews is not None
+        deploy_flows(api_url, {pool: crews.concurrency_of(pool) for pool in crews.pools})
         env |= _jobs_env(Path(env["EDGECREW_DATA_DIR"]), api_url)
     console.print(f"[bold]starting[/] edge on http://{host}:{port}")
     supervisor.start(_edge_service(host, port, env))
-    if prefect_port is None:
+    if prefect_port is None or crews is None:
         return
     executor_env = {
         "EDGECREW_EDGE_URL": f"http://{host}:{port}",
@@ -102,9 +109,20 @@ def _start_parts(
         "EDGECREW_CREW_LLM_BASE_URL": env["EDGECREW_LLM_BASE_URL"],
         "EDGECREW_CREW_LLM_MODEL": env["EDGECREW_LLM_MODEL"],
     }
-    for pool in POOLS:
-        console.print(f"[bold]starting[/] Prefect worker for the {pool!r} pool")
+    if crews.path is not None:
+        executor_env["EDGECREW_CONFIG"] = str(crews.path)
+    for pool in crews.pools:
+        names = ", ".join(entry.name for entry in crews.in_pool(pool)) or "no crews"
+        console.print(f"[bold]starting[/] Prefect worker for the {pool!r} pool ({names})")
         supervisor.start(worker(pool, api_url, executor_env))
+
+
+def _crew_config(path: Path | None) -> EdgecrewConfig:
+    """The crews the workers will offer, read (not loaded) here to know their pools."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise ServiceFailed(str(exc)) from exc
 
 
 def _ingest_demo(supervisor: Supervisor, base_url: str, key: str, tenant: str) -> None:
@@ -118,18 +136,60 @@ def _ingest_demo(supervisor: Supervisor, base_url: str, key: str, tenant: str) -
     console.print(f"ingested {len(result)} demo documents ({chunks} chunks) for {tenant!r}")
 
 
-def _check_ready(supervisor: Supervisor, base_url: str, key: str, env: dict[str, str]) -> None:
-    """Say ready only once a real generation, a real embedding and every dependency the
-    edge probes have worked; otherwise name what failed (and how a part died)."""
+def _check_ready(
+    supervisor: Supervisor, base_url: str, key: str, env: dict[str, str],
+    crews: EdgecrewConfig | None,
+) -> None:  # fmt: skip
+    """Say ready only once a real generation, a real embedding, every dependency the edge
+    probes and the workers' crew catalog have worked; otherwise name what failed (and how
+    a part died)."""
     console.print("checking: a generation, an embedding, the edge's dependencies…")
     problems = stack_problems(
         base_url, key, llm_base_url=env["EDGECREW_LLM_BASE_URL"],
         llm_model=env["EDGECREW_LLM_MODEL"], llm_api_key=env.get("EDGECREW_LLM_API_KEY"),
     )  # fmt: skip
+    if not problems and crews is not None:
+        problems = catalog_problems(base_url, key, sorted(crews.crews))
     if not problems:
         return
     died = supervisor.dead_parts()
     raise ServiceFailed("not ready:\n" + "\n".join(f"- {p}" for p in problems + died))
+
+
+crews_app = typer.Typer(help="The crews edgecrew.toml names.", no_args_is_help=True)
+app.add_typer(crews_app, name="crews")
+
+
+@crews_app.command("check")
+def crews_check(config: ConfigFile = None) -> None:
+    """Load each configured crew without running it; exit 1 if any cannot be loaded."""
+    from rich.table import Table
+
+    from executor.catalog import check_runtime, load_catalog
+
+    try:
+        crews = load_config(config)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from exc
+    catalog = load_catalog(crews)
+    table = Table("crew", "kind", "pool", "inputs (* required)", "tasks or steps", "version")
+    for name, loaded in catalog.crews.items():
+        spec = loaded.spec
+        required = set(spec.inputs.get("required", []))
+        inputs = ", ".join(
+            f"{field}{'*' if field in required else ''}: {rule.get('type')}"
+            for field, rule in spec.inputs.get("properties", {}).items()
+        )
+        kind = "flow" if loaded.kind == "flow" else f"crew ({loaded.kind})"
+        table.add_row(name, kind, spec.pool, inputs or "-", ", ".join(spec.tasks), spec.version)
+    console.print(f"{crews.path or 'no edgecrew.toml'}: {len(crews.crews)} crew(s)")
+    console.print(table)
+    problems = [str(error) for error in catalog.errors] + check_runtime()
+    for problem in problems:
+        console.print(f"[red]error:[/] {problem}", highlight=False, markup=False)
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -8,6 +8,7 @@ edge's own dependency probes (`GET /readyz`, which includes a Prefect round trip
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import httpx
@@ -17,6 +18,9 @@ import httpx
 GENERATION_TIMEOUT = 120.0
 EMBEDDING_TIMEOUT = 120.0
 TIMEOUT = 30.0
+#: Workers load their crews (CrewAI's import, then each crew built once) before they
+#: publish them.
+CATALOG_WAIT = 90.0
 
 
 def stack_problems(
@@ -92,3 +96,33 @@ def _dependencies(base_url: str) -> str | None:
     if response.status_code == 404:  # an edge without the probe route cannot vouch for them
         return "edge: GET /readyz is missing"
     return f"edge: GET /readyz answered {response.status_code}: {response.text[:500]}"
+
+
+def catalog_problems(
+    base_url: str, api_key: str, names: list[str], *, wait_seconds: float = CATALOG_WAIT
+) -> list[str]:
+    """Wait until `GET /v1/crews` lists every configured crew: the workers load their
+    crews and publish them after they start, and a job for an unlisted crew is a 422."""
+    deadline = time.monotonic() + wait_seconds
+    missing = names
+    while True:
+        try:
+            response = httpx.get(
+                f"{base_url}/v1/crews",
+                headers={"Authorization": f"Bearer {api_key}"},
+                timeout=TIMEOUT,
+            )
+            response.raise_for_status()
+            listed = {crew["name"] for crew in response.json()["crews"]}
+            missing = [name for name in names if name not in listed]
+        except httpx.HTTPError as exc:
+            missing = names
+            reason = f"GET /v1/crews failed: {exc}"
+        else:
+            reason = ""
+        if not missing:
+            return []
+        if time.monotonic() > deadline:
+            published = reason or f"the workers did not publish {', '.join(missing)}"
+            return [f"crews: {published} (see the workers' logs)"]
+        time.sleep(0.5)

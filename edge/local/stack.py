@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from edge.local import postgres
@@ -18,7 +19,6 @@ from edge.local.demo import REPO_ROOT
 from edge.local.processes import Service, ServiceFailed, free_port
 from shared.signing import new_secret
 
-POOLS = ("gpu", "cpu")
 #: Prefect's settings for its database (either name); set, they win over ours.
 _PREFECT_DATABASE_URLS = (
     "PREFECT_SERVER_DATABASE_CONNECTION_URL",
@@ -103,17 +103,19 @@ LEAN_JOB_TEMPLATE = {
 }
 
 
-def deploy_flows(api_url: str, *, root: Path = REPO_ROOT) -> None:
-    """Create the process work pools and register the deployments in prefect.yaml."""
+def deploy_flows(api_url: str, pools: Mapping[str, int], *, root: Path = REPO_ROOT) -> None:
+    """Create a process work pool and its deployment (prefect.yaml) for each pool of the
+    config, `pools` mapping each to its concurrency limit."""
     env = {**os.environ, **QUIET, "PREFECT_API_URL": api_url, "EDGECREW_EXECUTOR_DIR": str(root)}
     prefect = [sys.executable, "-m", "prefect"]
     with tempfile.TemporaryDirectory() as folder:
         template = Path(folder) / "base-job-template.json"
         template.write_text(json.dumps(LEAN_JOB_TEMPLATE))
-        for pool in POOLS:
+        for pool, concurrency in pools.items():
             _run([*prefect, "work-pool", "create", pool, "--type", "process",
                   "--base-job-template", str(template), "--overwrite"], env, root)  # fmt: skip
-    _run([*prefect, "--no-prompt", "deploy", "--all"], env, root)
+            pool_env = {**env, "EDGECREW_POOL": pool, "EDGECREW_POOL_CONCURRENCY": str(concurrency)}
+            _run([*prefect, "--no-prompt", "deploy", "--all"], pool_env, root)
     within = os.environ.get("EDGECREW_ZOMBIE_SECONDS", "90")
     _run([sys.executable, "-m", "executor.zombies", "--within", within], env, root)
 

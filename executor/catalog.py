@@ -1,0 +1,87 @@
+"""The crews this worker offers: loaded and checked at start, then published to the edge.
+
+`GET /v1/crews` and the edge's input checks come from what workers publish, so adding a
+crew is restarting workers with it configured, never redeploying the Worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import httpx
+
+from executor.config import EdgecrewConfig, load_config
+from executor.edge_client import EdgeClient, EdgeUnreachable
+from executor.loaded_crew import CrewLoadError, LoadedCrew, load
+from executor.run_context import default_llm_hook_available
+
+log = logging.getLogger("edgecrew.catalog")
+
+
+@dataclass
+class Catalog:
+    crews: dict[str, LoadedCrew] = field(default_factory=dict)
+    errors: list[CrewLoadError] = field(default_factory=list)
+
+
+def load_catalog(config: EdgecrewConfig, pool: str | None = None) -> Catalog:
+    """Load every configured crew (of `pool`, when given), collecting what fails."""
+    catalog = Catalog()
+    for name, entry in sorted(config.crews.items()):
+        if pool is not None and entry.pool != pool:
+            continue
+        try:
+            catalog.crews[name] = load(entry)
+        except CrewLoadError as exc:
+            catalog.errors.append(exc)
+    return catalog
+
+
+def check_runtime() -> list[str]:
+    """What this CrewAI lacks that edgecrew relies on (empty when all is there)."""
+    if not default_llm_hook_available():
+        return ["crewai.utilities.llm_utils._llm_via_environment_or_fallback is gone: "
+                "agents that name no LLM cannot get the executor's (pin crewai 1.15)"]  # fmt: skip
+    return []
+
+
+@functools.cache
+def crew_for_run(name: str) -> LoadedCrew:
+    """The crew a flow run asked for, from this process's config (cached per process)."""
+    config = load_config()
+    entry = config.crews.get(name)
+    if entry is None:
+        offered = ", ".join(sorted(config.crews)) or "none"
+        raise LookupError(f"crew {name!r} is not configured on this worker (it offers {offered})")
+    return load(entry)
+
+
+def publish_until_taken(
+    edge: EdgeClient,
+    worker: str,
+    pool: str,
+    catalog: Catalog,
+    stop: threading.Event,
+    *,
+    every_seconds: float = 10.0,
+) -> bool:
+    """Publish the pool's crews to the edge, again and again until it takes them (the
+    edge may start after the worker, or be away for a while). False if stopped first."""
+    crews = [loaded.spec.public() for loaded in catalog.crews.values()]
+    warned = False
+    while not stop.is_set():
+        try:
+            taken = edge.publish_crews(worker, pool, crews)
+        except (EdgeUnreachable, httpx.HTTPError, KeyError, ValueError) as exc:
+            if not warned:
+                log.warning("the edge did not take pool %r's crews yet (%s); retrying", pool, exc)
+                warned = True
+            stop.wait(every_seconds)
+            continue
+        log.info("published %d crew(s) of pool %r to the edge: %s", len(taken), pool,
+                 ", ".join(taken) or "none")  # fmt: skip
+        return True
+    return False

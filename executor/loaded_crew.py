@@ -1,0 +1,329 @@
+"""One configured crew, loaded the way its own project runs it, described and kicked off.
+
+Three kinds, as CrewAI's CLI makes them:
+
+- classic (`crewai create crew --classic`): a `@CrewBase` class, run as its `main.py`
+  runs it, `Class().crew().kickoff(inputs=...)`;
+- JSON-first (`crewai create crew`): a `crew.jsonc`, loaded by CrewAI's own loader;
+- flow (`crewai create flow`): a `Flow` subclass, `FlowClass().kickoff(inputs=...)`.
+
+Loading builds the crew once without running it: that checks it (a broken crew fails
+here, at worker start, not in a job) and gives its description: inputs, task (or step)
+names and a version.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import threading
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
+from pathlib import Path
+from typing import Any
+
+from executor.config import CrewEntry, import_path
+from shared.crews import INPUT_TYPES, CrewSpec, definition_digest
+
+#: CrewAI's placeholder syntax (`{name}`, not `{{name}}`), as its CLI finds inputs.
+PLACEHOLDER = re.compile(r"(?<!{){([A-Za-z_][A-Za-z0-9_\-]*)}(?!})")
+#: Progress: (completed, total, the next task or step or None).
+Progress = Callable[[int, int, str | None], None]
+
+
+class CrewLoadError(Exception):
+    """A configured crew cannot be loaded; the message names the crew and the cause."""
+
+    def __init__(self, entry: CrewEntry, cause: BaseException | str) -> None:
+        detail = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        super().__init__(f"crew {entry.name!r} ({entry.source}, from {entry.origin}): {detail}")
+        self.entry = entry
+
+
+@dataclass(frozen=True)
+class LoadedCrew:
+    entry: CrewEntry
+    kind: str  # "classic", "json" or "flow"
+    target: Any  # the class, or the crew.jsonc path
+    spec: CrewSpec
+    defaults: Mapping[str, Any]  # the project's own defaults under edgecrew.toml's
+
+    def kickoff(self, inputs: Mapping[str, Any], *, llm: Any, progress: Progress) -> dict[str, Any]:
+        """Run on `inputs` (over the defaults); the job's result. Call it inside
+        `executor.run_context.running_job`, which gives unnamed agents their LLM."""
+        merged = {**self.defaults, **inputs}
+        if self.kind == "flow":
+            return _kickoff_flow(self.target, merged, progress, list(self.spec.tasks))
+        crew = self.build()
+        if self.entry.llm == "executor":
+            for agent in crew.agents:
+                agent.llm = llm
+        crew.task_callback = _TaskProgress(progress, list(self.spec.tasks), crew.task_callback)
+        output = crew.kickoff(inputs=merged)
+        result: dict[str, Any] = {
+            "output": str(output.raw),
+            "tasks": [{"name": t.name, "output": str(t.raw)} for t in output.tasks_output],
+        }
+        if output.json_dict:
+            result["json"] = output.json_dict
+        return result
+
+    def build(self) -> Any:
+        """A fresh Crew (classic, JSON-first) or Flow instance, as its project builds it."""
+        return _build(self.kind, self.target)
+
+
+def load(entry: CrewEntry) -> LoadedCrew:
+    """Import, build and describe the crew; CrewLoadError says what failed."""
+    try:
+        with import_path(entry):
+            kind, target, project_defaults = _resolve(entry)
+            defaults = {**project_defaults, **entry.defaults}
+            built = _build(kind, target)
+            if kind == "flow":
+                inputs, tasks, definition = _describe_flow(target, built)
+            else:
+                inputs, tasks, definition = _describe_crew(built, defaults)
+    except CrewLoadError:
+        raise
+    except Exception as exc:
+        raise CrewLoadError(entry, exc) from exc
+    if entry.inputs is not None:
+        inputs = dict(entry.inputs)
+    spec = CrewSpec(
+        name=entry.name,
+        description=entry.description or _description(target, built, kind),
+        pool=entry.pool,
+        inputs=inputs,
+        kind="flow" if kind == "flow" else "crew",
+        tasks=tuple(tasks),
+        version=_package_version(target, kind) + "+" + definition_digest([definition, inputs]),
+    )
+    return LoadedCrew(entry, kind, target, spec, defaults)
+
+
+# --- resolving a source -----------------------------------------------------------------
+
+
+def _resolve(entry: CrewEntry) -> tuple[str, Any, dict[str, Any]]:
+    """(kind, class or path, the project's own input defaults)."""
+    if entry.is_json:
+        return _json_crew(entry, Path(entry.source))
+    module_name, _, attribute = entry.source.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    if isinstance(target, str | Path) and str(target).endswith((".json", ".jsonc")):
+        return _json_crew(entry, Path(target))  # an entry point may name a crew.jsonc
+    from crewai.flow.flow import Flow
+
+    if isinstance(target, type) and issubclass(target, Flow):
+        return "flow", target, {}
+    if isinstance(target, type) and getattr(target, "is_crew_class", False):
+        return "classic", target, {}
+    raise CrewLoadError(entry, "the source is not a @CrewBase class, a Flow class or a crew.jsonc")
+
+
+def _json_crew(entry: CrewEntry, path: Path) -> tuple[str, Any, dict[str, Any]]:
+    if not path.is_file():
+        raise CrewLoadError(entry, f"{path} is not a file")
+    from crewai.project.json_loader import load_jsonc_file
+
+    definition = load_jsonc_file(path)
+    defaults = definition.get("inputs") if isinstance(definition, dict) else None
+    return "json", path, dict(defaults or {})
+
+
+def _crew_method(instance: Any) -> Callable[[], Any]:
+    """The `@crew` method of a @CrewBase instance (named `crew` by convention only)."""
+    for name in dir(type(instance)):
+        if getattr(getattr(type(instance), name, None), "is_crew", False):
+            return getattr(instance, name)  # type: ignore[no-any-return]
+    return instance.crew  # type: ignore[no-any-return]
+
+
+def _build(kind: str, target: Any) -> Any:
+    if kind == "json":
+        from crewai.project.crew_loader import load_crew
+
+        crew, _ = load_crew(target)
+        return crew
+    instance = target()
+    return instance if kind == "flow" else _crew_method(instance)()
+
+
+# --- describing it ----------------------------------------------------------------------
+
+
+def _describe_crew(crew: Any, defaults: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], Any]:
+    """Inputs from the `{placeholders}` of agents and tasks, task names, the definition."""
+    texts = [getattr(a, k, None) for a in crew.agents for k in ("role", "goal", "backstory")]
+    task_fields = ("description", "expected_output", "output_file")
+    texts += [getattr(t, k, None) for t in crew.tasks for k in task_fields]
+    names = sorted({name for text in texts if text for name in PLACEHOLDER.findall(text)})
+    properties: dict[str, Any] = {}
+    for name in names:
+        rule: dict[str, Any] = {"type": "string"}
+        if name in defaults:
+            rule["default"] = defaults[name]
+        properties[name] = rule
+    inputs = {
+        "type": "object",
+        "properties": properties,
+        "required": [name for name in names if name not in defaults],
+        "additionalProperties": False,
+    }
+    tasks = [t.name or f"task_{i + 1}" for i, t in enumerate(crew.tasks)]
+    definition = {
+        "agents": [_agent_definition(a) for a in crew.agents],
+        "tasks": [_task_definition(t) for t in crew.tasks],
+        "process": str(crew.process),
+        "defaults": dict(defaults),
+    }
+    return inputs, tasks, definition
+
+
+def _agent_definition(agent: Any) -> list[Any]:
+    tools = sorted(getattr(tool, "name", str(tool)) for tool in agent.tools or [])
+    return [agent.role, agent.goal, agent.backstory, getattr(agent.llm, "model", None), tools]
+
+
+def _task_definition(task: Any) -> list[Any]:
+    # CrewAI marks an unset context with a sentinel object, not None.
+    given = task.context if isinstance(task.context, list) else []
+    context = [getattr(c, "name", None) for c in given]
+    role = getattr(task.agent, "role", None)
+    return [task.name, task.description, task.expected_output, task.output_file, role, context]
+
+
+def _describe_flow(cls: type, flow: Any) -> tuple[dict[str, Any], list[str], Any]:
+    """Inputs from the flow's typed state (an open object for a dict state), its steps."""
+    state = flow.state
+    if isinstance(state, dict):
+        inputs: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": True}
+    else:
+        schema = type(state).model_json_schema()
+        properties = {
+            name: _input_rule(rule)
+            for name, rule in schema.get("properties", {}).items()
+            if name != "id"  # CrewAI's own run id, not an input
+        }
+        inputs = {
+            "type": "object",
+            "properties": properties,
+            "required": [n for n in schema.get("required", []) if n in properties],
+            "additionalProperties": False,
+        }
+    steps = list(flow._methods)
+    try:
+        source = inspect.getsource(inspect.getmodule(cls) or cls)
+    except (OSError, TypeError):
+        source = cls.__qualname__
+    return inputs, steps, {"source": source, "inputs": inputs}
+
+
+def _input_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """A pydantic property as the catalog's schema subset: its JSON type (the first of an
+    Optional's), description and default; deeper structure is the flow's to check."""
+    kind = rule.get("type")
+    if kind is None:
+        kinds = [r.get("type") for r in rule.get("anyOf", []) if r.get("type") != "null"]
+        kind = kinds[0] if kinds else "string"
+    out: dict[str, Any] = {"type": kind if kind in INPUT_TYPES else "object"}
+    for key in ("description", "default", "enum"):
+        if key in rule:
+            out[key] = rule[key]
+    return out
+
+
+def _description(target: Any, built: Any, kind: str) -> str:
+    doc = inspect.getdoc(target) if kind != "json" else None
+    if kind == "json":
+        doc = getattr(built, "name", None)
+    return " ".join((doc or "").split())[:2000]
+
+
+def _package_version(target: Any, kind: str) -> str:
+    """The installed distribution's version, else the project's pyproject.toml's, else 0."""
+    if kind == "json":
+        return _pyproject_version(Path(target).parent) or "0"
+    top = target.__module__.split(".")[0]
+    for dist in packages_distributions().get(top, []):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    module_file = inspect.getsourcefile(target)
+    for folder in Path(module_file).parents if module_file else []:
+        if found := _pyproject_version(folder):
+            return found
+    return "0"
+
+
+def _pyproject_version(folder: Path) -> str | None:
+    path = folder / "pyproject.toml"
+    if not path.is_file():
+        return None
+    project = tomllib.loads(path.read_text(encoding="utf-8")).get("project", {})
+    found = project.get("version")
+    return str(found) if found else None
+
+
+# --- progress ---------------------------------------------------------------------------
+
+
+class _TaskProgress:
+    """CrewAI's task callback: progress after each task, then the crew's own callback.
+
+    A module-level class rather than a closure: CrewAI warns that closures cannot be
+    serialized for its checkpoints.
+    """
+
+    def __init__(self, progress: Progress, names: list[str], then: Any) -> None:
+        self._progress = progress
+        self._names = names
+        self._then = then
+        self._done = 0
+
+    def __call__(self, output: Any) -> None:
+        self._done += 1
+        upcoming = self._names[self._done] if self._done < len(self._names) else None
+        self._progress(self._done, len(self._names), upcoming)
+        if callable(self._then):
+            self._then(output)
+
+
+def _kickoff_flow(
+    cls: type, inputs: dict[str, Any], progress: Progress, steps: list[str]
+) -> dict[str, Any]:
+    """Run a flow, with progress after each step it finishes."""
+    from crewai.events import crewai_event_bus
+    from crewai.events.types.flow_events import MethodExecutionFinishedEvent
+
+    flow = cls()
+    lock = threading.Lock()
+    finished: list[str] = []
+
+    def on_step(source: Any, event: Any) -> None:
+        if source is not flow:  # a nested flow's step, or another run's
+            return
+        with lock:  # CrewAI runs handlers on a thread pool
+            finished.append(event.method_name)
+            done = len(finished)
+        progress(done, max(len(steps), done), None)
+
+    crewai_event_bus.on(MethodExecutionFinishedEvent)(on_step)
+    try:
+        output = flow.kickoff(inputs=inputs or None)
+    finally:
+        crewai_event_bus.off(MethodExecutionFinishedEvent, on_step)
+    state = flow.state
+    dumped = state if isinstance(state, dict) else state.model_dump(mode="json")
+    return {
+        "output": "" if output is None else str(output),
+        "state": {k: v for k, v in dumped.items() if k != "id"},
+        "steps": list(finished),
+    }

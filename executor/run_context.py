@@ -1,0 +1,148 @@
+"""What one job's run may see: its job and tenant, its default LLM, its own directory.
+
+Everything here is scoped to the run by a `ContextVar` or undone on exit, never left in a
+module global: the knowledge tool finds the tenant of the job *being run*, not of the
+last one, even when runs share a process (the tests run crews in-process; a worker forks
+one process per run). CrewAI copies the context into the threads it starts (flow steps,
+event handlers), so the values follow the run there too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Files a run writes are listed in its result; small text files are included whole.
+MAX_TEXT_FILE_BYTES = 64 * 1024
+MAX_TEXT_TOTAL_BYTES = 256 * 1024
+MAX_LISTED_FILES = 100
+#: CrewAI's own storage (memory, knowledge) for the run, inside its directory and not
+#: listed: a crew's memory must never carry one tenant's data into another's job.
+STORAGE_DIR = ".crewai"
+
+
+@dataclass(frozen=True)
+class JobContext:
+    job_id: str
+    tenant: str
+    #: The tenant's knowledge-base search: (query, top_k) → matches.
+    search: Callable[[str, int], list[dict[str, Any]]] = field(repr=False)
+
+
+_job: ContextVar[JobContext | None] = ContextVar("edgecrew_job", default=None)
+_default_llm: ContextVar[Callable[[], Any] | None] = ContextVar("edgecrew_llm", default=None)
+
+
+class NotInAJob(RuntimeError):
+    """An edgecrew tool was used outside a job edgecrew runs."""
+
+
+def current_job() -> JobContext:
+    job = _job.get()
+    if job is None:
+        raise NotInAJob("this tool works only inside a job that edgecrew runs")
+    return job
+
+
+@contextmanager
+def running_job(job: JobContext, llm: Callable[[], Any]) -> Iterator[None]:
+    """Within the block, tools see `job` and agents that name no LLM get `llm()`."""
+    _install_default_llm_hook()
+    job_token = _job.set(job)
+    llm_token = _default_llm.set(llm)
+    try:
+        yield
+    finally:
+        _default_llm.reset(llm_token)
+        _job.reset(job_token)
+
+
+def _install_default_llm_hook() -> None:
+    """Give agents that name no LLM the executor's, while a job runs.
+
+    CrewAI builds such an agent's LLM in one place, `_llm_via_environment_or_fallback`
+    (from MODEL / OPENAI_* variables, else its default OpenAI model). Environment
+    variables cannot carry an LLM object (a custom `BaseLLM`, max_tokens, temperature),
+    and OPENAI_BASE_URL would also redirect agents that named their own OpenAI model, so
+    that function is wrapped instead: inside `running_job` it returns ours, outside it
+    CrewAI's own. `executor.catalog` checks at start that the function still exists.
+    """
+    from crewai.utilities import llm_utils
+
+    original = llm_utils._llm_via_environment_or_fallback
+    if getattr(original, "edgecrew_hook", False):
+        return
+
+    def default_llm() -> Any:
+        factory = _default_llm.get()
+        return factory() if factory is not None else original()
+
+    default_llm.edgecrew_hook = True  # type: ignore[attr-defined]
+    llm_utils._llm_via_environment_or_fallback = default_llm
+
+
+def default_llm_hook_available() -> bool:
+    from crewai.utilities import llm_utils
+
+    return callable(getattr(llm_utils, "_llm_via_environment_or_fallback", None))
+
+
+@dataclass
+class RunFiles:
+    """The files a run left in its directory, as its result lists them."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+
+@contextmanager
+def run_directory(job_id: str) -> Iterator[RunFiles]:
+    """Run in a fresh directory of our own: two jobs of one crew that both write
+    `report.md` never meet. CrewAI's storage goes there too; all of it is removed after,
+    once the files are listed in `RunFiles`."""
+    folder = Path(tempfile.mkdtemp(prefix=f"edgecrew-{job_id[:40]}-"))
+    previous_cwd = Path.cwd()
+    previous_storage = os.environ.get("CREWAI_STORAGE_DIR")
+    os.environ["CREWAI_STORAGE_DIR"] = str(folder / STORAGE_DIR)
+    os.chdir(folder)
+    files = RunFiles()
+    try:
+        yield files
+        files.entries = list_files(folder)
+    finally:
+        os.chdir(previous_cwd)
+        if previous_storage is None:
+            os.environ.pop("CREWAI_STORAGE_DIR", None)
+        else:
+            os.environ["CREWAI_STORAGE_DIR"] = previous_storage
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def list_files(folder: Path) -> list[dict[str, Any]]:
+    """`{name, size}` for each file (its path under the folder), with `text` for small
+    UTF-8 files while the total stays under MAX_TEXT_TOTAL_BYTES."""
+    entries: list[dict[str, Any]] = []
+    budget = MAX_TEXT_TOTAL_BYTES
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    for path in paths:
+        relative = path.relative_to(folder)
+        if relative.parts[0] == STORAGE_DIR:
+            continue
+        if len(entries) == MAX_LISTED_FILES:
+            break
+        size = path.stat().st_size
+        entry: dict[str, Any] = {"name": relative.as_posix(), "size": size}
+        if size <= min(MAX_TEXT_FILE_BYTES, budget):
+            try:
+                entry["text"] = path.read_text(encoding="utf-8")
+                budget -= size
+            except UnicodeDecodeError:
+                pass  # binary: listed, not included
+        entries.append(entry)
+    return entries
