@@ -11,13 +11,17 @@ ENV PYTHONUNBUFFERED=1 \
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30
 
 WORKDIR /app
-COPY pyproject.toml README.md prefect.yaml ./
+COPY pyproject.toml README.md prefect.yaml edgecrew.toml ./
 COPY shared ./shared
 COPY edge ./edge
 COPY executor ./executor
+# The crews edgecrew.toml names. Your own: `pip install` your crew project here (its
+# dependencies and tools come with it), or COPY it and give its folder as `path`.
+COPY examples/crews ./examples/crews
 RUN pip install '.[executor]' \
     && useradd --create-home --uid 10001 worker
 USER worker
+ENV EDGECREW_CONFIG=/app/edgecrew.toml
 
 # The pool comes from the command (compose passes --pool gpu or --pool cpu). On SIGTERM
 # (a rolling update) it stops claiming runs and lets running crews finish for up to

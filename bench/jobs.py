@@ -48,6 +48,7 @@ from edge.local.stack import (
     dev_secrets,
     prefect_services,
     process_worker,
+    repo_crews,
     worker,
 )
 
@@ -80,7 +81,7 @@ def main() -> None:
         for service in services:
             supervisor.start(service, timeout=180)
         prefect = services[-1]
-        deploy_flows(api)
+        deploy_flows(api, repo_crews().pool_limits())
         secrets = dev_secrets(data)
         env = {**QUIET, **secrets, "EDGECREW_API_KEYS": f"bench:{KEY}",
                "EDGECREW_DATA_DIR": str(data), "EDGECREW_PREFECT_API_URL": api,

@@ -70,7 +70,7 @@ def measure(database: str, runs: int, levels: list[int], late_runs: bool) -> lis
     try:
         for service in services:
             supervisor.start(service, timeout=180)
-        stack.deploy_flows(api)
+        stack.deploy_flows(api, stack.repo_crews().pool_limits())
         deployment = httpx.get(f"{api}/deployments/name/run-crew-job/gpu").json()["id"]
         for level in levels:
             before = cpu_seconds(supervisor.pid("prefect"))

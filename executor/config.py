@@ -72,6 +72,10 @@ class EdgecrewConfig:
     def concurrency_of(self, pool: str) -> int:
         return self.concurrency.get(pool, DEFAULT_CONCURRENCY)
 
+    def pool_limits(self) -> dict[str, int]:
+        """Each pool → its deployment's concurrency limit."""
+        return {pool: self.concurrency_of(pool) for pool in self.pools}
+
     def in_pool(self, pool: str) -> list[CrewEntry]:
         return [entry for name, entry in sorted(self.crews.items()) if entry.pool == pool]
 

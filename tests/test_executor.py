@@ -1,24 +1,33 @@
-"""The executor in-process: crews from YAML, progress callbacks, the knowledge tool."""
+"""The executor in-process: crews of every kind loaded from edgecrew.toml and run with the
+scripted LLM, the job context, progress, per-run files, and the edge client."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from executor.crews import CREWS_DIR, build_crew, crew_names, load_crew
+from executor.catalog import crew_for_run, load_catalog
+from executor.config import ConfigError, load_config
 from executor.edge_client import EdgeClient, EdgeUnreachable
 from executor.flows import run_crew
+from executor.loaded_crew import CrewLoadError
+from executor.run_context import NotInAJob, list_files
 from executor.settings import ExecutorSettings, ExecutorSettingsError
-from shared.crews import CREWS
+from executor.tools import KnowledgeSearchTool
+from shared.crews import CrewSpec, input_errors
 from shared.signing import new_secret, verify
+from tests.crews.projects import Projects, create_projects, toml_for
 from tests.doubles.crew_llm import ScriptedLLM
 
 SECRET = new_secret()
 SETTINGS = ExecutorSettings(edge_url="http://edge.test", executor_secret=SECRET)
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "edgecrew.toml"
 
 
 class FakeEdge:
@@ -30,7 +39,7 @@ class FakeEdge:
         self.fail_first = fail_first
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        message_id = verify(SECRET, dict(request.headers), request.content, now=_now())
+        message_id = verify(SECRET, dict(request.headers), request.content, now=int(time.time()))
         if self.fail_first:
             self.fail_first -= 1
             return httpx.Response(503)
@@ -42,11 +51,8 @@ class FakeEdge:
         self.events.append((message_id, body))
         return httpx.Response(200, json={"status": body["type"]})
 
-
-def _now() -> int:
-    import time
-
-    return int(time.time())
+    def progress(self) -> list[dict[str, Any]]:
+        return [body["progress"] for _, body in self.events if body["type"] == "progress"]
 
 
 def client(edge: FakeEdge) -> EdgeClient:
@@ -54,49 +60,251 @@ def client(edge: FakeEdge) -> EdgeClient:
                       sleep=lambda _: None)  # fmt: skip
 
 
-def test_crew_folders_match_the_edge_manifest() -> None:
-    assert crew_names() == sorted(CREWS)
-    for name, spec in CREWS.items():
-        definition = load_crew(name)
-        assert (definition.name, definition.pool) == (spec.name, spec.pool)
-        assert definition.description == spec.description
-        assert definition.inputs == dict(spec.inputs)
-        assert set(definition.defaults) <= set(spec.inputs["properties"])
-        for task in definition.tasks.values():
-            assert task["agent"] in definition.agents
-        raw = yaml.safe_load((CREWS_DIR / name / "config" / "crew.yaml").read_text())
-        assert raw["pool"] in {"gpu", "cpu"}
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory: pytest.TempPathFactory) -> Projects:
+    return create_projects(tmp_path_factory.mktemp("crewai-projects"))
 
 
-def test_research_crew_uses_the_knowledge_tool_and_reports_progress(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.fixture
+def llm(monkeypatch: pytest.MonkeyPatch) -> ScriptedLLM:
+    """The executor's LLM, for agents that name none (and for `llm = "executor"` crews)."""
+    scripted = ScriptedLLM(model="scripted-fake")
+    monkeypatch.setattr("executor.flows.build_llm", lambda settings: scripted)
+    return scripted
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+    """Point the executor at an edgecrew.toml, as a worker does with EDGECREW_CONFIG."""
+
+    def use(text_or_path: str | Path) -> Path:
+        path = Path(text_or_path) if isinstance(text_or_path, Path) else tmp_path / "edgecrew.toml"
+        if not isinstance(text_or_path, Path):
+            path.write_text(text_or_path)
+        monkeypatch.setenv("EDGECREW_CONFIG", str(path))
+        crew_for_run.cache_clear()
+        return path
+
+    yield use
+    crew_for_run.cache_clear()
+
+
+def run(crew: str, inputs: dict[str, Any], edge: FakeEdge, job: str = "job_1") -> dict[str, Any]:
+    return run_crew(job, "tenant_a", crew, inputs, settings=SETTINGS, edge=client(edge))
+
+
+# --- the repo's own crews ---------------------------------------------------------------
+
+
+def test_the_repo_config_publishes_both_example_crews_with_their_schemas() -> None:
+    catalog = load_catalog(load_config(REPO_CONFIG))
+    assert catalog.errors == []
+    specs = {name: loaded.spec for name, loaded in catalog.crews.items()}
+    assert {n: (s.kind, s.pool) for n, s in specs.items()} == {
+        "research": ("crew", "gpu"),
+        "summarize": ("crew", "cpu"),
+    }
+    assert {n: loaded.kind for n, loaded in catalog.crews.items()} == {
+        "research": "classic",
+        "summarize": "json",
+    }
+    assert specs["research"].tasks == ("research_task", "report_task")
+    assert specs["research"].version.startswith("0.2.0+")
+    # What a worker publishes is what the edge accepts.
+    for spec in specs.values():
+        assert CrewSpec.from_public(spec.public()) == spec
+    assert input_errors(specs["summarize"].inputs, {"text": "x", "sentences": 11})
+
+
+def test_research_uses_the_knowledge_tool_for_the_jobs_tenant_and_writes_a_report(
+    configured: Any, llm: ScriptedLLM
 ) -> None:
+    configured(REPO_CONFIG)
     edge = FakeEdge()
-    monkeypatch.setattr(
-        "executor.flows.build_llm", lambda settings: ScriptedLLM(model="scripted-fake")
-    )
-    result = run_crew("job_1", "tenant_a", "research", {"topic": "edgecrew"},
-                      settings=SETTINGS, edge=client(edge))  # fmt: skip
+    result = run("research", {"topic": "edgecrew"}, edge)
     assert edge.searches == [{"tenant": "tenant_a", "query": "edgecrew", "top_k": 4}]
     assert "readme#3" in result["tasks"][0]["output"], "the tool's passage reached the agent"
-    assert [t["name"] for t in result["tasks"]] == ["research", "report"]
-    assert result["output"].startswith("FAKE ANSWER")
-    progress = [body["progress"] for _, body in edge.events]
-    assert progress == [
-        {"completed_tasks": 1, "total_tasks": 2, "current_task": "report"},
+    assert [t["name"] for t in result["tasks"]] == ["research_task", "report_task"]
+    assert any("a general audience" in call for call in llm.calls), "the toml's default"
+    assert edge.progress() == [
+        {"completed_tasks": 1, "total_tasks": 2, "current_task": "report_task"},
         {"completed_tasks": 2, "total_tasks": 2, "current_task": None},
     ]
     assert [mid for mid, _ in edge.events] == ["job_1:progress:1", "job_1:progress:2"]
+    (report,) = result["files"]
+    assert report["name"] == "report.md" and report["text"].startswith("FAKE ANSWER")
+    assert report["size"] == len(report["text"].encode())
 
 
-def test_summarize_crew_fills_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    llm = ScriptedLLM(model="scripted-fake")
-    monkeypatch.setattr("executor.flows.build_llm", lambda settings: llm)
-    run_crew("job_2", "t", "summarize", {"text": "A long text about clouds."},
-             settings=SETTINGS, edge=client(FakeEdge()))  # fmt: skip
-    assert any(
-        "in 3 sentences" in call and "A long text about clouds." in call for call in llm.calls
+def test_summarize_json_first_fills_the_projects_defaults(
+    configured: Any, llm: ScriptedLLM
+) -> None:
+    configured(REPO_CONFIG)
+    result = run("summarize", {"text": "A long text about clouds."}, FakeEdge())
+    assert any("in 3 sentences" in c and "A long text about clouds." in c for c in llm.calls)
+    assert result["files"] == []
+
+
+def test_the_knowledge_tool_refuses_to_run_outside_a_job() -> None:
+    with pytest.raises(NotInAJob):
+        KnowledgeSearchTool()._run("anything")
+
+
+# --- projects made by CrewAI's CLI ------------------------------------------------------
+
+
+def test_generated_projects_load_with_inputs_from_their_placeholders_and_state(
+    projects: Projects, tmp_path: Path
+) -> None:
+    path = tmp_path / "edgecrew.toml"
+    path.write_text(toml_for(projects))
+    catalog = load_catalog(load_config(path))
+    assert catalog.errors == []
+    classic, content, scaffold = (catalog.crews[n].spec for n in ("classic", "content", "scaffold"))
+    assert classic.inputs["required"] == ["current_year", "topic"]
+    assert classic.tasks == ("research_task", "reporting_task")
+    assert (content.kind, content.tasks) == ("flow", ("plan_content", "generate_content",
+                                                      "save_content"))  # fmt: skip
+    assert set(content.inputs["properties"]) == {"topic", "outline", "draft", "final_post"}
+    assert content.inputs["required"] == []  # every state field has a default
+    assert scaffold.inputs == {"type": "object", "properties": {}, "required": [],
+                               "additionalProperties": False}  # fmt: skip
+    assert classic.version.startswith("0.1.0+") and scaffold.version.startswith("0.1.0+")
+
+
+def test_a_classic_project_runs_unmodified_on_the_executors_llm(
+    projects: Projects, configured: Any, llm: ScriptedLLM
+) -> None:
+    configured(toml_for(projects))
+    edge = FakeEdge()
+    result = run("classic", {"topic": "tides", "current_year": "2026"}, edge)
+    assert len(result["tasks"]) == 2 and result["output"].startswith("FAKE ANSWER")
+    assert any("tides Senior Data Researcher" in call for call in llm.calls)
+    assert [f["name"] for f in result["files"]] == ["report.md"]  # the template's output_file
+    assert [p["completed_tasks"] for p in edge.progress()] == [1, 2]
+
+
+def test_a_flow_reports_progress_after_each_step_and_returns_its_state(
+    projects: Projects, configured: Any, llm: ScriptedLLM
+) -> None:
+    configured(toml_for(projects))
+    edge = FakeEdge()
+    result = run("content", {}, edge)
+    assert result["steps"] == ["plan_content", "generate_content", "save_content"]
+    assert result["state"]["final_post"].startswith("FAKE ANSWER")
+    assert [f["name"] for f in result["files"]] == ["output/post.md"]
+    deadline = time.monotonic() + 5  # CrewAI runs event handlers on a thread pool
+    while len(edge.progress()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(p["completed_tasks"] for p in edge.progress()) == [1, 2, 3]
+    assert {p["total_tasks"] for p in edge.progress()} == {3}
+
+
+def test_a_json_first_scaffold_runs_offline_with_llm_executor(
+    projects: Projects, configured: Any, llm: ScriptedLLM
+) -> None:
+    configured(toml_for(projects))
+    result = run("scaffold", {}, FakeEdge())
+    assert result["output"].startswith("FAKE ANSWER") and llm.calls
+
+
+def test_an_agent_that_names_its_own_llm_keeps_it(projects: Projects, configured: Any,
+                                                  llm: ScriptedLLM) -> None:  # fmt: skip
+    configured(toml_for(projects).replace('llm = "executor"', ""))
+    loaded = crew_for_run("scaffold")
+    assert [a.llm.model for a in loaded.build().agents] == ["gpt-4o"]  # as crew.jsonc says
+
+
+def test_runs_of_one_crew_write_their_files_in_directories_of_their_own(
+    projects: Projects, configured: Any, llm: ScriptedLLM
+) -> None:
+    configured(toml_for(projects))
+    before = set(Path.cwd().iterdir())
+    first = run("classic", {"topic": "one", "current_year": "1"}, FakeEdge(), job="job_a")
+    second = run("classic", {"topic": "two", "current_year": "2"}, FakeEdge(), job="job_b")
+    assert set(Path.cwd().iterdir()) == before, "nothing is left where the worker runs"
+    assert [f["name"] for f in first["files"]] == [f["name"] for f in second["files"]]
+
+
+# --- broken configs and crews -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[crews.x]\npool = "cpu"', "source is required"),
+        ('[crews.x]\nsource = "a:B"\npool = "GPU!"', "pool must match"),
+        ('[crews.x]\nsource = "a:B"\ncolour = "red"', "unknown keys colour"),
+        ('[crews.x]\nsource = "nothing"', "neither 'module:Class' nor a .jsonc"),
+        ('[crews.x]\nsource = "a:B"\nllm = "mine"', "llm must be one of"),
+        ('[crews.x]\nsource = "a:B"\ninputs = { type = "array" }', "inputs: must be"),
+        ('[crews."Bad Name"]\nsource = "a:B"', "a crew name must match"),
+        ("[crews.x\n", "edgecrew.toml"),
+    ],
+)
+def test_a_bad_config_names_the_crew_and_key(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "edgecrew.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, plugins=False)
+
+
+def test_a_crew_that_cannot_load_is_named_with_its_error(
+    projects: Projects, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.jsonc"
+    broken.write_text('{"name": "b", "agents": ["ghost"], "tasks": []}')
+    path = tmp_path / "edgecrew.toml"
+    path.write_text(
+        '[crews.missing]\nsource = "no_such_module:Crew"\n'
+        f'[crews.ghost]\nsource = "{broken}"\n'
+        '[crews.notacrew]\nsource = "json:dumps"\n'
     )
+    catalog = load_catalog(load_config(path, plugins=False))
+    errors = {e.entry.name: str(e) for e in catalog.errors}
+    assert catalog.crews == {}
+    assert "ModuleNotFoundError" in errors["missing"] and "crew 'missing'" in errors["missing"]
+    assert "ghost" in errors["ghost"]
+    assert "not a @CrewBase class" in errors["notacrew"]
+    assert all(isinstance(e, CrewLoadError) for e in catalog.errors)
+
+
+def test_installed_packages_offer_crews_through_entry_points(
+    projects: Projects, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A distribution on sys.path with an `edgecrew.crews` entry point, as pip leaves it."""
+    site = tmp_path / "site"
+    dist = site / "our_agents-1.2.3.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: our-agents\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text(
+        "[edgecrew.crews]\nplugged = classic_crew.crew:ClassicCrew\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(projects.classic / "src"))
+    path = tmp_path / "edgecrew.toml"
+    path.write_text('[crews.plugged]\npool = "gpu"\ndescription = "From a package."\n')
+    config = load_config(path)
+    assert config.crews["plugged"].source == "classic_crew.crew:ClassicCrew"
+    assert config.crews["plugged"].pool == "gpu"  # the toml table of that name sets it
+    catalog = load_catalog(config, "gpu")
+    assert catalog.errors == [] and catalog.crews["plugged"].spec.description == "From a package."
+
+
+def test_listed_files_skip_crewais_storage_and_include_only_small_text(tmp_path: Path) -> None:
+    (tmp_path / ".crewai").mkdir()
+    (tmp_path / ".crewai" / "memory.db").write_bytes(b"x" * 10)
+    (tmp_path / "small.md").write_text("hello")
+    (tmp_path / "big.txt").write_text("y" * 70_000)
+    (tmp_path / "image.bin").write_bytes(b"\xff\xfe\x00\x01")
+    entries = {e["name"]: e for e in list_files(tmp_path)}
+    assert set(entries) == {"small.md", "big.txt", "image.bin"}
+    assert entries["small.md"]["text"] == "hello"
+    assert "text" not in entries["big.txt"] and entries["big.txt"]["size"] == 70_000
+    assert "text" not in entries["image.bin"]
+
+
+# --- the edge client --------------------------------------------------------------------
 
 
 def test_callbacks_retry_with_the_same_id_until_acknowledged() -> None:
@@ -115,20 +323,19 @@ def test_callbacks_give_up_on_client_errors() -> None:
         edge.event("job_1", "t", "running:1", {"type": "running"})
 
 
-def test_build_crew_wires_tools_only_where_declared() -> None:
-    crew = build_crew(
-        load_crew("research"),
-        llm=ScriptedLLM(model="scripted-fake"),
-        tools={"knowledge_search": _tool()},
-    )
-    tools = {agent.role: [t.name for t in agent.tools] for agent in crew.agents}
-    assert tools == {"Knowledge base researcher": ["knowledge_search"], "Report writer": []}
+def test_the_catalog_is_published_signed_with_the_pools_crews() -> None:
+    published: list[dict[str, Any]] = []
 
+    def edge(request: httpx.Request) -> httpx.Response:
+        verify(SECRET, dict(request.headers), request.content, now=int(time.time()))
+        assert request.url.path == "/v1/internal/crews"
+        published.append(json.loads(request.content))
+        return httpx.Response(200, json={"crews": ["research"]})
 
-def _tool() -> Any:
-    from executor.tools import knowledge_search_tool
-
-    return knowledge_search_tool(client(FakeEdge()), "t")
+    edge_client = EdgeClient(SETTINGS, client=httpx.Client(transport=httpx.MockTransport(edge)))
+    spec = load_catalog(load_config(REPO_CONFIG), "gpu").crews["research"].spec
+    assert edge_client.publish_crews("w1", "gpu", [spec.public()]) == ["research"]
+    assert published == [{"worker": "w1", "pool": "gpu", "crews": [spec.public()]}]
 
 
 def test_executor_settings_need_edge_url_and_secret() -> None:

@@ -8,24 +8,22 @@ from pathlib import Path
 
 import yaml
 
-from shared.crews import CREWS, FLOW_NAME
+from executor.config import load_config
+from shared.crews import FLOW_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_prefect_yaml_has_one_capped_deployment_per_pool_the_crews_use() -> None:
+def test_prefect_yaml_has_one_deployment_named_after_the_pool_it_serves() -> None:
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    deployments = {d["name"]: d for d in config["deployments"]}
-    assert set(deployments) == {spec.pool for spec in CREWS.values()}
-    for name, deployment in deployments.items():
-        assert deployment["work_pool"]["name"] == name
-        assert deployment["concurrency_limit"] >= 1
-        path, _, function = deployment["entrypoint"].partition(":")
-        tree = ast.parse((ROOT / path).read_text())
-        flows = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function]
-        assert flows, f"{deployment['entrypoint']} does not exist"
-        decorator = ast.unparse(flows[0].decorator_list[0])
-        assert "name=FLOW_NAME" in decorator and FLOW_NAME == "run-crew-job"
+    (deployment,) = config["deployments"]  # one template; executor.deploy fills the pool in
+    assert deployment["name"] == deployment["work_pool"]["name"] == "{{ $EDGECREW_POOL }}"
+    path, _, function = deployment["entrypoint"].partition(":")
+    tree = ast.parse((ROOT / path).read_text())
+    flows = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function]
+    assert flows, f"{deployment['entrypoint']} does not exist"
+    decorator = ast.unparse(flows[0].decorator_list[0])
+    assert "name=FLOW_NAME" in decorator and FLOW_NAME == "run-crew-job"
 
 
 def test_the_worker_command_is_installed_with_the_package() -> None:
@@ -33,13 +31,14 @@ def test_the_worker_command_is_installed_with_the_package() -> None:
     assert scripts["edgecrew-worker"] == "executor.worker:main"
 
 
-def test_compose_workers_restart_always_and_cover_every_pool() -> None:
+def test_compose_workers_restart_always_and_cover_every_pool_of_the_config() -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     workers = {k: v for k, v in compose["services"].items() if k.startswith("worker-")}
     pools = {
         service["command"][service["command"].index("--pool") + 1] for service in workers.values()
     }
-    assert pools == {spec.pool for spec in CREWS.values()}
+    assert pools == set(load_config(ROOT / "edgecrew.toml").pools)
+    assert compose["services"]["deploy"]["entrypoint"] == ["python", "-m", "executor.deploy"]
     assert all(service["restart"] == "always" for service in workers.values())
     for service in workers.values():
         env = service["environment"]
@@ -50,11 +49,17 @@ def test_compose_workers_restart_always_and_cover_every_pool() -> None:
         assert grace_minutes * 60 > drain
 
 
-def test_dockerfile_installs_the_executor_extra_and_runs_a_worker() -> None:
+def test_dockerfile_installs_the_executor_extra_and_runs_a_worker_with_the_crews() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install '.[executor]'" in dockerfile
     assert 'ENTRYPOINT ["edgecrew-worker"' in dockerfile
     assert "HEALTHCHECK" in dockerfile
     assert "USER worker" in dockerfile
-    for copied in ("shared", "edge", "executor", "prefect.yaml", "pyproject.toml"):
+    assert "EDGECREW_CONFIG=/app/edgecrew.toml" in dockerfile
+    for copied in ("shared", "edge", "executor", "prefect.yaml", "pyproject.toml",
+                   "edgecrew.toml", "examples/crews"):  # fmt: skip
         assert copied in dockerfile
+    # Every path edgecrew.toml names is inside what the image copies.
+    for entry in load_config(ROOT / "edgecrew.toml").crews.values():
+        named = Path(entry.source) if entry.is_json else entry.path
+        assert named is not None and named.is_relative_to(ROOT / "examples" / "crews")

@@ -97,7 +97,7 @@ def _start_parts(
         for service in prefect_services(prefect_port, Path(env["EDGECREW_DATA_DIR"])):
             supervisor.start(service, timeout=180)  # its database first
         assert crews is not None
-        deploy_flows(api_url, {pool: crews.concurrency_of(pool) for pool in crews.pools})
+        deploy_flows(api_url, crews.pool_limits())
         env |= _jobs_env(Path(env["EDGECREW_DATA_DIR"]), api_url)
     console.print(f"[bold]starting[/] edge on http://{host}:{port}")
     supervisor.start(_edge_service(host, port, env))

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from edge.local import postgres
 from edge.local.demo import REPO_ROOT
 from edge.local.processes import Service, ServiceFailed, free_port
+from executor.config import EdgecrewConfig, load_config
+from executor.deploy import QUIET
 from shared.signing import new_secret
 
 #: Prefect's settings for its database (either name); set, they win over ours.
@@ -24,12 +24,6 @@ _PREFECT_DATABASE_URLS = (
     "PREFECT_SERVER_DATABASE_CONNECTION_URL",
     "PREFECT_API_DATABASE_CONNECTION_URL",
 )
-QUIET = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "CREWAI_DISABLE_TELEMETRY": "true",
-    "OTEL_SDK_DISABLED": "true",
-}
 
 
 def dev_secrets(data_dir: Path) -> dict[str, str]:
@@ -91,33 +85,20 @@ def prefect_server(port: int, data_dir: Path, *, database_url: str | None = None
     )  # fmt: skip
 
 
-#: The pools' base job template: the process worker's settings at their defaults and no
-#: job variables. Prefect validates a pool's variables schema (jsonschema, against the
-#: 2020-12 metaschema, twice) on every `create_flow_run`: with the process type's six
-#: variables that was a quarter of the server's CPU per run (docs/benchmarks.md), for
-#: variables no deployment here sets. A plain `prefect worker start --type process` still
-#: serves these pools.
-LEAN_JOB_TEMPLATE = {
-    "job_configuration": {"stream_output": True},
-    "variables": {"type": "object", "properties": {}},
-}
+def repo_crews() -> EdgecrewConfig:
+    """The crews of this checkout's edgecrew.toml (benchmarks and tests run them)."""
+    return load_config(REPO_ROOT / "edgecrew.toml")
 
 
 def deploy_flows(api_url: str, pools: Mapping[str, int], *, root: Path = REPO_ROOT) -> None:
-    """Create a process work pool and its deployment (prefect.yaml) for each pool of the
-    config, `pools` mapping each to its concurrency limit."""
-    env = {**os.environ, **QUIET, "PREFECT_API_URL": api_url, "EDGECREW_EXECUTOR_DIR": str(root)}
-    prefect = [sys.executable, "-m", "prefect"]
-    with tempfile.TemporaryDirectory() as folder:
-        template = Path(folder) / "base-job-template.json"
-        template.write_text(json.dumps(LEAN_JOB_TEMPLATE))
-        for pool, concurrency in pools.items():
-            _run([*prefect, "work-pool", "create", pool, "--type", "process",
-                  "--base-job-template", str(template), "--overwrite"], env, root)  # fmt: skip
-            pool_env = {**env, "EDGECREW_POOL": pool, "EDGECREW_POOL_CONCURRENCY": str(concurrency)}
-            _run([*prefect, "--no-prompt", "deploy", "--all"], pool_env, root)
-    within = os.environ.get("EDGECREW_ZOMBIE_SECONDS", "90")
-    _run([sys.executable, "-m", "executor.zombies", "--within", within], env, root)
+    """The executor's pools and deployments (`executor.deploy`) for the local stack."""
+    from executor.deploy import DeployFailed, deploy_pools
+
+    within = int(os.environ.get("EDGECREW_ZOMBIE_SECONDS", "90"))
+    try:
+        deploy_pools(api_url, pools, root=root, zombie_seconds=within)
+    except DeployFailed as exc:
+        raise ServiceFailed(str(exc)) from exc
 
 
 def worker(pool: str, api_url: str, env: dict[str, str], *, limit: int = 4) -> Service:
@@ -168,11 +149,3 @@ def _executor_env(api_url: str, env: dict[str, str]) -> dict[str, str]:
         "PREFECT_API_URL": api_url,
         "EDGECREW_EXECUTOR_DIR": str(REPO_ROOT),
     }
-
-
-def _run(argv: list[str], env: dict[str, str], cwd: Path) -> None:
-    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)  # noqa: S603
-    if done.returncode != 0:
-        raise ServiceFailed(
-            f"{' '.join(argv[2:5])} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
-        )
