@@ -31,6 +31,8 @@ __all__ = [
     "processes_mentioning",
 ]
 
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "edgecrew.toml"
+
 
 def port_is_open(port: int) -> bool:
     with socket.socket() as sock:
@@ -100,6 +102,7 @@ class DevStack:
         if cache := os.environ.get("EDGECREW_LLM_CACHE_DIR"):  # one model conversion, shared
             base["EDGECREW_LLM_CACHE_DIR"] = cache
         full_env = {**base, "EDGECREW_DATA_DIR": str(tmp_path / "data"),
+                    "EDGECREW_CONFIG": str(REPO_CONFIG),  # the repo's crews unless told
                     "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}  # fmt: skip
         argv = [sys.executable, "-m", "edge.local.cli", "dev", *args]
         for name, port in ports.items():

@@ -3,7 +3,8 @@
 With tools on offer and no observation yet, it asks for `knowledge_search`; otherwise it
 gives a final answer that quotes the last observation, so a test can see the tool's
 output flow through the crew. A prompt containing SLOW-CREW hangs (for kill tests), one
-containing SLEEP-CREW takes 3 s per call (a crew still running when a fault hits). Set
+containing SLEEP-CREW takes 3 s per call (a crew still running when a fault hits); TAG-…
+words of the prompt are repeated in the answer. Set
 EDGECREW_FAKE_LLM_LOG to append each call to a JSONL
 file (flows run in worker subprocesses, where the test cannot see memory).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -50,7 +52,10 @@ class ScriptedLLM(BaseLLM):
         observation = ""
         if "Observation:" in conversation:
             observation = conversation.rsplit("Observation:", 1)[-1].strip()[:200]
-        return f"Thought: I now know the final answer\nFinal Answer: FAKE ANSWER. {observation}"
+        # TAG-… words of the prompt are echoed, so a test can tell two jobs' outputs apart.
+        tags = " ".join(sorted(set(re.findall(r"TAG-\w+", text))))
+        answer = " ".join(part for part in ("FAKE ANSWER.", tags, observation) if part)
+        return f"Thought: I now know the final answer\nFinal Answer: {answer}"
 
     def supports_function_calling(self) -> bool:
         return False
