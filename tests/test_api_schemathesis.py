@@ -15,7 +15,7 @@ from schemathesis.checks import positive_data_acceptance
 
 from shared.signing import signed_headers
 from tests.conftest import AUTH_A
-from tests.test_contract import EXECUTOR_SECRET, contract_app
+from tests.test_contract import EXECUTOR_SECRET, seeded_contract_app
 
 # Valid by the schema yet 422 by design: rules across fields that JSON Schema cannot say
 # (unique document ids in one request, a crew's own input schema, an Idempotency-Key
@@ -28,8 +28,8 @@ EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 8}
 
 
 @pytest.fixture
-def api_schema(tmp_path: Any) -> Any:
-    app: FastAPI = contract_app(tmp_path)
+async def api_schema(tmp_path: Any) -> Any:
+    app: FastAPI = await seeded_contract_app(tmp_path)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

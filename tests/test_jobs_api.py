@@ -26,6 +26,7 @@ from edge.ports import Ports
 from edge.settings import Settings
 from shared.signing import new_secret, signed_headers
 from tests.conftest import AUTH_A, AUTH_B, KEY_A, KEY_B
+from tests.doubles.catalog import publish_shipped_crews
 from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.doubles.queues import RecordingQueue
 
@@ -145,7 +146,7 @@ def queue() -> RecordingQueue:
 
 
 @pytest.fixture
-def jobs_app(tmp_path: Path, prefect: FakePrefect, queue: RecordingQueue) -> FastAPI:
+async def jobs_app(tmp_path: Path, prefect: FakePrefect, queue: RecordingQueue) -> FastAPI:
     settings = Settings(
         api_keys={KEY_A: "tenant_a", KEY_B: "tenant_b"},
         embed_model="fake-bow",
@@ -162,6 +163,7 @@ def jobs_app(tmp_path: Path, prefect: FakePrefect, queue: RecordingQueue) -> Fas
         orchestrator=PrefectOrchestrator(PREFECT, backoff=0.001),
         deliveries=queue,
     )
+    await publish_shipped_crews(ports.kv)
     return create_app(settings, ports)
 
 
