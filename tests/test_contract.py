@@ -20,7 +20,7 @@ from edge.settings import Settings
 from shared.limits import DEFAULT_LIMITS
 from shared.signing import new_secret, signed_headers
 from tests.conftest import AUTH_A, KEY_A, KEY_B, asgi_client
-from tests.doubles.catalog import publish_shipped_crews
+from tests.doubles.catalog import SUMMARIZE, publish_shipped_crews
 from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.doubles.orchestrator import InMemoryOrchestrator
 from tests.doubles.queues import RecordingQueue
@@ -148,6 +148,22 @@ async def test_signed_calls_are_then_validated(api: httpx.AsyncClient) -> None:
     headers = {**signed(query), "Content-Type": "application/json"}
     response = await api.post("/v1/internal/search", content=query, headers=headers)
     assert response.status_code == 200 and response.json()["matches"] == []
+
+
+async def test_signed_crew_publishes_are_then_validated(api: httpx.AsyncClient) -> None:
+    good = {"worker": "w-1", "pool": "cpu", "crews": [SUMMARIZE.public()]}
+    other_pool = {**good, "pool": "gpu"}
+    for body, content_type, status in [
+        (b"{not json", "application/json", 400),
+        (json.dumps(good).encode(), "text/plain", 415),
+        (json.dumps(other_pool).encode(), "application/json", 422),
+    ]:
+        headers = {**signed(body), "Content-Type": content_type}
+        assert_problem(await api.post("/v1/internal/crews", content=body, headers=headers), status)
+    body = json.dumps(good).encode()
+    headers = {**signed(body), "Content-Type": "application/json"}
+    response = await api.post("/v1/internal/crews", content=body, headers=headers)
+    assert (response.status_code, response.json()) == (200, {"crews": ["summarize"]})
 
 
 @pytest.mark.parametrize(
