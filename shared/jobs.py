@@ -61,7 +61,9 @@ def can_transition(current: JobStatus, new: JobStatus) -> bool:
 def apply_event(job: Mapping[str, Any], event: Mapping[str, Any], at: str) -> dict[str, Any] | None:
     """The job after an executor event, or None when the event changes nothing.
 
-    `event` is `{"type", "progress"?, "result"?, "error"?}`; `at` is the RFC 3339 time.
+    `event` is `{"type", "progress"?, "result"?, "error"?, "crew_version"?}`; `at` is the
+    RFC 3339 time. A `running` event's `crew_version` (what the worker runs) replaces the
+    catalog's version the job was submitted with.
     """
     kind = event.get("type")
     if kind not in EVENT_STATUS:
@@ -74,8 +76,10 @@ def apply_event(job: Mapping[str, Any], event: Mapping[str, Any], at: str) -> di
             return None
         updated["progress"] = dict(event["progress"])
     elif not can_transition(current, new):
-        return None
+        return _with_crew_version(job, event, at) if kind == "running" else None
     updated["status"] = new.value
+    if kind == "running" and event.get("crew_version"):
+        updated["crew_version"] = event["crew_version"]
     if new is JobStatus.SUCCEEDED:
         updated["result"] = event.get("result")
     if new is JobStatus.FAILED:
@@ -86,6 +90,20 @@ def apply_event(job: Mapping[str, Any], event: Mapping[str, Any], at: str) -> di
             updated["progress"] = {**updated["progress"], "completed_tasks": total}
     updated["updated_at"] = at
     return updated
+
+
+def _with_crew_version(
+    job: Mapping[str, Any], event: Mapping[str, Any], at: str
+) -> dict[str, Any] | None:
+    """A running job told which crew version runs it (Prefect's RUNNING came first)."""
+    version = event.get("crew_version")
+    if (
+        job["status"] != JobStatus.RUNNING.value
+        or not version
+        or job.get("crew_version") == version
+    ):
+        return None
+    return {**job, "crew_version": version, "updated_at": at}
 
 
 def webhook_event_for(event_type: str) -> str:

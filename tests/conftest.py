@@ -13,6 +13,7 @@ from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.ports import Ports
 from edge.settings import Settings
+from tests.doubles.catalog import publish_shipped_crews
 from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.local_llm import LocalLLM, running_local_llm
 
@@ -96,7 +97,8 @@ def local_ports(
 
 
 @pytest.fixture
-def app(settings: Settings, local_ports: Ports) -> FastAPI:
+async def app(settings: Settings, local_ports: Ports) -> FastAPI:
+    await publish_shipped_crews(local_ports.kv)
     return create_app(settings, local_ports)
 
 

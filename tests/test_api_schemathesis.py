@@ -15,11 +15,13 @@ from schemathesis.checks import positive_data_acceptance
 
 from shared.signing import signed_headers
 from tests.conftest import AUTH_A
-from tests.test_contract import EXECUTOR_SECRET, contract_app
+from tests.doubles.catalog import SUMMARIZE
+from tests.test_contract import EXECUTOR_SECRET, seeded_contract_app
 
-# Valid by the schema yet 422 by design: rules across fields that JSON Schema cannot say
-# (unique document ids in one request, a crew's own input schema, an Idempotency-Key
-# reused with another body). docs/api.md states them; every other check stays on.
+# Valid by the schema yet 422 by design: rules across fields, or held in the catalog, that
+# the document cannot say (unique document ids in one request, which crews are published
+# and each one's input schema, what a published crew may be, an Idempotency-Key reused
+# with another body). docs/api.md states them; every other check stays on.
 CROSS_FIELD_RULES = [positive_data_acceptance]
 # Hypothesis' complaints about generating from big schemas on a slow machine; the app's
 # answers are all checked regardless.
@@ -28,8 +30,8 @@ EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 8}
 
 
 @pytest.fixture
-def api_schema(tmp_path: Any) -> Any:
-    app: FastAPI = contract_app(tmp_path)
+async def api_schema(tmp_path: Any) -> Any:
+    app: FastAPI = await seeded_contract_app(tmp_path)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
@@ -90,7 +92,10 @@ def test_existing_resources_are_answered_as_documented(api_schema: Any) -> None:
     on_job = {"job_id": job_id}
     event = {"tenant": "tenant_a", "type": "progress", "progress": {"completed_tasks": 1,
              "total_tasks": 2, "current_task": "summary"}}  # fmt: skip
+    publish = {"worker": "w-1", "pool": "cpu", "crews": [SUMMARIZE.public()]}
     answered = [
+        call("POST", "/v1/internal/crews", body=publish),
+        call("GET", "/v1/crews"),
         call("GET", "/v1/documents/{document_id}", path_parameters={"document_id": "doc-1"}),
         call("GET", "/v1/jobs/{job_id}", path_parameters=on_job),
         call("POST", "/v1/internal/jobs/{job_id}/events", path_parameters=on_job, body=event),
@@ -99,4 +104,4 @@ def test_existing_resources_are_answered_as_documented(api_schema: Any) -> None:
         call("POST", "/v1/jobs/{job_id}/cancel", path_parameters=on_job),
         call("DELETE", "/v1/documents/{document_id}", path_parameters={"document_id": "doc-1"}),
     ]
-    assert [r.status_code for r in answered] == [200, 200, 200, 200, 200, 202, 204]
+    assert [r.status_code for r in answered] == [200, 200, 200, 200, 200, 200, 200, 202, 204]

@@ -20,6 +20,7 @@ from edge.settings import Settings
 from shared.limits import DEFAULT_LIMITS
 from shared.signing import new_secret, signed_headers
 from tests.conftest import AUTH_A, KEY_A, KEY_B, asgi_client
+from tests.doubles.catalog import SUMMARIZE, publish_shipped_crews
 from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.doubles.orchestrator import InMemoryOrchestrator
 from tests.doubles.queues import RecordingQueue
@@ -31,7 +32,8 @@ EVENT = {"tenant": "tenant_a", "type": "running"}
 
 
 def contract_app(data_dir: Path) -> FastAPI:
-    """The whole app with every optional part wired, on local adapters and fakes."""
+    """The whole app with every optional part wired, on local adapters and fakes (the
+    catalog empty: `seeded_contract_app` has the shipped crews published)."""
     settings = Settings(
         api_keys={KEY_A: "tenant_a", KEY_B: "tenant_b"},
         embed_model="fake-bow",
@@ -51,9 +53,16 @@ def contract_app(data_dir: Path) -> FastAPI:
     return create_app(settings, ports)
 
 
+async def seeded_contract_app(data_dir: Path) -> FastAPI:
+    """`contract_app` with the shipped crews in its catalog."""
+    app = contract_app(data_dir)
+    await publish_shipped_crews(app.state.ports.kv)
+    return app
+
+
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(contract_app(tmp_path)) as client:
+    async with asgi_client(await seeded_contract_app(tmp_path)) as client:
         yield client
 
 
@@ -76,6 +85,7 @@ INTERNAL_PATHS = [
     "/v1/internal/jobs/job_abc/events",  # a job id of another shape
     "/v1/internal/jobs/%2e%2e/events",
     "/v1/internal/search",
+    "/v1/internal/crews",
     "/v1/internal/no-such-route",
 ]
 BODIES = [b"", b"{not json", b"[]", json.dumps(EVENT).encode(), b"\xff\xfe"]
@@ -138,6 +148,22 @@ async def test_signed_calls_are_then_validated(api: httpx.AsyncClient) -> None:
     headers = {**signed(query), "Content-Type": "application/json"}
     response = await api.post("/v1/internal/search", content=query, headers=headers)
     assert response.status_code == 200 and response.json()["matches"] == []
+
+
+async def test_signed_crew_publishes_are_then_validated(api: httpx.AsyncClient) -> None:
+    good = {"worker": "w-1", "pool": "cpu", "crews": [SUMMARIZE.public()]}
+    other_pool = {**good, "pool": "gpu"}
+    for body, content_type, status in [
+        (b"{not json", "application/json", 400),
+        (json.dumps(good).encode(), "text/plain", 415),
+        (json.dumps(other_pool).encode(), "application/json", 422),
+    ]:
+        headers = {**signed(body), "Content-Type": content_type}
+        assert_problem(await api.post("/v1/internal/crews", content=body, headers=headers), status)
+    body = json.dumps(good).encode()
+    headers = {**signed(body), "Content-Type": "application/json"}
+    response = await api.post("/v1/internal/crews", content=body, headers=headers)
+    assert (response.status_code, response.json()) == (200, {"crews": ["summarize"]})
 
 
 @pytest.mark.parametrize(

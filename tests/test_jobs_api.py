@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -24,13 +26,16 @@ from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.ports import Ports
 from edge.settings import Settings
+from shared.crews import CATALOG_PREFIX, CrewSpec
 from shared.signing import new_secret, signed_headers
 from tests.conftest import AUTH_A, AUTH_B, KEY_A, KEY_B
+from tests.doubles.catalog import RESEARCH, SUMMARIZE, publish_shipped_crews
 from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.doubles.queues import RecordingQueue
 
 PREFECT = "http://prefect.test/api"
 DEPLOYMENT_GPU = "11111111-1111-1111-1111-111111111111"
+DEPLOYMENT_CPU = "22222222-2222-2222-2222-222222222222"
 EXECUTOR_SECRET = new_secret()
 JOB = {"crew": "research", "inputs": {"topic": "edge AI"}}
 
@@ -69,7 +74,7 @@ class FakePrefect:
         pool = request.url.path.rsplit("/", 1)[1]
         if pool in self.missing_deployments:
             return httpx.Response(404, json={"detail": "Deployment not found"})
-        ids = {"gpu": DEPLOYMENT_GPU, "cpu": "22222222-2222-2222-2222-222222222222"}
+        ids = {"gpu": DEPLOYMENT_GPU, "cpu": DEPLOYMENT_CPU}
         return httpx.Response(200, json={"id": ids[pool], "name": pool})
 
     def create(self, request: httpx.Request) -> httpx.Response:
@@ -84,7 +89,9 @@ class FakePrefect:
         if key in self.by_key:
             return httpx.Response(200, json=self.runs[self.by_key[key]])
         run_id = f"run-{len(self.runs) + 1}"
+        deployment_id = request.url.path.split("/")[-2]
         self.runs[run_id] = {"id": run_id, "parameters": body["parameters"], "tags": body["tags"],
+                             "deployment_id": deployment_id,
                              "state": {"type": "SCHEDULED", "name": "Scheduled"}}  # fmt: skip
         self.by_key[key] = run_id
         return httpx.Response(201, json=self.runs[run_id])
@@ -145,7 +152,7 @@ def queue() -> RecordingQueue:
 
 
 @pytest.fixture
-def jobs_app(tmp_path: Path, prefect: FakePrefect, queue: RecordingQueue) -> FastAPI:
+async def jobs_app(tmp_path: Path, prefect: FakePrefect, queue: RecordingQueue) -> FastAPI:
     settings = Settings(
         api_keys={KEY_A: "tenant_a", KEY_B: "tenant_b"},
         embed_model="fake-bow",
@@ -162,6 +169,7 @@ def jobs_app(tmp_path: Path, prefect: FakePrefect, queue: RecordingQueue) -> Fas
         orchestrator=PrefectOrchestrator(PREFECT, backoff=0.001),
         deliveries=queue,
     )
+    await publish_shipped_crews(ports.kv)
     return create_app(settings, ports)
 
 
@@ -186,10 +194,10 @@ async def post_event(
     return await api.post(f"/v1/internal/jobs/{job_id}/events", content=body, headers=headers)
 
 
-async def test_crews_are_listed_from_the_manifest(api: httpx.AsyncClient) -> None:
+async def test_crews_are_listed_from_the_catalog(api: httpx.AsyncClient) -> None:
     crews = (await api.get("/v1/crews", headers=AUTH_A)).json()["crews"]
     assert {c["name"]: c["pool"] for c in crews} == {"research": "gpu", "summarize": "cpu"}
-    assert crews[0]["inputs"]["required"] == ["topic"]
+    assert crews[0] == {**RESEARCH.public(), "published_at": "2027-01-15T08:00:00.000Z"}
 
 
 async def test_submit_answers_202_and_reaches_prefect_once(
@@ -715,3 +723,271 @@ async def test_a_run_that_moved_on_since_it_was_judged_stuck_is_left_alone(
     prefect.set("run-1", "PENDING", at=time.time())  # released and claimed again meanwhile
     state = await orchestrator.recover(observed)
     assert state.type == "PENDING" and prefect.state_changes == []
+
+
+# --- the crew catalog: workers publish, jobs follow it --------------------------------------
+
+TRANSLATE = CrewSpec(
+    name="translate",
+    description="Detect a text's language, then translate it.",
+    pool="cpu",
+    inputs={
+        "type": "object",
+        "properties": {"text": {"type": "string", "minLength": 1}},
+        "required": ["text"],
+    },
+    kind="flow",
+    tasks=("detect", "translate"),
+    version="1.0.0+0123456789ab",
+)
+
+
+def publish_body(*specs: CrewSpec, pool: str = "cpu") -> dict[str, Any]:
+    return {"worker": f"{pool}-worker-1", "pool": pool, "crews": [s.public() for s in specs]}
+
+
+async def publish(
+    api: httpx.AsyncClient, body: Any, *, secret: str = EXECUTOR_SECRET, signed: bool = True
+) -> httpx.Response:
+    raw = json.dumps(body).encode()
+    headers = signed_headers(secret, "pub-1", int(time.time()), raw) if signed else {}
+    headers["Content-Type"] = "application/json"
+    return await api.post("/v1/internal/crews", content=raw, headers=headers)
+
+
+async def listed_crews(api: httpx.AsyncClient) -> list[dict[str, Any]]:
+    response = await api.get("/v1/crews", headers=AUTH_A)
+    assert response.status_code == 200, response.text
+    crews: list[dict[str, Any]] = response.json()["crews"]
+    return crews
+
+
+async def test_a_signed_publish_shows_up_in_the_crew_list(api: httpx.AsyncClient) -> None:
+    response = await publish(api, publish_body(TRANSLATE))
+    assert (response.status_code, response.json()) == (200, {"crews": ["translate"]})
+    crews = await listed_crews(api)
+    assert [c["name"] for c in crews] == ["research", "summarize", "translate"]
+    published = crews[2].pop("published_at")
+    assert crews[2] == TRANSLATE.public() and "published_by" not in crews[2]
+    age = time.time() - datetime.fromisoformat(published).timestamp()
+    assert published.endswith("Z") and 0 <= age < 60
+
+
+@pytest.mark.parametrize("mangle", ["unsigned", "wrong-secret"])
+async def test_an_unsigned_publish_is_401_and_changes_nothing(
+    api: httpx.AsyncClient, mangle: str
+) -> None:
+    before = await listed_crews(api)
+    secret = new_secret() if mangle == "wrong-secret" else EXECUTOR_SECRET
+    response = await publish(
+        api, publish_body(TRANSLATE), secret=secret, signed=mangle != "unsigned"
+    )
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert await listed_crews(api) == before
+
+
+#: A rule `input_errors` could not enforce: refused at publish, never advertised.
+PATTERNED = dataclasses.replace(
+    TRANSLATE,
+    inputs={"type": "object", "properties": {"text": {"type": "string", "pattern": "^a"}}},
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        pytest.param(
+            publish_body(TRANSLATE, pool="gpu"),
+            "crews translate are not in pool 'gpu'",
+            id="other-pool",
+        ),
+        pytest.param(
+            publish_body(TRANSLATE, TRANSLATE), "each crew may be published once", id="twice"
+        ),
+        pytest.param(
+            publish_body(TRANSLATE, dataclasses.replace(TRANSLATE, name="Translate 2")),
+            "crew name 'Translate 2' must match",
+            id="one-bad-name-among-good",
+        ),
+        pytest.param(
+            publish_body(PATTERNED), "text: unsupported keywords pattern", id="unenforced-rule"
+        ),
+        pytest.param(
+            {**publish_body(TRANSLATE), "worker": ""}, "worker must be a name", id="no-worker"
+        ),
+        pytest.param({**publish_body(TRANSLATE), "worker": 7}, "worker", id="worker-type"),
+        pytest.param({**publish_body(), "crews": "translate"}, "crews", id="crews-type"),
+        pytest.param({**publish_body(), "crews": ["translate"]}, "crews", id="entry-type"),
+        pytest.param(["translate"], "body", id="not-an-object"),
+    ],
+)
+async def test_a_bad_publish_is_422_and_leaves_the_catalog_alone(
+    api: httpx.AsyncClient, body: Any, needle: str
+) -> None:
+    before = await listed_crews(api)
+    response = await publish(api, body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["errors"] and problem["errors"][0]["loc"][0] == "body"
+    assert needle in json.dumps(problem), problem
+    assert await listed_crews(api) == before, "nothing of a refused publish is kept"
+
+
+async def test_a_new_version_replaces_the_entry_and_is_logged(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    newer = dataclasses.replace(RESEARCH, version="0.2.0+fedcba987654", tasks=("only_task",))
+    with caplog.at_level(logging.INFO, logger="edgecrew.catalog"):
+        assert (await publish(api, publish_body(newer, pool="gpu"))).status_code == 200
+    (research,) = [c for c in await listed_crews(api) if c["name"] == "research"]
+    assert (research["version"], research["tasks"]) == ("0.2.0+fedcba987654", ["only_task"])
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "edgecrew.catalog"]
+    assert f"version {RESEARCH.version} -> 0.2.0+fedcba987654" in line
+    assert "gpu-worker-1" in line and "test-worker" in line
+
+
+async def test_a_crew_published_later_is_accepted_once_published(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    job = {"crew": "translate", "inputs": {"text": "Bonjour"}}
+    refused = await api.post("/v1/jobs", json=job, headers=AUTH_A)
+    assert refused.status_code == 422 and prefect.create_calls == 0
+    await publish(api, publish_body(TRANSLATE))
+
+    accepted = await api.post("/v1/jobs", json=job, headers=AUTH_A)
+    assert accepted.status_code == 202 and accepted.json()["status"] == "queued"
+    record = await jobs_app.state.jobs.store.get("tenant_a", accepted.json()["id"])
+    assert (record["pool"], record["crew_version"]) == ("cpu", TRANSLATE.version)
+    (run,) = prefect.runs.values()
+    assert run["deployment_id"] == DEPLOYMENT_CPU, "handed to the cpu pool's deployment"
+
+
+async def test_an_unknown_crew_is_422_naming_the_published_ones(
+    api: httpx.AsyncClient, prefect: FakePrefect
+) -> None:
+    response = await api.post("/v1/jobs", json={"crew": "nope", "inputs": {}}, headers=AUTH_A)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    msg = "unknown crew; GET /v1/crews lists them (research, summarize)"
+    assert response.json()["errors"] == [{"loc": ["body", "crew"], "msg": msg}]
+    malformed = await api.post("/v1/jobs", json={"crew": "No Such", "inputs": {}}, headers=AUTH_A)
+    assert malformed.status_code == 422
+    assert malformed.json()["errors"][0]["loc"] == ["body", "crew"]
+    assert prefect.create_calls == 0
+
+
+@pytest.mark.parametrize(
+    ("crew", "inputs", "deployment"),
+    [(RESEARCH, {"topic": "edge AI"}, DEPLOYMENT_GPU), (SUMMARIZE, {"text": "t"}, DEPLOYMENT_CPU)],
+    ids=["gpu", "cpu"],
+)
+async def test_a_job_keeps_its_crews_pool_and_version(
+    api: httpx.AsyncClient,
+    prefect: FakePrefect,
+    jobs_app: FastAPI,
+    crew: CrewSpec,
+    inputs: dict[str, Any],
+    deployment: str,
+) -> None:
+    body = {"crew": crew.name, "inputs": inputs}
+    job_id = (await api.post("/v1/jobs", json=body, headers=AUTH_A)).json()["id"]
+    record = await jobs_app.state.jobs.store.get("tenant_a", job_id)
+    assert (record["pool"], record["crew_version"]) == (crew.pool, crew.version)
+    assert prefect.runs["run-1"]["deployment_id"] == deployment
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert job["crew_version"] == crew.version
+
+
+async def test_the_running_event_records_the_version_the_worker_runs(
+    api: httpx.AsyncClient,
+) -> None:
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    too_long = await post_event(api, job_id, {"type": "running", "crew_version": "v" * 201})
+    assert too_long.status_code == 422
+    running = {"type": "running", "crew_version": "0.1.1+worker000001"}
+    assert (await post_event(api, job_id, running, "e1")).json()["status"] == "running"
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert job["crew_version"] == "0.1.1+worker000001"
+    later = await post_event(api, job_id, {"type": "succeeded", "result": "ok"}, "e2")
+    assert later.json()["status"] == "succeeded"
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert job["crew_version"] == "0.1.1+worker000001", "kept to the end"
+
+
+async def test_a_version_that_arrives_after_prefects_running_fires_no_second_webhook(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI, queue: RecordingQueue
+) -> None:
+    hooked = {**JOB, "webhook": {"url": "https://app.example.com/h", "events": ["job.running"]}}
+    job_id = (await api.post("/v1/jobs", json=hooked, headers=AUTH_A)).json()["id"]
+    unsticking(jobs_app)  # stale at once: a read asks Prefect, which says RUNNING
+    prefect.set("run-1", "RUNNING")
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()["status"] == "running"
+
+    running = {"type": "running", "crew_version": "0.1.1+worker000001"}
+    assert (await post_event(api, job_id, running, "e1")).json()["status"] == "running"
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert job["crew_version"] == "0.1.1+worker000001"
+    assert [m["event"] for m, _ in queue.sent] == ["job.running"], "one job.running only"
+
+
+async def older_record_without_pool(jobs_app: FastAPI, prefect: FakePrefect, api: Any) -> str:
+    """A job accepted while Prefect was down, its record written before jobs kept a pool."""
+    prefect.fail_next = [httpx.ConnectError("down")] * 3
+    job_id: str = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    store = jobs_app.state.jobs.store
+    record = await store.get("tenant_a", job_id)
+    old = {k: v for k, v in record.items() if k not in {"pool", "crew_version"}}
+    await store.save(old, previous=record)
+    return job_id
+
+
+async def test_an_older_record_is_handed_to_its_crews_pool_from_the_catalog(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    job_id = await older_record_without_pool(jobs_app, prefect, api)
+    assert await jobs_app.state.jobs.reconcile() == {"checked": 1, "changed": 1}
+    assert prefect.runs["run-1"]["deployment_id"] == DEPLOYMENT_GPU
+    record = await jobs_app.state.jobs.store.get("tenant_a", job_id)
+    assert (record["status"], record["pool"]) == ("queued", "gpu")
+
+
+async def test_an_older_record_for_a_crew_gone_from_the_catalog_fails(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    job_id = await older_record_without_pool(jobs_app, prefect, api)
+    await jobs_app.state.ports.kv.delete(CATALOG_PREFIX + "research")
+    assert await jobs_app.state.jobs.reconcile() == {"checked": 1, "changed": 1}
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert (job["status"], job["error"]["kind"]) == ("failed", "UnknownCrew")
+    assert "'research' is no longer in the catalog" in job["error"]["message"]
+    assert prefect.runs == {}
+
+
+async def test_a_store_that_is_down_is_503_for_crews_and_jobs(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    class LockedDatabase:
+        def execute(self, *args: Any) -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+    jobs_app.state.ports.kv._db = LockedDatabase()
+    for response in [
+        await api.get("/v1/crews", headers=AUTH_A),
+        await api.post("/v1/jobs", json=JOB, headers=AUTH_A),
+    ]:
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["retry-after"] == "1"
+    assert prefect.create_calls == 0
+
+
+async def test_a_corrupt_catalog_entry_is_left_out_not_a_500(
+    api: httpx.AsyncClient, jobs_app: FastAPI
+) -> None:
+    await jobs_app.state.ports.kv.put(CATALOG_PREFIX + "summarize", "{not json")
+    assert [c["name"] for c in await listed_crews(api)] == ["research"]
+    job = {"crew": "summarize", "inputs": {"text": "t"}}
+    response = await api.post("/v1/jobs", json=job, headers=AUTH_A)
+    assert response.status_code == 422 and response.json()["errors"][0]["loc"] == ["body", "crew"]

@@ -89,3 +89,29 @@ def test_webhook_event_names(event: str, webhook: str) -> None:
 def test_timestamps_are_rfc3339_utc_with_z() -> None:
     assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
     assert rfc3339(1.5, timespec="seconds") == "1970-01-01T00:00:01Z"
+
+
+def test_the_running_event_carries_the_crew_version_the_worker_runs() -> None:
+    queued = job(JobStatus.QUEUED, crew_version="0.1.0+catalog")
+    running = apply_event(queued, {"type": "running", "crew_version": "0.1.1+worker"}, AT)
+    assert running is not None
+    assert (running["status"], running["crew_version"]) == ("running", "0.1.1+worker")
+    plain = apply_event(queued, {"type": "running"}, AT)
+    assert plain is not None and plain["crew_version"] == "0.1.0+catalog", "none sent: kept"
+
+
+def test_a_running_job_still_learns_its_crew_version_once() -> None:
+    """Prefect's RUNNING can reach the edge before the worker's `running` callback."""
+    running = job(JobStatus.RUNNING, crew_version="0.1.0+catalog")
+    event = {"type": "running", "crew_version": "0.1.1+worker"}
+    told = apply_event(running, event, AT)
+    assert told is not None and told["status"] == "running"
+    assert (told["crew_version"], told["updated_at"]) == ("0.1.1+worker", AT)
+    assert apply_event(told, event, AT) is None, "the same event again changes nothing"
+    assert apply_event(running, {"type": "running"}, AT) is None
+
+
+@pytest.mark.parametrize("terminal", sorted(TERMINAL))
+def test_a_finished_job_keeps_its_crew_version(terminal: JobStatus) -> None:
+    done = job(terminal, crew_version="0.1.0+catalog")
+    assert apply_event(done, {"type": "running", "crew_version": "9.9.9+late"}, AT) is None

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.crews import CREWS
+from shared.crews import MAX_CREWS_PER_PUBLISH, NAME_PATTERN
 from shared.jobs import WEBHOOK_EVENTS
 from shared.limits import DEFAULT_LIMITS as LIMITS
 
@@ -26,29 +26,16 @@ class WebhookSpec(_Strict):
     events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=5)] | None = None
 
 
-def _inputs_per_crew(schema: dict[str, Any]) -> None:
-    """Document each crew's own input schema (from the manifest) in the request's schema."""
-    schema["properties"]["crew"]["enum"] = sorted(CREWS)
-    schema["oneOf"] = [
-        {"properties": {"crew": {"const": name}, "inputs": dict(spec.inputs)}}
-        for name, spec in sorted(CREWS.items())
-    ]
-
-
 class JobRequest(_Strict):
-    model_config = ConfigDict(json_schema_extra=_inputs_per_crew)
-
-    crew: str = Field(description="A crew `GET /v1/crews` lists; `inputs` follow its schema")
+    # Which crews exist, and their inputs, is the catalog's to say (the route checks both);
+    # the schema only bounds the name.
+    crew: str = Field(
+        pattern=NAME_PATTERN.pattern,
+        description="A crew `GET /v1/crews` lists; `inputs` follow its schema",
+    )
     inputs: dict[str, Any]
     webhook: WebhookSpec | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("crew")
-    @classmethod
-    def _known_crew(cls, crew: str) -> str:
-        if crew not in CREWS:
-            raise ValueError(f"unknown crew; GET /v1/crews lists them ({', '.join(sorted(CREWS))})")
-        return crew
 
     @field_validator("inputs")
     @classmethod
@@ -95,6 +82,10 @@ class Delivery(BaseModel):
 class Job(BaseModel):
     id: str
     crew: str
+    crew_version: str | None = Field(
+        default=None,
+        description="The crew's version: the catalog's when submitted, the worker's once it runs",
+    )
     status: str
     inputs: dict[str, Any]
     metadata: dict[str, Any]
@@ -122,12 +113,31 @@ class JobList(BaseModel):
 class Crew(BaseModel):
     name: str
     description: str
-    inputs: dict[str, Any]
-    pool: str
+    kind: str = Field(description="`crew` (its `tasks` are task names) or `flow` (step names)")
+    inputs: dict[str, Any] = Field(description="A JSON Schema for the job's `inputs`")
+    pool: str = Field(description="The Prefect work pool whose workers run it")
+    tasks: list[str]
+    version: str = Field(description="As the worker that published it describes it")
+    published_at: str = Field(description="When a worker last published this crew")
 
 
 class CrewList(BaseModel):
     crews: list[Crew]
+
+
+class CrewPublish(BaseModel):
+    """A worker's crews; `shared.crews.specs_from_publish` checks them in full."""
+
+    worker: str = Field(description="The publishing worker's name, for logs")
+    pool: str = Field(description="Its work pool; every crew must be in it")
+    crews: list[dict[str, Any]] = Field(
+        max_length=MAX_CREWS_PER_PUBLISH,
+        description="Each crew as `GET /v1/crews` lists it, without `published_at`",
+    )
+
+
+class CrewsPublished(BaseModel):
+    crews: list[str] = Field(description="The names now in the catalog from this publish")
 
 
 class WebhookSecret(BaseModel):
@@ -140,6 +150,9 @@ class ExecutorEvent(_Strict):
     progress: Progress | None = None
     result: Any = None
     error: JobError | None = None
+    crew_version: Annotated[str, Field(max_length=200)] | None = Field(
+        default=None, description="On `running`: the version of the crew the worker runs"
+    )
 
 
 class EventAck(BaseModel):

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from edge.jobs.catalog import get_crew
 from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.store import JobStore, index_key
 from edge.ports import (
@@ -25,7 +26,7 @@ from edge.ports import (
     RunState,
 )
 from edge.settings import Settings
-from shared.crews import CREWS
+from shared.crews import FLOW_NAME, CrewSpec
 from shared.jobs import DEFAULT_WEBHOOK_EVENTS, JobStatus, apply_event, webhook_event_for
 from shared.timestamps import rfc3339
 
@@ -34,14 +35,15 @@ log = logging.getLogger("edgecrew.jobs")
 #: Of the 1,000 subrequests (KV calls and fetches alike) a Worker invocation may make,
 #: what one reconciler pass may spend, and the worst case of each thing it does: read a
 #: job record; change a job (re-read, record + index + active-list writes, the delivery
-#: queue); hand a job to Prefect (deployment lookup, create, then two changes); one
-#: Prefect request (each is tried up to 3 times); unstick a run (read it, read its
-#: pool's workers, re-read it, set its state, read it back).
+#: queue); hand a job to Prefect (its crew's pool from the catalog for a record older
+#: than the catalog, deployment lookup, create, then two changes); one Prefect request
+#: (each is tried up to 3 times); unstick a run (read it, read its pool's workers,
+#: re-read it, set its state, read it back).
 RECONCILE_BUDGET = 800
 PREFECT_ATTEMPTS = 3
 COST_READ = 1
 COST_CHANGE = 6
-COST_HAND_OVER = 2 * PREFECT_ATTEMPTS + 2 * COST_CHANGE
+COST_HAND_OVER = COST_READ + 2 * PREFECT_ATTEMPTS + 2 * COST_CHANGE
 COST_PREFECT_READ = PREFECT_ATTEMPTS
 COST_RECOVER = 5 * PREFECT_ATTEMPTS
 #: A stale job at its worst: a change, an unstick, and its own read if the batched one
@@ -60,7 +62,7 @@ DIRECT_SUBMISSIONS = 8
 #: How long a request may wait for Prefect before the job is left to the queue.
 SUBMIT_BUDGET_SECONDS = 2.0
 PUBLIC_FIELDS = (
-    "id", "crew", "status", "inputs", "metadata", "created_at", "updated_at",
+    "id", "crew", "crew_version", "status", "inputs", "metadata", "created_at", "updated_at",
     "progress", "result", "error", "deliveries",
 )  # fmt: skip
 
@@ -87,9 +89,18 @@ class JobService:
         return self._ports.orchestrator
 
     async def submit(
-        self, tenant: str, request: Mapping[str, Any], idempotency_key: str | None
+        self,
+        tenant: str,
+        request: Mapping[str, Any],
+        idempotency_key: str | None,
+        *,
+        crew: CrewSpec,
     ) -> tuple[dict[str, Any], bool]:
-        """Record the job, hand it to the orchestrator; (job, created). Raises on a key reuse."""
+        """Record the job, hand it to the orchestrator; (job, created). Raises on a key reuse.
+
+        `crew` is the catalog's entry for `request["crew"]`: the job keeps its pool (so the
+        hand-over never depends on the catalog again) and its version at submit time.
+        """
         digest = fingerprint(request)
         job_id = job_id_for_key(tenant, idempotency_key) if idempotency_key else new_job_id()
         if idempotency_key and (existing := await self.store.get(tenant, job_id)):
@@ -101,6 +112,8 @@ class JobService:
             "id": job_id,
             "tenant": tenant,
             "crew": request["crew"],
+            "pool": crew.pool,
+            "crew_version": crew.version or None,
             "status": JobStatus.SUBMITTING.value,
             "inputs": request["inputs"],
             "metadata": request.get("metadata") or {},
@@ -287,10 +300,14 @@ class JobService:
     # --- internals ---------------------------------------------------------------------------
 
     async def _hand_over(self, job: dict[str, Any]) -> dict[str, Any]:
-        spec = CREWS[job["crew"]]
+        pool = job.get("pool") or await self._pool_from_catalog(job)
+        if pool is None:  # a record from before the catalog, for a crew no longer in it
+            message = f"crew {job['crew']!r} is no longer in the catalog (GET /v1/crews)"
+            error = {"kind": "UnknownCrew", "message": message}
+            return await self._apply(job, {"type": "failed", "error": error})
         try:
             state = await self.orchestrator.submit(
-                spec.deployment,
+                f"{FLOW_NAME}/{pool}",
                 parameters={
                     "job_id": job["id"],
                     "tenant": job["tenant"],
@@ -314,10 +331,15 @@ class JobService:
             if current["status"] == JobStatus.CANCELLED.value:
                 await self._cancel_quietly(state.run_id)
             return current
-        taken = {**current, "flow_run_id": state.run_id, "heard_at": self._clock()}
+        taken = {**current, "pool": pool, "flow_run_id": state.run_id, "heard_at": self._clock()}
         queued = apply_event(taken, {"type": "queued"}, rfc3339(self._clock())) or taken
         await self.store.save(queued, previous=current)
         return await self._apply_run_state(queued, state)
+
+    async def _pool_from_catalog(self, job: Mapping[str, Any]) -> str | None:
+        """The work pool of a job recorded before jobs kept theirs: its crew's, now."""
+        spec = await get_crew(self._ports.kv, job["crew"])
+        return None if spec is None else spec.pool
 
     async def _lost(self, job: dict[str, Any], detail: str) -> dict[str, Any]:
         """End a job whose flow run the orchestrator no longer has."""
@@ -383,7 +405,10 @@ class JobService:
         if updated is None:
             return job
         await self.store.save(updated, previous=job)
-        await self._notify(updated, event["type"])
+        # Clients hear of moves and progress; a running job that only learnt its crew's
+        # version has nothing new to tell them (job.running was sent already).
+        if updated["status"] != job["status"] or event["type"] == "progress":
+            await self._notify(updated, event["type"])
         return updated
 
     async def _notify(self, job: dict[str, Any], event_type: str) -> None:

@@ -1,4 +1,5 @@
-"""The executor's routes: job events and knowledge searches, signed instead of keyed.
+"""The executor's routes: job events, knowledge searches and the crew catalog, signed
+instead of keyed.
 
 `edge.guards.ExecutorSignatureAuth` has verified the signature before routing, so an
 unsigned or stale call is 401 whatever its path or body; these handlers only parse.
@@ -6,9 +7,12 @@ unsigned or stale call is 401 whatever its path or body; these handlers only par
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 
-from edge.jobs.schemas import EventAck, ExecutorEvent, ExecutorSearch
+from edge.jobs import catalog
+from edge.jobs.schemas import CrewPublish, CrewsPublished, EventAck, ExecutorEvent, ExecutorSearch
 from edge.problems import Problem, problem_responses
 from edge.routes.deps import (
     JSON_BODY,
@@ -20,6 +24,7 @@ from edge.routes.deps import (
     Knowledge,
 )
 from edge.schemas import Match, SearchResponse
+from shared.crews import CatalogError, specs_from_publish
 from shared.signing import TOLERANCE_SECONDS
 
 # Signed, not keyed: no API key and no rate limit, so 401 but never 429.
@@ -58,3 +63,18 @@ async def executor_search(
     """A tenant's knowledge-base search on behalf of a crew (signed like callbacks)."""
     matches, timings = await kb.search(body.tenant, body.query, top_k=body.top_k)
     return SearchResponse(matches=[Match(**m) for m in matches], timings_ms=timings)
+
+
+@router.post("/crews", dependencies=[JsonBody], response_model=CrewsPublished, responses=JSON_BODY)
+async def publish_crews(
+    body: CrewPublish, _: ExecutorMessageId, request: Request
+) -> CrewsPublished:
+    """A worker's crews, published into the catalog `GET /v1/crews` lists (last one wins)."""
+    try:
+        worker, _pool, specs = specs_from_publish(body.model_dump())
+    except CatalogError as exc:
+        errors = [{"loc": ["body"], "msg": str(exc)}]
+        raise Problem(422, f"Unusable crew catalog: {exc}", extra={"errors": errors}) from exc
+    kv = request.app.state.ports.kv
+    names = await catalog.publish(kv, worker, specs, now=time.time())
+    return CrewsPublished(crews=names)

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from edge.jobs import catalog
 from edge.jobs.schemas import (
     CrewList,
     Job,
@@ -27,7 +28,7 @@ from edge.routes.deps import (
     JsonBody,
     Tenant,
 )
-from shared.crews import CREWS, input_errors
+from shared.crews import CrewSpec, input_errors
 from shared.jobs import JobStatus
 from shared.limits import DEFAULT_LIMITS
 from shared.signing import derived_secret
@@ -44,10 +45,11 @@ IdempotencyKey = Annotated[
 ]
 
 
-@router.get("/crews", response_model=CrewList, dependencies=[ApiKey])
-async def list_crews() -> CrewList:
-    """The crews this edge can run, with their input schemas and work pools."""
-    return CrewList.model_validate({"crews": [spec.public() for spec in CREWS.values()]})
+@router.get("/crews", response_model=CrewList, dependencies=[ApiKey], responses=UNAVAILABLE)
+async def list_crews(request: Request) -> CrewList:
+    """The crews the workers published, by name, with input schemas, pools and versions."""
+    crews = await catalog.list_crews(request.app.state.ports.kv)
+    return CrewList.model_validate({"crews": [crew.public() for crew in crews]})
 
 
 @router.post(
@@ -62,7 +64,8 @@ async def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:  # fmt: skip
     """Accept a crew job: 202 at once, then poll, stream or wait for the webhook."""
-    if errors := input_errors(CREWS[body.crew].inputs, body.inputs):
+    crew = await _published_crew(request, body.crew)
+    if errors := input_errors(crew.inputs, body.inputs):
         errors = [{**e, "loc": ["body", *e["loc"]]} for e in errors]  # as FastAPI's are
         raise Problem(422, "The inputs do not match the crew's schema", extra={"errors": errors})
     if body.webhook is not None:
@@ -79,7 +82,7 @@ async def submit_job(
             errors = [{"loc": ["body", "webhook", "url"], "msg": str(exc)}]
             raise Problem(422, f"Unusable webhook URL: {exc}", extra={"errors": errors}) from exc
     try:
-        job, _ = await jobs.submit(tenant, body.model_dump(mode="json"), idempotency_key)
+        job, _ = await jobs.submit(tenant, body.model_dump(mode="json"), idempotency_key, crew=crew)
     except IdempotencyConflict:
         msg = "already used with a different request body"
         errors = [{"loc": ["header", "Idempotency-Key"], "msg": msg}]
@@ -87,6 +90,18 @@ async def submit_job(
     accepted = {k: job[k] for k in ("id", "status", "crew", "created_at")}
     accepted["urls"] = public(job)["urls"]
     return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+
+
+async def _published_crew(request: Request, name: str) -> CrewSpec:
+    """The catalog's entry for `name`, or a 422 that names the crews there are."""
+    kv = request.app.state.ports.kv
+    crew = await catalog.get_crew(kv, name)
+    if crew is None:
+        known = ", ".join(await catalog.crew_names(kv)) or "none are published yet"
+        msg = f"unknown crew; GET /v1/crews lists them ({known})"
+        errors = [{"loc": ["body", "crew"], "msg": msg}]
+        raise Problem(422, f"No crew {name!r} in the catalog", extra={"errors": errors})
+    return crew
 
 
 @router.get("/jobs", response_model=JobList, responses=problem_responses(422, 503))
