@@ -25,7 +25,7 @@ class _SearchArgs(BaseModel):
     query: str = Field(description="What to look for in the knowledge base")
 
 
-class KnowledgeSearchTool(BaseTool):  # type: ignore[misc]
+class KnowledgeSearchTool(BaseTool):
     name: str = "knowledge_search"
     description: str = (
         "Search the knowledge base. Returns the best matching passages, each starting "
