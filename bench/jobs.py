@@ -51,6 +51,9 @@ from edge.local.stack import (
     repo_crews,
     worker,
 )
+from executor.catalog import publish_config
+from executor.edge_client import EdgeClient
+from executor.settings import ExecutorSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -91,6 +94,11 @@ def main() -> None:
                "EDGECREW_LLM_BASE_URL": "http://127.0.0.1:9/v1"}  # fmt: skip
         os.environ.update({"EDGECREW_DATA_DIR": str(data)})
         supervisor.start(_edge_service("127.0.0.1", edge_port, env))
+        # The catalog the workers would publish: the intake runs with no worker at all.
+        settings = ExecutorSettings(
+            edge_url=base, executor_secret=secrets["EDGECREW_EXECUTOR_SECRET"]
+        )
+        publish_config(EdgeClient(settings), repo_crews(), "bench")
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
             f"{platform.python_version()}, Prefect server on "
@@ -99,6 +107,7 @@ def main() -> None:
         if args.jobs:
             executor_env = {"EDGECREW_EDGE_URL": base, **secrets,
                             "EDGECREW_CREW_LLM_FACTORY": "tests.doubles.crew_llm:scripted_llm",
+                            "EDGECREW_CONFIG": str(ROOT / "edgecrew.toml"),
                             "PYTHONPATH": str(ROOT)}  # fmt: skip
             supervisor.start(worker("cpu", api, executor_env))
             supervisor.start(baseline_worker(api, data))

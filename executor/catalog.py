@@ -85,3 +85,16 @@ def publish_until_taken(
                  ", ".join(taken) or "none")  # fmt: skip
         return True
     return False
+
+
+def publish_config(edge: EdgeClient, config: EdgecrewConfig, worker: str) -> list[str]:
+    """Load and publish every crew of the config, whoever runs it (benchmarks and tools
+    that need a catalog without starting a worker per pool)."""
+    catalog = load_catalog(config)
+    if catalog.errors:
+        raise CrewLoadError(catalog.errors[0].entry, "; ".join(map(str, catalog.errors)))
+    taken: list[str] = []
+    for pool in config.pools:
+        crews = [c.spec.public() for c in catalog.crews.values() if c.spec.pool == pool]
+        taken += edge.publish_crews(worker, pool, crews)
+    return taken

@@ -356,3 +356,26 @@ def test_running_and_progress_are_best_effort() -> None:
     edge.notify("job_1", "t", "running:1", {"type": "running"})  # logs, does not raise
     with pytest.raises(EdgeUnreachable):
         edge.event("job_1", "t", "succeeded", {"type": "succeeded", "result": {}})
+
+
+# --- edgecrew crews check ---------------------------------------------------------------
+
+
+def test_crews_check_lists_each_crew_and_fails_on_a_broken_one(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge.local.cli import app
+
+    runner = CliRunner()
+    good = runner.invoke(app, ["crews", "check", "--config", str(REPO_CONFIG)],
+                         env={"COLUMNS": "200"})  # fmt: skip
+    assert good.exit_code == 0, good.output
+    assert "research" in good.output and "crew (classic)" in good.output
+    assert "summarize" in good.output and "crew (json)" in good.output
+    broken = tmp_path / "edgecrew.toml"
+    text = REPO_CONFIG.read_text().replace('"examples/', f'"{REPO_CONFIG.parent}/examples/')
+    broken.write_text(text.replace("research.crew:", "research.nothere:"))
+    bad = runner.invoke(app, ["crews", "check", "--config", str(broken)], env={"COLUMNS": "200"})
+    assert bad.exit_code == 1
+    assert "crew 'research'" in bad.output and "ModuleNotFoundError" in bad.output
+    assert "crew 'summarize'" not in bad.output and "crew (json)" in bad.output, "still listed"
