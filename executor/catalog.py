@@ -6,14 +6,18 @@ crew is restarting workers with it configured, never redeploying the Worker.
 
 from __future__ import annotations
 
+import argparse
 import functools
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import httpx
 
-from executor.config import EdgecrewConfig, load_config
+from executor.config import ConfigError, EdgecrewConfig, load_config
 from executor.edge_client import EdgeClient, EdgeUnreachable
 from executor.loaded_crew import CrewLoadError, LoadedCrew, load
 from executor.run_context import default_llm_hook_available
@@ -63,14 +67,14 @@ def publish_until_taken(
     edge: EdgeClient,
     worker: str,
     pool: str,
-    catalog: Catalog,
+    crews: list[dict[str, Any]],
     stop: threading.Event,
     *,
     every_seconds: float = 10.0,
 ) -> bool:
-    """Publish the pool's crews to the edge, again and again until it takes them (the
-    edge may start after the worker, or be away for a while). False if stopped first."""
-    crews = [loaded.spec.public() for loaded in catalog.crews.values()]
+    """Publish the pool's crews (`CrewSpec.public()` dicts) to the edge, again and again
+    until it takes them (the edge may start after the worker, or be away for a while).
+    False if stopped first."""
     warned = False
     while not stop.is_set():
         try:
@@ -98,3 +102,41 @@ def publish_config(edge: EdgeClient, config: EdgecrewConfig, worker: str) -> lis
         crews = [c.spec.public() for c in catalog.crews.values() if c.spec.pool == pool]
         taken += edge.publish_crews(worker, pool, crews)
     return taken
+
+
+def describe(pool: str | None, config_path: Path | None) -> dict[str, Any]:
+    """What `python -m executor.catalog` reports: the config file, each crew that loaded
+    (its kind and published entry) and every error, as JSON-able data."""
+    config = load_config(config_path)
+    catalog = load_catalog(config, pool)
+    return {
+        "config": str(config.path) if config.path else None,
+        "crews": [
+            {"kind": loaded.kind, "spec": loaded.spec.public()} for loaded in catalog.crews.values()
+        ],
+        "errors": [str(error) for error in catalog.errors] + check_runtime(),
+    }
+
+
+def main() -> None:
+    """Load a pool's crews in a process of its own and write what was found to a file.
+
+    The worker asks this instead of loading crews itself: loading imports CrewAI and the
+    crews' code (~110 MiB), which the worker's own long-lived process does not need (its
+    flow runs are forked from a server that has them). The result goes to a file because
+    crews may print to stdout while they are built.
+    """
+    parser = argparse.ArgumentParser(prog="python -m executor.catalog")
+    parser.add_argument("--pool")
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    try:
+        found = describe(args.pool, args.config)
+    except ConfigError as exc:
+        found = {"config": None, "crews": [], "errors": [str(exc)]}
+    args.output.write_text(json.dumps(found))
+
+
+if __name__ == "__main__":
+    main()

@@ -24,6 +24,9 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,16 +34,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol
 from uuid import UUID
 
 import typer
 
 from executor.warm import RunProcess, WarmProcesses
 from shared.claims import WORK_POOL_LABEL, WORKER_NAME_LABEL, WORKER_TYPE_LABEL, claim_message
-
-if TYPE_CHECKING:
-    from executor.catalog import Catalog
 
 log = logging.getLogger("edgecrew.worker")
 
@@ -344,7 +344,7 @@ def start(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not two lines per poll
-    catalog = _offered_crews(pool, config)
+    crews = _offered_crews(pool, config)
     options = WorkerOptions(
         pool=pool,
         name=name or f"edgecrew-{socket.gethostname()}-{os.getpid()}",
@@ -370,7 +370,7 @@ def start(
                  options.name)  # fmt: skip
         health.ready.set()
         publisher = threading.Thread(
-            target=_publish, args=(options, catalog, stop, health), daemon=True, name="publish"
+            target=_publish, args=(options, crews, stop, health), daemon=True, name="publish"
         )
         publisher.start()
         while not stop.is_set():
@@ -383,41 +383,50 @@ def start(
             server.shutdown()
 
 
-def _offered_crews(pool: str, config_file: Path | None) -> Catalog:
-    """Load and check every crew of the pool before serving it: a broken crew stops the
-    worker here, with its name and error, instead of failing jobs later."""
-    from executor.catalog import check_runtime, load_catalog
-    from executor.config import ConfigError, load_config
+def _offered_crews(pool: str, config_file: Path | None) -> list[dict[str, Any]]:
+    """Load and check every crew of the pool before serving it, in a child process
+    (`executor.catalog`): a broken crew stops the worker here, with its name and error,
+    instead of failing jobs later. The published entries of the crews."""
+    from executor.config import ConfigError, config_path
 
     try:
-        config = load_config(config_file)
+        path = config_file.resolve() if config_file else config_path()
     except ConfigError as exc:
         log.error("%s", exc)
         raise typer.Exit(2) from exc
-    if config.path is not None:  # flow-run processes read the same file, wherever they run
-        os.environ["EDGECREW_CONFIG"] = str(config.path)
-    problems = check_runtime()
-    catalog = load_catalog(config, pool)
-    for error in catalog.errors:
+    if path is not None:  # flow-run processes read the same file, wherever they run
+        os.environ["EDGECREW_CONFIG"] = str(path)
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "catalog.json"
+        argv = [sys.executable, "-m", "executor.catalog", "--pool", pool, "--output", str(output)]
+        done = subprocess.run(argv, check=False)  # noqa: S603 - our own module
+        if done.returncode != 0 or not output.is_file():
+            log.error(
+                "loading the crews failed (exit code %s); see the lines above", done.returncode
+            )
+            raise typer.Exit(2)
+        found = json.loads(output.read_text())
+    for error in found["errors"]:
         log.error("cannot offer %s", error)
-    for problem in problems:
-        log.error("%s", problem)
-    if catalog.errors or problems:
+    if found["errors"]:
         raise typer.Exit(2)
-    if not catalog.crews:
-        log.warning("no crew in %s runs on pool %r", config.path or "the config", pool)
-    for name, loaded in catalog.crews.items():
-        log.info("offering crew %r (%s, version %s)", name, loaded.kind, loaded.spec.version)
-    return catalog
+    if not found["crews"]:
+        log.warning("no crew in %s runs on pool %r", found["config"] or "the config", pool)
+    for crew in found["crews"]:
+        spec = crew["spec"]
+        log.info("offering crew %r (%s, version %s)", spec["name"], crew["kind"], spec["version"])
+    return [crew["spec"] for crew in found["crews"]]
 
 
-def _publish(options: WorkerOptions, catalog: Catalog, stop: threading.Event, health: Any) -> None:
+def _publish(
+    options: WorkerOptions, crews: list[dict[str, Any]], stop: threading.Event, health: Any
+) -> None:
     from executor.catalog import publish_until_taken
     from executor.edge_client import EdgeClient
     from executor.settings import ExecutorSettings
 
     edge = EdgeClient(ExecutorSettings.from_env(os.environ))
-    if publish_until_taken(edge, options.name, options.pool, catalog, stop):
+    if publish_until_taken(edge, options.name, options.pool, crews, stop):
         health.published.set()
 
 
