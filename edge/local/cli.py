@@ -15,6 +15,7 @@ import httpx
 import typer
 from dotenv import load_dotenv
 from rich.console import Console
+from rich.text import Text
 
 from edge.local.demo import demo_documents, file_document, ingest_documents
 from edge.local.llm_service import START_TIMEOUT_S, local_llm_service
@@ -67,7 +68,7 @@ def dev(
             for event in supervisor.watch():
                 console.print(f"[yellow]{event}[/]", highlight=False)
     except ServiceFailed as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False, markup=False)
+        _error(exc)
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         console.print("\nstopping (workers first, so they report their runs)…")
@@ -111,10 +112,18 @@ def _start_parts(
     }
     if crews.path is not None:
         executor_env["EDGECREW_CONFIG"] = str(crews.path)
+    if not crews.crews:
+        console.print("[yellow]no crews configured[/]: add them to edgecrew.toml "
+                      "(docs/crews.md); jobs are refused until a worker publishes one")  # fmt: skip
     for pool in crews.pools:
         names = ", ".join(entry.name for entry in crews.in_pool(pool)) or "no crews"
         console.print(f"[bold]starting[/] Prefect worker for the {pool!r} pool ({names})")
         supervisor.start(worker(pool, api_url, executor_env))
+
+
+def _error(problem: object) -> None:
+    """`error: …` in red; the message itself is printed as it is (it may hold brackets)."""
+    console.print(Text.assemble(("error:", "red"), " ", str(problem)), highlight=False)
 
 
 def _crew_config(path: Path | None) -> EdgecrewConfig:
@@ -170,7 +179,7 @@ def crews_check(config: ConfigFile = None) -> None:
     try:
         crews = load_config(config)
     except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False, markup=False)
+        _error(exc)
         raise typer.Exit(1) from exc
     catalog = load_catalog(crews)
     table = Table("crew", "kind", "pool", "inputs (* required)", "tasks or steps", "version")
@@ -187,7 +196,7 @@ def crews_check(config: ConfigFile = None) -> None:
     console.print(table)
     problems = [str(error) for error in catalog.errors] + check_runtime()
     for problem in problems:
-        console.print(f"[red]error:[/] {problem}", highlight=False, markup=False)
+        _error(problem)
     if problems:
         raise typer.Exit(1)
 

@@ -116,7 +116,8 @@ def worker(pool: str, api_url: str, env: dict[str, str], *, limit: int = 4) -> S
         env=_executor_env(api_url, env),
         # Its own grace for a flow that ignores SIGTERM is 10 s, then it reports the run.
         stop_grace=20.0,
-        hint="its log names the failing step; Prefect must be reachable at PREFECT_API_URL",
+        hint="its log names the failing step or crew (try `edgecrew crews check`); "
+        "Prefect must be reachable at PREFECT_API_URL",
     )  # fmt: skip
 
 
