@@ -162,7 +162,8 @@ def execute_flow_run(flow_run_id: str) -> None:
     `Crashed`.
     """
     from prefect.engine import _drive_run_flow_result, handle_engine_signals
-    from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
+    from prefect.flow_engine import load_flow, load_flow_run, run_flow
+    from prefect.logging.loggers import flow_run_logger
 
     run_id = UUID(flow_run_id)
     with handle_engine_signals(run_id):
@@ -173,7 +174,8 @@ def execute_flow_run(flow_run_id: str) -> None:
         except Exception:
             logger.error("could not load the flow of this run", exc_info=True)
             raise
-        result = run_flow(flow, flow_run=flow_run, error_logger=logger)
+        # A LoggerAdapter where a Logger is annotated: Prefect's engine passes the same.
+        result = run_flow(flow, flow_run=flow_run, error_logger=logger)  # type: ignore[arg-type]
         # Async and generator flows come back as a coroutine or generator still to be
         # driven; Prefect's engine entry point does this (private, pinned with Prefect).
         _drive_run_flow_result(flow, result)

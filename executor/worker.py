@@ -174,11 +174,11 @@ class WarmWorker:
             )
         )
         for flow_run in cancelling:
-            run = self.runs.get(flow_run.id)
-            if run is not None and run.cancel_requested_at is None:
+            held = self.runs.get(flow_run.id)
+            if held is not None and held.cancel_requested_at is None:
                 log.info("flow run %s is cancelling: stopping its process", flow_run.id)
-                run.cancel_requested_at = now
-                run.process.terminate()
+                held.cancel_requested_at = now
+                held.process.terminate()
 
     def _claim_and_start(self, now: float) -> None:
         free = self.options.limit - len(self.runs)
@@ -230,7 +230,7 @@ class WarmWorker:
         try:
             # The claim names its holder, so the edge can tell a dead worker's claim
             # from a slow start (shared/claims.py).
-            claim = Pending(message=claim_message(self.options.name))
+            claim: Any = Pending(message=claim_message(self.options.name))
             result = self.client.set_flow_run_state(flow_run_id, claim)
         except ObjectNotFound:
             return False

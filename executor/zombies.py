@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import timedelta
+from typing import cast
 
 NAME = "edgecrew: crash silent flow runs"
 
@@ -25,7 +26,8 @@ def ensure_zombie_automation(within_seconds: int = 90) -> str:
     from prefect.events.schemas.events import ResourceSpecification
 
     try:
-        return str(Automation.read(name=NAME).id)
+        # Prefect's sync/async dual methods are typed as either; called sync here.
+        return str(cast(Automation, Automation.read(name=NAME)).id)
     except ValueError:  # not there yet
         pass
     automation = Automation(
@@ -48,12 +50,14 @@ def ensure_zombie_automation(within_seconds: int = 90) -> str:
         ),
         actions=[
             ChangeFlowRunState(
+                name=None,
+                force=False,
                 state=StateType.CRASHED,
                 message=f"No heartbeat for {within_seconds} s: the worker or its machine died",
             )
         ],
     ).create()
-    return str(automation.id)
+    return str(cast(Automation, automation).id)
 
 
 if __name__ == "__main__":
