@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +37,12 @@ PROPERTY_KEYWORDS = frozenset(
         "minimum",
         "maximum",
         "enum",
-        "items",
+        "pattern",
     ]
 )
 MAX_CREWS_PER_PUBLISH = 200
+MAX_INPUTS = 100
+MAX_SCHEMA_CHARS = 32_768
 MAX_DESCRIPTION_CHARS = 2_000
 MAX_TASKS = 100
 
@@ -128,31 +130,85 @@ def definition_digest(definition: Any) -> str:
 
 
 def schema_errors(schema: Any) -> list[str]:
-    """What in an input schema `input_errors` could not enforce (empty when usable)."""
+    """What in an input schema `input_errors` could not enforce, or would trip over
+    (empty when usable). Values are checked as well as keywords: a published schema is
+    applied to every job of its crew, so a rule of the wrong type must be refused here
+    rather than fail each job."""
     if not isinstance(schema, dict) or schema.get("type") != "object":
         return ["must be a JSON Schema object with type 'object'"]
+    if len(json.dumps(schema, default=str)) > MAX_SCHEMA_CHARS:
+        return [f"must be at most {MAX_SCHEMA_CHARS} characters of JSON"]
     properties = schema.get("properties", {})
-    if not isinstance(properties, dict):
-        return ["properties must be an object"]
+    if not isinstance(properties, dict) or len(properties) > MAX_INPUTS:
+        return [f"properties must be an object of at most {MAX_INPUTS} inputs"]
     problems = []
     for name, rule in properties.items():
         if not isinstance(rule, dict):
             problems.append(f"{name}: must be an object")
             continue
-        if rule.get("type") not in INPUT_TYPES:
-            problems.append(f"{name}: type must be one of {', '.join(INPUT_TYPES)}")
         if unknown := sorted(set(rule) - PROPERTY_KEYWORDS):
             problems.append(f"{name}: unsupported keywords {', '.join(unknown)}")
+        problems += [f"{name}: {problem}" for problem in _rule_errors(rule)]
     required = schema.get("required", [])
-    if not isinstance(required, list) or not all(r in properties for r in required):
+    if not isinstance(required, list) or not all(
+        isinstance(r, str) and r in properties for r in required
+    ):
         problems.append("required must list properties of the schema")
+    if not isinstance(schema.get("additionalProperties", False), bool):
+        problems.append("additionalProperties must be true or false")
     return problems
+
+
+def _rule_errors(rule: Mapping[str, Any]) -> list[str]:
+    problems = []
+    kinds = _kinds(rule.get("type"))
+    if kinds is None:
+        problems.append(f"type must be one of {', '.join(INPUT_TYPES)} (or a list of them)")
+    for key in ("minLength", "maxLength"):
+        if key in rule and not (_is_integer(rule[key]) and rule[key] >= 0):
+            problems.append(f"{key} must be a whole number >= 0")
+    for key in ("minimum", "maximum"):
+        if key in rule and not _is_number(rule[key]):
+            problems.append(f"{key} must be a number")
+    if "enum" in rule and not (isinstance(rule["enum"], list) and rule["enum"]):
+        problems.append("enum must be a non-empty list")
+    if "pattern" in rule:
+        pattern = rule["pattern"]
+        try:
+            valid = isinstance(pattern, str) and len(pattern) <= 500 and bool(re.compile(pattern))
+        except re.error:
+            valid = False
+        if not valid:
+            problems.append("pattern must be a regular expression of at most 500 characters")
+    for key in ("title", "description"):
+        if key in rule and not isinstance(rule[key], str):
+            problems.append(f"{key} must be a string")
+    return problems
+
+
+def _kinds(kind: Any) -> tuple[str, ...] | None:
+    """The types a rule allows: one of INPUT_TYPES, or a list of them and "null"."""
+    if isinstance(kind, str):
+        return (kind,) if kind in INPUT_TYPES else None
+    allowed = (*INPUT_TYPES, "null")
+    if isinstance(kind, list) and kind and all(isinstance(k, str) and k in allowed for k in kind):
+        return tuple(kind)
+    return None
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def input_errors(schema: Mapping[str, Any], inputs: Any) -> list[dict[str, Any]]:
     """Problems with `inputs` against the catalog's schema subset, as `{loc, msg}` items.
 
-    Unknown inputs are refused unless the schema sets `additionalProperties: true`.
+    Unknown inputs are refused unless the schema sets `additionalProperties: true`. The
+    schema is one `schema_errors` accepted.
     """
     if not isinstance(inputs, dict):
         return [{"loc": ["inputs"], "msg": "must be an object"}]
@@ -173,32 +229,44 @@ def input_errors(schema: Mapping[str, Any], inputs: Any) -> list[dict[str, Any]]
     return errors
 
 
+_TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": _is_integer,
+    "number": _is_number,
+    "boolean": lambda v: isinstance(v, bool),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+    "null": lambda v: v is None,
+}
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean",
+    "array": "an array",
+    "object": "an object",
+    "null": "null",
+}
+
+
 def _value_error(rule: Mapping[str, Any], value: Any) -> str | None:
-    kind = rule.get("type")
+    kinds = _kinds(rule.get("type")) or ()
+    if not any(_TYPE_CHECKS[kind](value) for kind in kinds):
+        return "must be " + " or ".join(_TYPE_NAMES[kind] for kind in kinds)
     if "enum" in rule and value not in rule["enum"]:
-        return f"must be one of {', '.join(json.dumps(v) for v in rule['enum'])}"
-    if kind == "string":
-        if not isinstance(value, str):
-            return "must be a string"
+        return f"must be one of {', '.join(json.dumps(v, default=str) for v in rule['enum'])}"
+    if isinstance(value, str):
         if len(value) < rule.get("minLength", 0):
             return f"must be at least {rule['minLength']} characters"
         if "maxLength" in rule and len(value) > rule["maxLength"]:
             return f"must be at most {rule['maxLength']} characters"
-    elif kind in ("integer", "number"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"must be {'an integer' if kind == 'integer' else 'a number'}"
-        if kind == "integer" and not isinstance(value, int):
-            return "must be an integer"
+        if "pattern" in rule and re.search(rule["pattern"], value) is None:
+            return f"must match {rule['pattern']}"
+    elif _is_number(value):
         if "minimum" in rule and value < rule["minimum"]:
             return f"must be >= {rule['minimum']}"
         if "maximum" in rule and value > rule["maximum"]:
             return f"must be <= {rule['maximum']}"
-    elif kind == "boolean" and not isinstance(value, bool):
-        return "must be a boolean"
-    elif kind == "array" and not isinstance(value, list):
-        return "must be an array"
-    elif kind == "object" and not isinstance(value, dict):
-        return "must be an object"
     return None
 
 

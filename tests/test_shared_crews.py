@@ -71,8 +71,42 @@ def test_from_public_refuses_what_is_not_an_object() -> None:
         ({"type": "object", "properties": {"a": "string"}}, "a: must be an object"),
         ({"type": "object", "properties": {"a": {"type": "date"}}}, "a: type must be one of"),
         (
-            {"type": "object", "properties": {"a": {"type": "string", "pattern": "x+"}}},
-            "a: unsupported keywords pattern",
+            {"type": "object", "properties": {"a": {"type": "string", "format": "email"}}},
+            "a: unsupported keywords format",
+        ),
+        (
+            {"type": "object", "properties": {"a": {"type": "array", "items": {}}}},
+            "a: unsupported keywords items",  # it would not be enforced
+        ),
+        # Rules of the wrong type would make every job of the crew fail at the edge.
+        *[
+            ({"type": "object", "properties": {"a": {"type": "string", **rule}}}, problem)
+            for rule, problem in [
+                ({"enum": 5}, "enum must be a non-empty list"),
+                ({"enum": "abc"}, "enum must be a non-empty list"),
+                ({"enum": None}, "enum must be a non-empty list"),
+                ({"enum": []}, "enum must be a non-empty list"),
+                ({"minLength": "3"}, "minLength must be a whole number"),
+                ({"minLength": True}, "minLength must be a whole number"),
+                ({"maxLength": None}, "maxLength must be a whole number"),
+                ({"maxLength": -1}, "maxLength must be a whole number"),
+                ({"minimum": "0"}, "minimum must be a number"),
+                ({"maximum": [1]}, "maximum must be a number"),
+                ({"pattern": "("}, "pattern must be a regular expression"),
+                ({"pattern": 5}, "pattern must be a regular expression"),
+                ({"description": 5}, "description must be a string"),
+            ]
+        ],
+        ({"type": "object", "properties": {"a": {"type": ["string", "date"]}}}, "a: type"),
+        ({"type": "object", "properties": {"a": {"type": []}}}, "a: type"),
+        (
+            {"type": "object", "properties": {"a": {"type": "string"}}, "required": [{"a": 1}]},
+            "required must list properties",
+        ),
+        ({"type": "object", "additionalProperties": "yes"}, "additionalProperties must be"),
+        (
+            {"type": "object", "properties": {f"p{n}": {"type": "string"} for n in range(101)}},
+            "at most 100 inputs",
         ),
         (
             {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]},
@@ -188,3 +222,32 @@ def test_definition_digests_are_short_stable_and_order_blind() -> None:
     first = definition_digest({"agents": ["a", "b"], "tasks": {"t": 1}})
     assert first == definition_digest({"tasks": {"t": 1}, "agents": ["a", "b"]})
     assert len(first) == 12 and first != definition_digest({"agents": ["a"]})
+
+
+def test_every_value_a_usable_schema_allows_is_checked_without_error() -> None:
+    """What `schema_errors` accepts, `input_errors` applies to anything a client sends."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 5, "pattern": "^[a-z]+$"},
+            "level": {"type": ["integer", "null"], "minimum": 1, "maximum": 3.5},
+            "mode": {"type": "string", "enum": ["fast", "slow"]},
+            "tags": {"type": "array"},
+            "extra": {"type": ["object", "string"]},
+        },
+        "required": ["name"],
+    }
+    assert schema_errors(schema) == []
+    odd_values = [None, True, 0, -1.5, "", "x" * 10, "ABC", [], {}, [{"a": 1}], {"b": [1]}]
+    for name in schema["properties"]:
+        for value in odd_values:
+            errors = input_errors(schema, {"name": "ok", name: value})
+            assert all(e["loc"][0] == "inputs" for e in errors)
+    assert input_errors(schema, {"name": "abc", "level": None, "extra": "s"}) == []
+    assert input_errors(schema, {"name": "ABC"})[0]["msg"] == "must match ^[a-z]+$"
+    assert input_errors(schema, {"name": "a", "level": "2"})[0]["msg"] == (
+        "must be an integer or null"
+    )
+    assert input_errors(schema, {"name": "a", "mode": "medium"})[0]["msg"].startswith(
+        "must be one of"
+    )
