@@ -79,7 +79,17 @@ def publish_until_taken(
     while not stop.is_set():
         try:
             taken = edge.publish_crews(worker, pool, crews)
-        except (EdgeUnreachable, httpx.HTTPError, KeyError, ValueError) as exc:
+        except EdgeUnreachable as exc:
+            if exc.refused:  # the same crews will be refused again: say why, and stop
+                log.error("the edge refused pool %r's crews (%s); fix them and restart "
+                          "this worker", pool, exc)  # fmt: skip
+                return False
+            if not warned:
+                log.warning("the edge did not take pool %r's crews yet (%s); retrying", pool, exc)
+                warned = True
+            stop.wait(every_seconds)
+            continue
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
             if not warned:
                 log.warning("the edge did not take pool %r's crews yet (%s); retrying", pool, exc)
                 warned = True

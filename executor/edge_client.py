@@ -22,7 +22,18 @@ log = logging.getLogger("edgecrew.executor")
 
 
 class EdgeUnreachable(RuntimeError):
-    """The edge did not acknowledge a callback after every retry."""
+    """The edge did not acknowledge a callback after every retry (or refused it: then
+    `status_code` is its 4xx and `detail` what its problem document says)."""
+
+    def __init__(self, message: str, status_code: int | None = None, detail: str = "") -> None:
+        super().__init__(message + (f": {detail}" if detail else ""))
+        self.status_code = status_code
+        self.detail = detail
+
+    @property
+    def refused(self) -> bool:
+        """A client error: sending the same again cannot succeed."""
+        return self.status_code is not None and self.status_code < 500 and self.status_code != 429
 
 
 class EdgeClient:
@@ -75,7 +86,7 @@ class EdgeClient:
         self, path: str, message_id: str, payload: Mapping[str, Any]
     ) -> dict[str, Any]:
         body = json.dumps(payload).encode()
-        reason = ""
+        reason, status, detail = "", None, ""
         for attempt in range(self._settings.callback_attempts):
             if attempt:
                 self._sleep(min(0.5 * 2**attempt, 30.0))
@@ -93,7 +104,23 @@ class EdgeClient:
             if response.status_code < 300:
                 answer: dict[str, Any] = response.json()
                 return answer
-            reason = f"HTTP {response.status_code}"
+            reason, status = f"HTTP {response.status_code}", response.status_code
             if response.status_code < 500 and response.status_code != 429:
+                detail = _problem_detail(response)
                 break  # a 4xx will not get better by retrying
-        raise EdgeUnreachable(f"POST {path} ({message_id}) was not acknowledged: {reason}")
+        raise EdgeUnreachable(
+            f"POST {path} ({message_id}) was not acknowledged: {reason}", status, detail
+        )
+
+
+def _problem_detail(response: httpx.Response) -> str:
+    """What a problem+json answer says was wrong (its title and errors), briefly."""
+    try:
+        problem = response.json()
+    except ValueError:
+        return response.text[:300]
+    if not isinstance(problem, dict):
+        return ""
+    parts = [str(problem.get("detail") or problem.get("title") or "")]
+    parts += [str(e.get("msg", e)) for e in problem.get("errors", [])[:5] if isinstance(e, dict)]
+    return "; ".join(p for p in parts if p)[:500]

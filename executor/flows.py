@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 from executor.catalog import crew_for_run
 from executor.edge_client import EdgeClient
 from executor.llm import build_llm
+from executor.results import fitted
 from executor.run_context import JobContext, run_directory, running_job
 from executor.settings import ExecutorSettings
 from shared.crews import FLOW_NAME
@@ -61,9 +62,15 @@ def run_crew(
     loaded = crew_for_run(crew)
     job = JobContext(job_id, tenant, lambda query, top_k: edge.search(tenant, query, top_k))
     progress = ProgressReporter(edge, job_id, tenant)
-    with running_job(job, lambda: build_llm(settings)), run_directory(job_id) as files:
+    with (
+        running_job(job, lambda: build_llm(settings)),
+        run_directory(job_id, loaded.project_root) as files,
+    ):
         result = loaded.kickoff(inputs, llm=build_llm(settings), progress=progress)
-    return {**result, "files": files.entries}
+    listed: dict[str, Any] = {"files": files.entries}
+    if files.truncated:
+        listed["files_truncated"] = True
+    return fitted({**result, **listed})
 
 
 class ProgressReporter:

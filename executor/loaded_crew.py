@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import re
+import sys
 import threading
 import tomllib
 from collections.abc import Callable, Mapping
@@ -28,8 +30,12 @@ from typing import Any
 from executor.config import CrewEntry, import_path
 from shared.crews import INPUT_TYPES, CrewSpec, definition_digest
 
-#: CrewAI's placeholder syntax (`{name}`, not `{{name}}`), as its CLI finds inputs.
-PLACEHOLDER = re.compile(r"(?<!{){([A-Za-z_][A-Za-z0-9_\-]*)}(?!})")
+#: A placeholder as CrewAI's interpolation finds it (`interpolate_only`): it also finds
+#: `name` in `{{name}}` and then requires an input for it, so edgecrew does too.
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_\-]*)}")
+#: An input used in a task's `output_file` names a file in the run's own directory: one
+#: part of a path, so a job can never make a crew write elsewhere.
+FILE_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_ .-]*$"
 #: Progress: (completed, total, the next task or step or None).
 Progress = Callable[[int, int, str | None], None]
 
@@ -49,19 +55,26 @@ class LoadedCrew:
     kind: str  # "classic", "json" or "flow"
     target: Any  # the class, or the crew.jsonc path
     spec: CrewSpec
-    defaults: Mapping[str, Any]  # the project's own defaults under edgecrew.toml's
+    defaults: Mapping[str, Any]  # the schema's, then the project's, then edgecrew.toml's
+    project_root: Path | None = None  # the folder of its pyproject.toml (or crew.jsonc)
 
     def kickoff(self, inputs: Mapping[str, Any], *, llm: Any, progress: Progress) -> dict[str, Any]:
         """Run on `inputs` (over the defaults); the job's result. Call it inside
         `executor.run_context.running_job`, which gives unnamed agents their LLM."""
         merged = {**self.defaults, **inputs}
         if self.kind == "flow":
+            # A flow's `id` input would load that saved state (`@persist`): another job's.
+            merged.pop("id", None)
             return _kickoff_flow(self.target, merged, progress, list(self.spec.tasks))
         crew = self.build()
         if self.entry.llm == "executor":
-            for agent in crew.agents:
-                agent.llm = llm
-        crew.task_callback = _TaskProgress(progress, list(self.spec.tasks), crew.task_callback)
+            _use_llm_everywhere(crew, llm)
+        _check_output_files(crew, merged)
+        counter = _TaskProgress(progress, list(self.spec.tasks))
+        for task in crew.tasks:
+            # On each task rather than as the crew's task_callback, which CrewAI gives
+            # only to tasks without a callback of their own; theirs still run after.
+            task.callback = _AfterTask(counter, task.callback or crew.task_callback)
         output = crew.kickoff(inputs=merged)
         result: dict[str, Any] = {
             "output": str(output.raw),
@@ -82,27 +95,43 @@ def load(entry: CrewEntry) -> LoadedCrew:
         with import_path(entry):
             kind, target, project_defaults = _resolve(entry)
             defaults = {**project_defaults, **entry.defaults}
-            built = _build(kind, target)
             if kind == "flow":
-                inputs, tasks, definition = _describe_flow(target, built)
+                built = None
+                inputs, tasks, definition = _describe_flow(target)
             else:
+                built = _build(kind, target)
                 inputs, tasks, definition = _describe_crew(built, defaults)
+        if entry.inputs is not None:
+            inputs = dict(entry.inputs)
+        # As the edge will see it (a TOML date becomes its text), and checked as the edge
+        # checks it: a crew the edge would refuse stops the worker instead.
+        inputs = json.loads(json.dumps(inputs, default=str))
+        spec = CrewSpec.from_public(
+            CrewSpec(
+                name=entry.name,
+                description=entry.description or _description(target, built, kind),
+                pool=entry.pool,
+                inputs=inputs,
+                kind="flow" if kind == "flow" else "crew",
+                tasks=tuple(tasks),
+                version=_package_version(target, kind)
+                + "+"
+                + definition_digest([definition, inputs]),
+            ).public()
+        )
     except CrewLoadError:
         raise
     except Exception as exc:
         raise CrewLoadError(entry, exc) from exc
-    if entry.inputs is not None:
-        inputs = dict(entry.inputs)
-    spec = CrewSpec(
-        name=entry.name,
-        description=entry.description or _description(target, built, kind),
-        pool=entry.pool,
-        inputs=inputs,
-        kind="flow" if kind == "flow" else "crew",
-        tasks=tuple(tasks),
-        version=_package_version(target, kind) + "+" + definition_digest([definition, inputs]),
+    # A default in the schema is applied like the project's own.
+    schema_defaults = {
+        name: rule["default"]
+        for name, rule in inputs.get("properties", {}).items()
+        if isinstance(rule, dict) and "default" in rule
+    }
+    return LoadedCrew(
+        entry, kind, target, spec, {**schema_defaults, **defaults}, _project_root(target, kind)
     )
-    return LoadedCrew(entry, kind, target, spec, defaults)
 
 
 # --- resolving a source -----------------------------------------------------------------
@@ -117,7 +146,12 @@ def _resolve(entry: CrewEntry) -> tuple[str, Any, dict[str, Any]]:
     for part in attribute.split("."):
         target = getattr(target, part)
     if isinstance(target, str | Path) and str(target).endswith((".json", ".jsonc")):
-        return _json_crew(entry, Path(target))  # an entry point may name a crew.jsonc
+        # An entry point may name a crew.jsonc, relative to the module that names it.
+        named = Path(target)
+        module_file = getattr(sys.modules[module_name], "__file__", None)
+        if not named.is_absolute() and module_file:
+            named = Path(module_file).parent / named
+        return _json_crew(entry, named.resolve())
     from crewai.flow.flow import Flow
 
     if isinstance(target, type) and issubclass(target, Flow):
@@ -164,9 +198,12 @@ def _describe_crew(crew: Any, defaults: Mapping[str, Any]) -> tuple[dict[str, An
     task_fields = ("description", "expected_output", "output_file")
     texts += [getattr(t, k, None) for t in crew.tasks for k in task_fields]
     names = sorted({name for text in texts if text for name in PLACEHOLDER.findall(text)})
+    in_file_names = {n for t in crew.tasks for n in PLACEHOLDER.findall(t.output_file or "")}
     properties: dict[str, Any] = {}
     for name in names:
         rule: dict[str, Any] = {"type": "string"}
+        if name in in_file_names:
+            rule["pattern"] = FILE_NAME_PATTERN
         if name in defaults:
             rule["default"] = defaults[name]
         properties[name] = rule
@@ -199,13 +236,18 @@ def _task_definition(task: Any) -> list[Any]:
     return [task.name, task.description, task.expected_output, task.output_file, role, context]
 
 
-def _describe_flow(cls: type, flow: Any) -> tuple[dict[str, Any], list[str], Any]:
-    """Inputs from the flow's typed state (an open object for a dict state), its steps."""
-    state = flow.state
-    if isinstance(state, dict):
+def _describe_flow(cls: Any) -> tuple[dict[str, Any], list[str], Any]:
+    """Inputs from the flow's typed state (an open object for a dict state), its steps.
+
+    From the class, not an instance: a state with a required field cannot be built
+    without the inputs a job will bring."""
+    from pydantic import BaseModel
+
+    state_type = getattr(cls, "_initial_state_t", None)
+    if not (isinstance(state_type, type) and issubclass(state_type, BaseModel)):
         inputs: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": True}
     else:
-        schema = type(state).model_json_schema()
+        schema = state_type.model_json_schema()
         properties = {
             name: _input_rule(rule)
             for name, rule in schema.get("properties", {}).items()
@@ -217,7 +259,7 @@ def _describe_flow(cls: type, flow: Any) -> tuple[dict[str, Any], list[str], Any
             "required": [n for n in schema.get("required", []) if n in properties],
             "additionalProperties": False,
         }
-    steps = list(flow._methods)
+    steps = list(cls.flow_definition().methods)
     try:
         source = inspect.getsource(inspect.getmodule(cls) or cls)
     except (OSError, TypeError):
@@ -226,13 +268,17 @@ def _describe_flow(cls: type, flow: Any) -> tuple[dict[str, Any], list[str], Any
 
 
 def _input_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
-    """A pydantic property as the catalog's schema subset: its JSON type (the first of an
-    Optional's), description and default; deeper structure is the flow's to check."""
-    kind = rule.get("type")
-    if kind is None:
-        kinds = [r.get("type") for r in rule.get("anyOf", []) if r.get("type") != "null"]
-        kind = kinds[0] if kinds else "string"
-    out: dict[str, Any] = {"type": kind if kind in INPUT_TYPES else "object"}
+    """A pydantic property as the catalog's schema subset: its JSON type (every type of a
+    union, `null` for an Optional; a nested model is an object), description, default
+    and enum. Deeper structure is the flow's state model to check."""
+    variants = rule.get("anyOf") or [rule]
+    kinds: list[str] = []
+    for variant in variants:
+        kind = variant.get("type", "object")  # a `$ref` to a nested model
+        kind = kind if kind in (*INPUT_TYPES, "null") else "object"
+        if kind not in kinds:
+            kinds.append(kind)
+    out: dict[str, Any] = {"type": kinds[0] if len(kinds) == 1 else kinds}
     for key in ("description", "default", "enum"):
         if key in rule:
             out[key] = rule[key]
@@ -263,6 +309,17 @@ def _package_version(target: Any, kind: str) -> str:
     return "0"
 
 
+def _project_root(target: Any, kind: str) -> Path | None:
+    """The project's folder: where its pyproject.toml is (a crew.jsonc's own folder)."""
+    if kind == "json":
+        return Path(target).parent
+    module_file = inspect.getsourcefile(target)
+    for folder in list(Path(module_file).parents)[:4] if module_file else []:
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return None
+
+
 def _pyproject_version(folder: Path) -> str | None:
     path = folder / "pyproject.toml"
     if not path.is_file():
@@ -276,24 +333,67 @@ def _pyproject_version(folder: Path) -> str | None:
 
 
 class _TaskProgress:
-    """CrewAI's task callback: progress after each task, then the crew's own callback.
+    """Counts finished tasks and reports progress (tasks may finish on CrewAI's threads)."""
+
+    def __init__(self, progress: Progress, names: list[str]) -> None:
+        self._progress = progress
+        self._names = names
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def task_done(self) -> None:
+        with self._lock:
+            self._done += 1
+            done = self._done
+        upcoming = self._names[done] if done < len(self._names) else None
+        self._progress(done, max(len(self._names), done), upcoming)
+
+
+class _AfterTask:
+    """A task's callback: progress, then the callback the task (or crew) had.
 
     A module-level class rather than a closure: CrewAI warns that closures cannot be
     serialized for its checkpoints.
     """
 
-    def __init__(self, progress: Progress, names: list[str], then: Any) -> None:
-        self._progress = progress
-        self._names = names
+    def __init__(self, counter: _TaskProgress, then: Any) -> None:
+        self._counter = counter
         self._then = then
-        self._done = 0
 
     def __call__(self, output: Any) -> None:
-        self._done += 1
-        upcoming = self._names[self._done] if self._done < len(self._names) else None
-        self._progress(self._done, len(self._names), upcoming)
+        self._counter.task_done()
         if callable(self._then):
             self._then(output)
+
+
+def _use_llm_everywhere(crew: Any, llm: Any) -> None:
+    """`llm = "executor"`: the crew's agents and the LLMs it names for managing and
+    planning all run on the executor's LLM. (`function_calling_llm`, deprecated by
+    CrewAI, is left as it is.)"""
+    for agent in crew.agents:
+        agent.llm = llm
+    if getattr(crew, "manager_agent", None) is not None:
+        crew.manager_agent.llm = llm
+    for field_name in ("manager_llm", "planning_llm"):
+        if getattr(crew, field_name, None) is not None:
+            setattr(crew, field_name, llm)
+    if getattr(crew, "planning", False) and getattr(crew, "planning_llm", None) is None:
+        crew.planning_llm = llm
+
+
+def _check_output_files(crew: Any, inputs: Mapping[str, Any]) -> None:
+    """Refuse inputs that would make a task's `output_file` leave the run's directory
+    (CrewAI checks the template for `..`, not what the inputs make of it)."""
+    for task in crew.tasks:
+        if not task.output_file:
+            continue
+        named = PLACEHOLDER.sub(lambda m: str(inputs.get(m.group(1), m.group(0))), task.output_file)
+        path = Path(named)
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError(
+                f"task {task.name!r} would write {named!r}, outside the job's own directory; "
+                "inputs used in file names may not hold '/' or '..'"
+            )
 
 
 def _kickoff_flow(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -99,24 +100,32 @@ class RunFiles:
     """The files a run left in its directory, as its result lists them."""
 
     entries: list[dict[str, Any]] = field(default_factory=list)
+    truncated: bool = False  # more files than MAX_LISTED_FILES (or some unreadable)
 
 
 @contextmanager
-def run_directory(job_id: str) -> Iterator[RunFiles]:
+def run_directory(job_id: str, project_root: Path | None = None) -> Iterator[RunFiles]:
     """Run in a fresh directory of our own: two jobs of one crew that both write
     `report.md` never meet. CrewAI's storage goes there too; all of it is removed after,
-    once the files are listed in `RunFiles`."""
+    once the files are listed in `RunFiles`. A project's `knowledge/` folder (where
+    CrewAI looks for knowledge files, relative to the working directory) is linked in."""
     folder = Path(tempfile.mkdtemp(prefix=f"edgecrew-{job_id[:40]}-"))
     previous_cwd = Path.cwd()
     previous_storage = os.environ.get("CREWAI_STORAGE_DIR")
-    os.environ["CREWAI_STORAGE_DIR"] = str(folder / STORAGE_DIR)
+    storage = folder / STORAGE_DIR
+    os.environ["CREWAI_STORAGE_DIR"] = str(storage)
+    restore = _point_crewai_storage_at(storage)
+    if project_root is not None and (project_root / "knowledge").is_dir():
+        (folder / "knowledge").symlink_to(project_root / "knowledge", target_is_directory=True)
     os.chdir(folder)
     files = RunFiles()
     try:
         yield files
         files.entries = list_files(folder)
+        files.truncated = len(_files_under(folder)) > len(files.entries)
     finally:
         os.chdir(previous_cwd)
+        restore()
         if previous_storage is None:
             os.environ.pop("CREWAI_STORAGE_DIR", None)
         else:
@@ -124,25 +133,59 @@ def run_directory(job_id: str) -> Iterator[RunFiles]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+#: CrewAI modules that fix a storage path when they are imported, which happens in the
+#: worker's fork server, before any run: CREWAI_STORAGE_DIR alone would leave their data
+#: (a crew's knowledge, in collections named alike for every crew) shared by all runs.
+_IMPORT_TIME_STORAGE = {
+    "crewai.rag.chromadb.config": ("DEFAULT_STORAGE_PATH", ""),
+    "crewai.rag.qdrant.config": ("DEFAULT_STORAGE_PATH", "qdrant"),
+}
+
+
+def _point_crewai_storage_at(storage: Path) -> Callable[[], None]:
+    """Point the import-time paths of CrewAI's stores already imported at `storage` (a
+    module imported later reads CREWAI_STORAGE_DIR itself); returns the undo."""
+    saved: list[tuple[Any, str, Any]] = []
+    for module_name, (attribute, below) in _IMPORT_TIME_STORAGE.items():
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, attribute):
+            saved.append((module, attribute, getattr(module, attribute)))
+            setattr(module, attribute, str(storage / below) if below else str(storage))
+
+    def restore() -> None:
+        for module, attribute, value in saved:
+            setattr(module, attribute, value)
+
+    return restore
+
+
 def list_files(folder: Path) -> list[dict[str, Any]]:
     """`{name, size}` for each file (its path under the folder), with `text` for small
-    UTF-8 files while the total stays under MAX_TEXT_TOTAL_BYTES."""
+    UTF-8 files while the total stays under MAX_TEXT_TOTAL_BYTES. Links are not
+    followed (nor listed): a run's result holds only what it wrote in its directory."""
     entries: list[dict[str, Any]] = []
     budget = MAX_TEXT_TOTAL_BYTES
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
-    for path in paths:
-        relative = path.relative_to(folder)
-        if relative.parts[0] == STORAGE_DIR:
-            continue
+    for path in _files_under(folder):
         if len(entries) == MAX_LISTED_FILES:
             break
-        size = path.stat().st_size
-        entry: dict[str, Any] = {"name": relative.as_posix(), "size": size}
-        if size <= min(MAX_TEXT_FILE_BYTES, budget):
-            try:
+        try:
+            size = path.stat(follow_symlinks=False).st_size
+            entry: dict[str, Any] = {"name": path.relative_to(folder).as_posix(), "size": size}
+            if size <= min(MAX_TEXT_FILE_BYTES, budget):
                 entry["text"] = path.read_text(encoding="utf-8")
                 budget -= size
-            except UnicodeDecodeError:
-                pass  # binary: listed, not included
+        except UnicodeDecodeError:
+            pass  # binary: listed, not included
+        except OSError:
+            continue  # removed meanwhile, or unreadable: not the job's failure
         entries.append(entry)
     return entries
+
+
+def _files_under(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        if Path(root) == folder and STORAGE_DIR in dirs:
+            dirs.remove(STORAGE_DIR)
+        found += [Path(root) / n for n in names if not (Path(root) / n).is_symlink()]
+    return sorted(found)

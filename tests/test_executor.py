@@ -379,3 +379,154 @@ def test_crews_check_lists_each_crew_and_fails_on_a_broken_one(tmp_path: Path) -
     assert bad.exit_code == 1
     assert "crew 'research'" in bad.output and "ModuleNotFoundError" in bad.output
     assert "crew 'summarize'" not in bad.output and "crew (json)" in bad.output, "still listed"
+
+
+# --- what the review found: inputs, isolation, results -----------------------------------
+
+
+def _json_crew(folder: Path, task: dict[str, Any], inputs: dict[str, Any] | None = None) -> Path:
+    """A JSON-first project as `crewai create crew` lays it out, with one task."""
+    (folder / "agents").mkdir(parents=True)
+    (folder / "agents" / "writer.jsonc").write_text(
+        json.dumps({"role": "Writer", "goal": "Write.", "backstory": "You write.", "tools": []})
+    )
+    tasks = [{"name": "write", "expected_output": "Text.", "agent": "writer", **task}]
+    crew = {"name": "t", "agents": ["writer"], "process": "sequential", "inputs": inputs or {},
+            "tasks": tasks}  # fmt: skip
+    (folder / "crew.jsonc").write_text(json.dumps(crew))
+    return folder / "crew.jsonc"
+
+
+def test_inputs_follow_crewais_interpolation_and_schema_defaults_apply(
+    tmp_path: Path, configured: Any, llm: ScriptedLLM
+) -> None:
+    source = _json_crew(tmp_path / "p", {"description": "About {topic}, as {{persona}}."})
+    schema = "{ type = 'object', properties = { topic = { type = 'string', default = 'tides' }, persona = { type = 'string' } }, required = ['persona'] }"  # noqa: E501
+    configured(f'[crews.t]\nsource = "{source}"\nllm = "executor"\ninputs = {schema}\n')
+    loaded = crew_for_run("t")
+    derived = load_catalog(load_config(tmp_path / "edgecrew.toml", plugins=False))
+    assert loaded.defaults == {"topic": "tides"}
+    run("t", {"persona": "a pirate"}, FakeEdge())
+    assert any("About tides" in call for call in llm.calls), "the schema's default was used"
+    path = tmp_path / "derived.toml"
+    path.write_text(f'[crews.t]\nsource = "{source}"\n')
+    derived = load_catalog(load_config(path, plugins=False))
+    assert derived.crews["t"].spec.inputs["required"] == ["persona", "topic"]  # as CrewAI asks
+
+
+def test_an_input_in_a_file_name_cannot_leave_the_runs_directory(
+    tmp_path: Path, configured: Any, llm: ScriptedLLM
+) -> None:
+    source = _json_crew(tmp_path / "p", {"description": "Write.", "output_file": "out/{name}.md"})
+    configured(f'[crews.t]\nsource = "{source}"\nllm = "executor"\n')
+    spec = crew_for_run("t").spec
+    assert input_errors(spec.inputs, {"name": "../../../../tmp/owned"}), "the edge refuses it"
+    assert input_errors(spec.inputs, {"name": "weekly report"}) == []
+    with pytest.raises(ValueError, match="outside the job's own directory"):
+        run("t", {"name": "../../../../tmp/owned"}, FakeEdge())  # a hand-made schema's job
+    assert not Path("/tmp/owned.md").exists()
+    result = run("t", {"name": "weekly"}, FakeEdge())
+    assert [f["name"] for f in result["files"]] == ["out/weekly.md"]
+
+
+def test_a_flows_state_schema_keeps_optional_union_and_nested_types(tmp_path: Path) -> None:
+    module = tmp_path / "typed_flow.py"
+    module.write_text(
+        "from pydantic import BaseModel\n"
+        "from crewai.flow import Flow, start\n"
+        "class Sub(BaseModel):\n    x: int = 0\n"
+        "class State(BaseModel):\n"
+        "    topic: str\n    level: int | None = None\n    either: int | str = 1\n"
+        "    sub: Sub = Sub()\n"
+        "class TypedFlow(Flow[State]):\n"
+        "    @start()\n    def go(self):\n        return self.state.topic\n"
+    )
+    path = tmp_path / "edgecrew.toml"
+    path.write_text(f'[crews.typed]\nsource = "typed_flow:TypedFlow"\npath = "{tmp_path}"\n')
+    spec = load_catalog(load_config(path, plugins=False)).crews["typed"].spec
+    rules = spec.inputs["properties"]
+    assert rules["level"]["type"] == ["integer", "null"]
+    assert rules["either"]["type"] == ["integer", "string"]
+    assert rules["sub"]["type"] == "object"
+    assert spec.inputs["required"] == ["topic"]
+    for accepted in ({"topic": "t", "level": None}, {"topic": "t", "either": "s"},
+                     {"topic": "t", "sub": {"x": 2}}):  # fmt: skip
+        assert input_errors(spec.inputs, accepted) == [], accepted
+
+
+def test_a_flow_never_loads_another_jobs_saved_state(
+    projects: Projects, configured: Any, llm: ScriptedLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configured(toml_for(projects))
+    loaded = crew_for_run("content")
+    seen: list[Any] = []
+    original = loaded.target.kickoff
+
+    def kickoff(self: Any, inputs: Any = None, **kwargs: Any) -> Any:
+        seen.append(inputs)
+        return original(self, inputs=inputs, **kwargs)
+
+    monkeypatch.setattr(loaded.target, "kickoff", kickoff)
+    run("content", {"id": "someone-elses-state-id", "topic": "t"}, FakeEdge())
+    assert seen and "id" not in (seen[0] or {})
+
+
+def test_crewais_import_time_storage_paths_point_into_the_run(tmp_path: Path) -> None:
+    import crewai.rag.chromadb.config as chroma
+
+    from executor.run_context import run_directory
+
+    before = chroma.DEFAULT_STORAGE_PATH
+    with run_directory("job_store") as _:
+        inside = chroma.DEFAULT_STORAGE_PATH
+        assert Path(inside).is_relative_to(Path.cwd())
+        assert chroma._default_settings().persist_directory == inside
+    assert before == chroma.DEFAULT_STORAGE_PATH
+    assert not Path(inside).exists(), "removed with the run's directory"
+
+
+def test_a_projects_knowledge_folder_is_there_and_not_listed(tmp_path: Path) -> None:
+    from executor.run_context import run_directory
+
+    (tmp_path / "knowledge").mkdir()
+    (tmp_path / "knowledge" / "user_preference.txt").write_text("likes tea")
+    with run_directory("job_k", tmp_path) as files:
+        assert Path("knowledge/user_preference.txt").read_text() == "likes tea"
+        Path("mine.txt").write_text("written")
+    assert [f["name"] for f in files.entries] == ["mine.txt"]
+    assert (tmp_path / "knowledge" / "user_preference.txt").exists(), "the project is untouched"
+
+
+def test_results_become_json_and_fit_in_one_callback() -> None:
+    import datetime
+
+    from executor.results import MAX_RESULT_BYTES, fitted
+
+    when = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
+    assert fitted({"state": {"at": when, "tags": {"a"}}})["state"]["at"] == str(when)
+    huge = {"output": "\x01" * 400_000, "tasks": [{"name": "t", "output": "é" * 300_000}],
+            "files": [{"name": "f.md", "size": 60_000, "text": "x" * 60_000}]}  # fmt: skip
+    small = fitted(huge)
+    assert len(json.dumps(small).encode()) <= MAX_RESULT_BYTES
+    assert small["truncated"] is True and "text" not in small["files"][0]
+    assert small["files"][0]["name"] == "f.md" and small["output"].startswith("\x01")
+    assert fitted({"output": "ok"}) == {"output": "ok"}, "a small result is left alone"
+
+
+def test_a_refused_publish_says_why_and_stops_retrying(caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    from executor.catalog import publish_until_taken
+
+    calls: list[int] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        problem = {"title": "Unusable crew catalog", "errors": [{"msg": "crew 'x': inputs: bad"}]}
+        return httpx.Response(422, json=problem)
+
+    edge = EdgeClient(SETTINGS, client=httpx.Client(transport=httpx.MockTransport(refuse)),
+                      sleep=lambda _: None)  # fmt: skip
+    assert publish_until_taken(edge, "w", "cpu", [], threading.Event(), every_seconds=0) is False
+    assert calls == [1]
+    assert "crew 'x': inputs: bad" in caplog.text and "refused" in caplog.text

@@ -55,9 +55,11 @@ def dev(
     signal.signal(signal.SIGTERM, _raise_interrupt)
     base_url = f"http://{host}:{port}"
     try:
-        _start_parts(supervisor, env, host, port, llm_port, prefect_port if jobs else None, crews)
+        workers = _start_parts(
+            supervisor, env, host, port, llm_port, prefect_port if jobs else None, crews
+        )
         key, tenant = _first_key(env["EDGECREW_API_KEYS"])
-        _check_ready(supervisor, base_url, key, env, crews)
+        _check_ready(supervisor, base_url, key, env, crews, workers)
         if demo:
             _ingest_demo(supervisor, base_url, key, tenant)
         _print_ready(base_url, env["EDGECREW_API_KEYS"], key, supervisor, tenant)
@@ -85,9 +87,10 @@ def _start_parts(
     llm_port: int,
     prefect_port: int | None,
     crews: EdgecrewConfig | None,
-) -> None:
+) -> dict[str, str]:
     """Start every part in dependency order, each healthy before the next; `env` gains
-    what the edge needs for jobs. Stopping goes the other way round."""
+    what the edge needs for jobs; returns each worker's health URL. Stopping goes the
+    other way round."""
     if "EDGECREW_LLM_BASE_URL" not in os.environ:
         console.print(f"[bold]starting[/] local LLM (SmolLM2-135M) on port {llm_port}")
         data_dir = Path(env["EDGECREW_DATA_DIR"])
@@ -103,7 +106,7 @@ def _start_parts(
     console.print(f"[bold]starting[/] edge on http://{host}:{port}")
     supervisor.start(_edge_service(host, port, env))
     if prefect_port is None or crews is None:
-        return
+        return {}
     executor_env = {
         "EDGECREW_EDGE_URL": f"http://{host}:{port}",
         "EDGECREW_EXECUTOR_SECRET": env["EDGECREW_EXECUTOR_SECRET"],
@@ -115,10 +118,14 @@ def _start_parts(
     if not crews.crews:
         console.print("[yellow]no crews configured[/]: add them to edgecrew.toml "
                       "(docs/crews.md); jobs are refused until a worker publishes one")  # fmt: skip
+    health_urls = {}
     for pool in crews.pools:
         names = ", ".join(entry.name for entry in crews.in_pool(pool)) or "no crews"
         console.print(f"[bold]starting[/] Prefect worker for the {pool!r} pool ({names})")
-        supervisor.start(worker(pool, api_url, executor_env))
+        service = worker(pool, api_url, executor_env)
+        supervisor.start(service)
+        health_urls[service.name] = service.health_url
+    return health_urls
 
 
 def _error(problem: object) -> None:
@@ -147,18 +154,18 @@ def _ingest_demo(supervisor: Supervisor, base_url: str, key: str, tenant: str) -
 
 def _check_ready(
     supervisor: Supervisor, base_url: str, key: str, env: dict[str, str],
-    crews: EdgecrewConfig | None,
+    crews: EdgecrewConfig | None, workers: dict[str, str],
 ) -> None:  # fmt: skip
     """Say ready only once a real generation, a real embedding, every dependency the edge
-    probes and the workers' crew catalog have worked; otherwise name what failed (and how
-    a part died)."""
+    probes and each worker's crew catalog (published by this start, not left from an
+    earlier one) have worked; otherwise name what failed (and how a part died)."""
     console.print("checking: a generation, an embedding, the edge's dependencies…")
     problems = stack_problems(
         base_url, key, llm_base_url=env["EDGECREW_LLM_BASE_URL"],
         llm_model=env["EDGECREW_LLM_MODEL"], llm_api_key=env.get("EDGECREW_LLM_API_KEY"),
     )  # fmt: skip
     if not problems and crews is not None:
-        problems = catalog_problems(base_url, key, sorted(crews.crews))
+        problems = catalog_problems(base_url, key, sorted(crews.crews), workers)
     if not problems:
         return
     died = supervisor.dead_parts()

@@ -99,30 +99,43 @@ def _dependencies(base_url: str) -> str | None:
 
 
 def catalog_problems(
-    base_url: str, api_key: str, names: list[str], *, wait_seconds: float = CATALOG_WAIT
+    base_url: str,
+    api_key: str,
+    names: list[str],
+    workers: dict[str, str],
+    *,
+    wait_seconds: float = CATALOG_WAIT,
 ) -> list[str]:
-    """Wait until `GET /v1/crews` lists every configured crew: the workers load their
-    crews and publish them after they start, and a job for an unlisted crew is a 422."""
+    """Wait until every worker says it published its crews (the edge keeps entries
+    from earlier runs, so listing alone could pass on stale ones) and `GET /v1/crews`
+    lists every configured crew; a job for an unlisted crew is a 422."""
     deadline = time.monotonic() + wait_seconds
-    missing = names
     while True:
-        try:
-            response = httpx.get(
-                f"{base_url}/v1/crews",
-                headers={"Authorization": f"Bearer {api_key}"},
-                timeout=TIMEOUT,
-            )
-            response.raise_for_status()
-            listed = {crew["name"] for crew in response.json()["crews"]}
-            missing = [name for name in names if name not in listed]
-        except httpx.HTTPError as exc:
-            missing = names
-            reason = f"GET /v1/crews failed: {exc}"
-        else:
-            reason = ""
-        if not missing:
+        waiting = [name for name, url in workers.items() if not _published(url)]
+        missing = [] if waiting else _unlisted(base_url, api_key, names)
+        if not waiting and not missing:
             return []
         if time.monotonic() > deadline:
-            published = reason or f"the workers did not publish {', '.join(missing)}"
-            return [f"crews: {published} (see the workers' logs)"]
+            if waiting:
+                return [f"crews: {', '.join(waiting)} did not publish its crews (see its log)"]
+            return [f"crews: the edge does not list {', '.join(missing)}"]
         time.sleep(0.5)
+
+
+def _published(health_url: str) -> bool:
+    try:
+        return bool(httpx.get(health_url, timeout=TIMEOUT).json().get("published"))
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _unlisted(base_url: str, api_key: str, names: list[str]) -> list[str]:
+    try:
+        response = httpx.get(
+            f"{base_url}/v1/crews", headers={"Authorization": f"Bearer {api_key}"}, timeout=TIMEOUT
+        )
+        response.raise_for_status()
+        listed = {crew["name"] for crew in response.json()["crews"]}
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return names
+    return [name for name in names if name not in listed]
