@@ -790,7 +790,7 @@ async def test_an_unsigned_publish_is_401_and_changes_nothing(
 #: A rule `input_errors` could not enforce: refused at publish, never advertised.
 PATTERNED = dataclasses.replace(
     TRANSLATE,
-    inputs={"type": "object", "properties": {"text": {"type": "string", "pattern": "^a"}}},
+    inputs={"type": "object", "properties": {"text": {"type": "string", "format": "email"}}},
 )
 
 
@@ -811,7 +811,7 @@ PATTERNED = dataclasses.replace(
             id="one-bad-name-among-good",
         ),
         pytest.param(
-            publish_body(PATTERNED), "text: unsupported keywords pattern", id="unenforced-rule"
+            publish_body(PATTERNED), "text: unsupported keywords format", id="unenforced-rule"
         ),
         pytest.param(
             {**publish_body(TRANSLATE), "worker": ""}, "worker must be a name", id="no-worker"
@@ -991,3 +991,21 @@ async def test_a_corrupt_catalog_entry_is_left_out_not_a_500(
     job = {"crew": "summarize", "inputs": {"text": "t"}}
     response = await api.post("/v1/jobs", json=job, headers=AUTH_A)
     assert response.status_code == 422 and response.json()["errors"][0]["loc"] == ["body", "crew"]
+
+
+async def test_a_retried_submit_gets_its_job_even_after_the_crews_schema_changed(
+    api: httpx.AsyncClient, prefect: FakePrefect
+) -> None:
+    """A 202 is a promise: the client's retry must find the job, not a new 422."""
+    headers = {**AUTH_A, "Idempotency-Key": "before-the-rollout"}
+    first = await api.post("/v1/jobs", json=JOB, headers=headers)
+    assert first.status_code == 202
+    stricter = {**dict(RESEARCH.inputs), "required": ["topic", "audience"]}
+    rolled_out = dataclasses.replace(RESEARCH, inputs=stricter, version="2.0.0+x")
+    taken = await publish(api, publish_body(rolled_out, pool=RESEARCH.pool))
+    assert taken.status_code == 200, taken.text
+    retried = await api.post("/v1/jobs", json=JOB, headers=headers)
+    assert retried.status_code == 202 and retried.json()["id"] == first.json()["id"]
+    assert prefect.create_calls == 1
+    fresh = await api.post("/v1/jobs", json=JOB, headers={**AUTH_A, "Idempotency-Key": "after"})
+    assert fresh.status_code == 422 and "audience" in fresh.text, "new jobs meet the new schema"

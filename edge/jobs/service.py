@@ -103,9 +103,7 @@ class JobService:
         """
         digest = fingerprint(request)
         job_id = job_id_for_key(tenant, idempotency_key) if idempotency_key else new_job_id()
-        if idempotency_key and (existing := await self.store.get(tenant, job_id)):
-            if existing["fingerprint"] != digest:
-                raise IdempotencyConflict(job_id)
+        if idempotency_key and (existing := await self.replay(tenant, request, idempotency_key)):
             return existing, False
         now = self._clock()
         job = {
@@ -155,6 +153,20 @@ class JobService:
         """
         window = int(now // self.store.ttl_seconds)
         return f"{job_id}.{window}"
+
+    async def replay(
+        self, tenant: str, request: Mapping[str, Any], idempotency_key: str
+    ) -> dict[str, Any] | None:
+        """The job this key already made, if any (IdempotencyConflict for another body).
+
+        Asked before the request is checked against the catalog: a retry of an accepted
+        job gets that job even if its crew's schema changed (or it left) meanwhile.
+        """
+        job_id = job_id_for_key(tenant, idempotency_key)
+        existing = await self.store.get(tenant, job_id)
+        if existing is not None and existing["fingerprint"] != fingerprint(request):
+            raise IdempotencyConflict(job_id)
+        return existing
 
     async def submit_pending(self, tenant: str, job_id: str) -> bool:
         """Hand a deferred job to the orchestrator; False if it is still waiting for it."""

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -14,7 +14,7 @@ from edge.jobs.schemas import (
     JobRequest,
     WebhookSecret,
 )
-from edge.jobs.service import IdempotencyConflict, public
+from edge.jobs.service import IdempotencyConflict, JobService, public
 from edge.jobs.webhook_urls import UnsafeWebhookUrl, check_webhook_url
 from edge.problems import Problem, problem_responses
 from edge.routes.deps import (
@@ -64,6 +64,8 @@ async def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:  # fmt: skip
     """Accept a crew job: 202 at once, then poll, stream or wait for the webhook."""
+    if idempotency_key and (job := await _replayed(jobs, tenant, body, idempotency_key)):
+        return _accepted(job)
     crew = await _published_crew(request, body.crew)
     if errors := input_errors(crew.inputs, body.inputs):
         errors = [{**e, "loc": ["body", *e["loc"]]} for e in errors]  # as FastAPI's are
@@ -84,9 +86,26 @@ async def submit_job(
     try:
         job, _ = await jobs.submit(tenant, body.model_dump(mode="json"), idempotency_key, crew=crew)
     except IdempotencyConflict:
-        msg = "already used with a different request body"
-        errors = [{"loc": ["header", "Idempotency-Key"], "msg": msg}]
-        raise Problem(422, f"This Idempotency-Key was {msg}", extra={"errors": errors}) from None
+        raise _key_reused() from None
+    return _accepted(job)
+
+
+async def _replayed(
+    jobs: JobService, tenant: str, body: JobRequest, key: str
+) -> dict[str, Any] | None:
+    try:
+        return await jobs.replay(tenant, body.model_dump(mode="json"), key)
+    except IdempotencyConflict:
+        raise _key_reused() from None
+
+
+def _key_reused() -> Problem:
+    msg = "already used with a different request body"
+    errors = [{"loc": ["header", "Idempotency-Key"], "msg": msg}]
+    return Problem(422, f"This Idempotency-Key was {msg}", extra={"errors": errors})
+
+
+def _accepted(job: dict[str, Any]) -> JSONResponse:
     accepted = {k: job[k] for k in ("id", "status", "crew", "created_at")}
     accepted["urls"] = public(job)["urls"]
     return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
