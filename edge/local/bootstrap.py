@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -70,6 +71,10 @@ def build_local_ports(
 
 def create_local_app() -> FastAPI:
     """uvicorn factory: `uvicorn edge.local.bootstrap:create_local_app --factory`."""
+    # uvicorn configures only its own loggers: without this the edge's INFO lines (the
+    # reconciler's, a crew's new version published) would never reach the edge's log.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     env = local_env(os.environ)
     settings = Settings.from_env(env)
     ports = build_local_ports(settings, Path(env["EDGECREW_DATA_DIR"]))
