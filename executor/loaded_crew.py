@@ -201,7 +201,8 @@ def _describe_crew(crew: Any, defaults: Mapping[str, Any]) -> tuple[dict[str, An
     in_file_names = {n for t in crew.tasks for n in PLACEHOLDER.findall(t.output_file or "")}
     properties: dict[str, Any] = {}
     for name in names:
-        rule: dict[str, Any] = {"type": "string"}
+        # A string, unless a default says otherwise (`"sentences": 3` takes numbers).
+        rule: dict[str, Any] = {"type": _json_type(defaults.get(name, ""))}
         if name in in_file_names:
             rule["pattern"] = FILE_NAME_PATTERN
         if name in defaults:
@@ -221,6 +222,16 @@ def _describe_crew(crew: Any, defaults: Mapping[str, Any]) -> tuple[dict[str, An
         "defaults": dict(defaults),
     }
     return inputs, tasks, definition
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "string"
 
 
 def _agent_definition(agent: Any) -> list[Any]:
@@ -260,11 +271,21 @@ def _describe_flow(cls: Any) -> tuple[dict[str, Any], list[str], Any]:
             "additionalProperties": False,
         }
     steps = list(cls.flow_definition().methods)
-    try:
-        source = inspect.getsource(inspect.getmodule(cls) or cls)
-    except (OSError, TypeError):
-        source = cls.__qualname__
-    return inputs, steps, {"source": source, "inputs": inputs}
+    return inputs, steps, {"source": _package_sources(cls), "inputs": inputs}
+
+
+def _package_sources(cls: Any) -> dict[str, str]:
+    """A flow's definition for its version: the text of its package's code and configs
+    (the crews a flow calls live beside it, as `crewai create flow` lays them out)."""
+    module = inspect.getmodule(cls)
+    module_file = getattr(module, "__file__", None)
+    if not module_file:
+        return {"qualname": cls.__qualname__}
+    folder = Path(module_file).parent
+    suffixes = {".py", ".yaml", ".yml", ".json", ".jsonc", ".toml"}
+    files = sorted(p for p in folder.rglob("*") if p.suffix in suffixes and p.is_file())[:500]
+    return {str(p.relative_to(folder)): p.read_text(encoding="utf-8", errors="replace")
+            for p in files}  # fmt: skip
 
 
 def _input_rule(rule: Mapping[str, Any]) -> dict[str, Any]:

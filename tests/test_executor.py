@@ -530,3 +530,17 @@ def test_a_refused_publish_says_why_and_stops_retrying(caplog: pytest.LogCapture
     assert publish_until_taken(edge, "w", "cpu", [], threading.Event(), every_seconds=0) is False
     assert calls == [1]
     assert "crew 'x': inputs: bad" in caplog.text and "refused" in caplog.text
+
+
+def test_a_derived_input_takes_the_type_of_its_default(tmp_path: Path) -> None:
+    source = _json_crew(tmp_path / "p", {"description": "In {n} lines, {fast}: {topic}."},
+                        inputs={"n": 3, "fast": True})  # fmt: skip
+    path = tmp_path / "edgecrew.toml"
+    path.write_text(f'[crews.t]\nsource = "{source}"\n')
+    spec = load_catalog(load_config(path, plugins=False)).crews["t"].spec
+    rules = spec.inputs["properties"]
+    assert (rules["n"]["type"], rules["fast"]["type"], rules["topic"]["type"]) == (
+        "integer", "boolean", "string"
+    )  # fmt: skip
+    assert spec.inputs["required"] == ["topic"]
+    assert input_errors(spec.inputs, {"topic": "t", "n": 5}) == []
