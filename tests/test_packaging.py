@@ -63,3 +63,28 @@ def test_dockerfile_installs_the_executor_extra_and_runs_a_worker_with_the_crews
     for entry in load_config(ROOT / "edgecrew.toml").crews.values():
         named = Path(entry.source) if entry.is_json else entry.path
         assert named is not None and named.is_relative_to(ROOT / "examples" / "crews")
+
+
+def test_the_worker_lock_pins_every_base_dependency_for_the_runtime_wrangler_targets() -> None:
+    """worker.lock is the Worker's package set: each base dependency pinned (with a hash)
+    at a version its requirement allows, for Python 3.14, which workerd runs from
+    compatibility date 2026-09-08; the real-Pyodide test installs exactly these."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / "worker.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            spec, _, digest = line.partition(" --hash=sha256:")
+            name, _, version = spec.partition("==")
+            assert len(digest) == 64, line
+            pins[canonicalize_name(name)] = version
+    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for requirement in map(Requirement, base):
+        pinned = pins.get(canonicalize_name(requirement.name))
+        assert pinned is not None, f"{requirement.name} is not in worker.lock"
+        assert requirement.specifier.contains(pinned), (requirement, pinned)
+    wrangler = tomllib.loads((ROOT / "wrangler.toml").read_text())
+    assert wrangler["compatibility_date"] >= "2026-09-08", "the lock is for the 3.14 runtime"
+    package = (ROOT / ".tools/package.json").read_text()
+    assert '"pyodide": "314.' in package, "the Pyodide the tests run is the runtime's"

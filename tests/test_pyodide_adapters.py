@@ -1,4 +1,4 @@
-"""edge/adapters/cloudflare/ inside real Pyodide (0.28, as Workers run it) against JS fake
+"""edge/adapters/cloudflare/ inside real Pyodide (314, as Workers run it) against JS fake
 bindings: see tests/pyodide/run_adapters.mjs. Catches what CPython doubles cannot (JS null as
 `jsnull`, JsProxy results, PyProxy arguments, Uint8Array chunks). Needs the pinned Node 22 and
 Pyodide and the runtime SDK wheel that `make tools` installs; no network at test time."""

@@ -16,7 +16,7 @@
 //
 // The checks themselves are Python (adapter_checks.py); failures exit 1 with each failing
 // check's traceback, setup problems exit 2. Nothing is downloaded: Pyodide loads from
-// .tools/node_modules/pyodide and only the standard library is imported.
+// .tools/node_modules/pyodide, and the Worker's packages are the wheels worker.lock pins.
 
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
@@ -32,23 +32,28 @@ const APP_DIR = "/app"; // where edge/ and shared/ land in the Pyodide FS
 const PACKAGES = ["edge", "shared"];
 const SKIP_DIRS = new Set(["__pycache__", "local"]); // edge/local never ships to the Worker
 
-// httpx is not in Pyodide offline; edge.adapters.openai_compatible imports it at module level.
-// This test is about the binding adapters, so a stub that fails loudly if ever used is enough.
-const HTTPX_STUB = `"""httpx stand-in for the Pyodide adapter test; any real use is a test bug."""
+// The Worker's own packages (fastapi, pydantic and pydantic-core's wasm wheel, httpx, ...):
+// exactly the set worker.lock pins, downloaded by `make tools`, each checked by its hash.
+const WORKER_WHEELS = join(ROOT, ".tools", "wheels", "worker");
+const WORKER_LOCK = join(ROOT, "worker.lock");
 
-
-class HTTPError(Exception):
-    pass
-
-
-class Response:
-    pass
-
-
-class AsyncClient:
-    def __init__(self, *args, **kwargs):
-        raise RuntimeError("httpx is stubbed in tests/pyodide: the OpenAI adapter is not under test")
-`;
+function lockedWheels() {
+  const hashes = new Map(); // normalized name -> sha256
+  for (const line of readFileSync(WORKER_LOCK, "utf8").split("\n")) {
+    const m = line.match(/^([A-Za-z0-9_.-]+)==\S+ --hash=sha256:([0-9a-f]{64})$/);
+    if (m) hashes.set(m[1].toLowerCase().replace(/[-_.]+/g, "-"), m[2]);
+  }
+  if (!existsSync(WORKER_WHEELS)) fail(`${WORKER_WHEELS} is missing: run \`make tools\``);
+  const wheels = readdirSync(WORKER_WHEELS).filter((n) => n.endsWith(".whl"));
+  for (const name of wheels) {
+    const key = name.split("-")[0].toLowerCase().replace(/[-_.]+/g, "-");
+    const digest = createHash("sha256").update(readFileSync(join(WORKER_WHEELS, name))).digest("hex");
+    if (hashes.get(key) !== digest) fail(`${name} is not the wheel worker.lock pins`);
+    hashes.delete(key);
+  }
+  if (hashes.size) fail(`not downloaded: ${[...hashes.keys()].join(", ")} (run \`make tools\`)`);
+  return wheels;
+}
 
 function fail(message, code = 2) {
   console.error(`run_adapters: ${message}`);
@@ -518,16 +523,20 @@ async function main() {
       copied.push(target);
     }
   }
-  pyodide.FS.mkdirTree("/stubs");
-  pyodide.FS.writeFile("/stubs/httpx.py", HTTPX_STUB);
+  pyodide.FS.mkdirTree("/wheels");
+  for (const name of lockedWheels()) {
+    pyodide.FS.writeFile(`/wheels/${name}`, readFileSync(join(WORKER_WHEELS, name)));
+  }
   pyodide.FS.writeFile("/tmp/sdk.whl", wheel);
   const checksSource = readFileSync(join(HERE, "adapter_checks.py"));
   pyodide.FS.writeFile(`${APP_DIR}/adapter_checks.py`, checksSource);
   registerRuntimeModules(pyodide, makeEnv());
   pyodide.runPython(`
-import sys, zipfile
+import os, sys, zipfile
 zipfile.ZipFile("/tmp/sdk.whl").extractall("/sdk")
-sys.path[:0] = ["${APP_DIR}", "/sdk", "/stubs"]
+for name in sorted(os.listdir("/wheels")):  # installed as pywrangler vendors them: unpacked
+    zipfile.ZipFile(f"/wheels/{name}").extractall("/worker-packages")
+sys.path[:0] = ["${APP_DIR}", "/sdk", "/worker-packages"]
 `);
 
   const checks = pyodide.pyimport("adapter_checks");
