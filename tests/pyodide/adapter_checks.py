@@ -491,3 +491,48 @@ async def run(mode: str, js_env: Any, helpers: Any) -> str:
         else:
             results.append({"name": name, "ok": True})
     return json.dumps({"results": results})
+
+
+# --- the whole app, as workerd runs it ---------------------------------------------------------
+
+
+@check("sdk")
+async def check_the_app_answers_through_the_worker_entrypoint(ctx: Ctx) -> None:
+    """edge/entry.py's WorkerEntrypoint, the SDK's ASGI bridge, FastAPI and pydantic from
+    worker.lock, the bindings' fakes: health, auth, bad input, ingest and search."""
+    import js
+    from pyodide.ffi import to_js
+    from workers import Request
+
+    import edge.entry as entry
+
+    entry._app = None
+    worker = entry.Default(object(), ctx.helpers.appEnv())
+
+    async def call(method: str, path: str, body: Any = None, key: str | None = None) -> Any:
+        headers = {"content-type": "application/json"}
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        init: dict[str, Any] = {"method": method, "headers": headers}
+        if body is not None:
+            init["body"] = json.dumps(body)
+        request = js.Request.new(
+            f"https://edge.test{path}", to_js(init, dict_converter=js.Object.fromEntries)
+        )
+        # workerd hands a WorkerEntrypoint's fetch the SDK's Request around the JS one.
+        response = await worker.fetch(Request(request))
+        return response.status, response.headers.get("content-type"), await response.text()
+
+    status, _, text = await call("GET", "/healthz")
+    assert status == 200, (status, text)
+    status, kind, text = await call("GET", "/v1/crews")
+    assert (status, kind) == (401, "application/problem+json"), (status, kind, text)
+    key = "key-a-0123456789"
+    status, kind, text = await call("POST", "/v1/search", {"query": 5}, key=key)
+    assert (status, kind) == (422, "application/problem+json"), (status, kind, text)
+    doc = {"documents": [{"id": "atlas", "text": "Heron-7 is the staging database in Oslo."}]}
+    status, _, text = await call("POST", "/v1/documents", doc, key=key)
+    assert status in (200, 201), (status, text)
+    status, _, text = await call("POST", "/v1/search", {"query": "staging database"}, key=key)
+    assert status == 200, (status, text)
+    assert json.loads(text)["matches"][0]["chunk_id"] == "atlas#0", text

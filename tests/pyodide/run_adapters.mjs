@@ -528,6 +528,13 @@ async function main() {
     pyodide.FS.writeFile(`/wheels/${name}`, readFileSync(join(WORKER_WHEELS, name)));
   }
   pyodide.FS.writeFile("/tmp/sdk.whl", wheel);
+  // workerd's internal `_cloudflare` package (not on any index), as small stand-ins, so the
+  // SDK's .pth patches load as they do in a Worker (tests/pyodide/workerd/).
+  for (const file of pythonFiles(join(HERE, "workerd"))) {
+    const target = `/workerd/${relative(join(HERE, "workerd"), file).split(sep).join("/")}`;
+    pyodide.FS.mkdirTree(target.slice(0, target.lastIndexOf("/")));
+    pyodide.FS.writeFile(target, readFileSync(file));
+  }
   const checksSource = readFileSync(join(HERE, "adapter_checks.py"));
   pyodide.FS.writeFile(`${APP_DIR}/adapter_checks.py`, checksSource);
   registerRuntimeModules(pyodide, makeEnv());
@@ -536,7 +543,9 @@ import os, sys, zipfile
 zipfile.ZipFile("/tmp/sdk.whl").extractall("/sdk")
 for name in sorted(os.listdir("/wheels")):  # installed as pywrangler vendors them: unpacked
     zipfile.ZipFile(f"/wheels/{name}").extractall("/worker-packages")
-sys.path[:0] = ["${APP_DIR}", "/sdk", "/worker-packages"]
+sys.path[:0] = ["${APP_DIR}", "/workerd", "/worker-packages"]
+import site
+site.addsitedir("/sdk")  # as workerd loads the vendored SDK: its .pth file runs
 `);
 
   const checks = pyodide.pyimport("adapter_checks");
@@ -548,6 +557,8 @@ sys.path[:0] = ["${APP_DIR}", "/sdk", "/worker-packages"]
     const helpers = {
       brokenModel: BROKEN_MODEL,
       replyTo: (text) => replyFor([{ role: "user", content: text }]),
+      // Fresh bindings for the whole-app check, with room for its requests under the limit.
+      appEnv: () => ({ ...makeEnv(), RATE_LIMITER: new RateLimit(1000) }),
     };
     const reportJson = await checks.run(mode, env, helpers);
     const report = JSON.parse(reportJson);
