@@ -42,7 +42,9 @@ def _sender(app: FastAPI) -> WebhookSender:
     """One sender (and so one HTTP connection pool) per isolate, not one per batch."""
     sender: WebhookSender | None = getattr(app.state, "webhook_sender", None)
     if sender is None:
-        sender = app.state.webhook_sender = WebhookSender(app.state.jobs.store, app.state.settings)
+        sender = app.state.webhook_sender = WebhookSender(
+            app.state.jobs.store, app.state.settings, transport=app.state.ports.http_transport
+        )
     return sender
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 #: Metadata values a vector or KV key may carry (what Vectorize can filter on).
 MetadataValue = str | int | float | bool
@@ -167,6 +167,9 @@ class Ports:
     orchestrator: Orchestrator | None = None  # None: the jobs API answers 503
     deliveries: DeliveryQueue | None = None
     rate_limiter: RateLimiter | None = None  # None: no per-tenant request limit
+    #: How the edge's own HTTP calls go out (Prefect, webhooks): httpx's sockets when None,
+    #: the runtime's fetch() in a Worker (edge.adapters.cloudflare.fetch_transport).
+    http_transport: Any = None
 
 
 # --- rate limits ----------------------------------------------------------------------------

@@ -26,13 +26,16 @@ class OpenAICompatibleGenerator:
         timeout: float = 60.0,
         temperature: float = 0.2,
         client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._models_url = base_url.rstrip("/") + "/models"
         self._model = model
         self._temperature = temperature
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = client or httpx.AsyncClient(timeout=timeout, headers=headers)
+        self._client = client or httpx.AsyncClient(
+            timeout=timeout, headers=headers, transport=transport
+        )
 
     @property
     def model(self) -> str:

@@ -44,11 +44,13 @@ class PrefectOrchestrator:
         attempts: int = 3,
         backoff: float = 0.2,
         client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = client or httpx.AsyncClient(
-            base_url=api_url.rstrip("/") + "/", timeout=timeout, headers=headers
-        )
+            base_url=api_url.rstrip("/") + "/", timeout=timeout, headers=headers,
+            transport=transport,
+        )  # fmt: skip
         self._attempts = attempts
         self._backoff = backoff
         self._deployment_ids: dict[str, str] = {}

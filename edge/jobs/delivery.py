@@ -62,6 +62,7 @@ class WebhookSender:
         settings: Settings,
         *,
         client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         resolve_dns: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -76,6 +77,7 @@ class WebhookSender:
             # (it would resolve the name again, and verify TLS against the IP).
             limits=httpx.Limits(max_keepalive_connections=0 if resolve_dns else 20),
             trust_env=not resolve_dns,
+            transport=transport,
         )
         self._resolve_dns = resolve_dns  # CPython only; Workers cannot reach private networks
         self._clock = clock

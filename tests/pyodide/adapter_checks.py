@@ -496,43 +496,99 @@ async def run(mode: str, js_env: Any, helpers: Any) -> str:
 # --- the whole app, as workerd runs it ---------------------------------------------------------
 
 
-@check("sdk")
-async def check_the_app_answers_through_the_worker_entrypoint(ctx: Ctx) -> None:
-    """edge/entry.py's WorkerEntrypoint, the SDK's ASGI bridge, FastAPI and pydantic from
-    worker.lock, the bindings' fakes: health, auth, bad input, ingest and search."""
-    import js
-    from pyodide.ffi import to_js
-    from workers import Request
+class _WorkerClient:
+    """Requests to edge/entry.py's WorkerEntrypoint as workerd makes them: a JS Request,
+    wrapped in the SDK's Request, handed to `fetch`, answered with a JS Response."""
 
-    import edge.entry as entry
+    def __init__(self, js_env: Any) -> None:
+        import edge.entry as entry
 
-    entry._app = None
-    worker = entry.Default(object(), ctx.helpers.appEnv())
+        entry._app = None  # a fresh app for these bindings
+        self._worker = entry.Default(object(), js_env)
 
-    async def call(method: str, path: str, body: Any = None, key: str | None = None) -> Any:
-        headers = {"content-type": "application/json"}
+    async def call(
+        self, method: str, path: str, body: Any = None, *, key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, str, str]:  # fmt: skip
+        import js
+        from pyodide.ffi import to_js
+        from workers import Request
+
+        sent = {"content-type": "application/json", **(headers or {})}
         if key:
-            headers["authorization"] = f"Bearer {key}"
-        init: dict[str, Any] = {"method": method, "headers": headers}
+            sent["authorization"] = f"Bearer {key}"
+        init: dict[str, Any] = {"method": method, "headers": sent}
         if body is not None:
-            init["body"] = json.dumps(body)
+            init["body"] = body if isinstance(body, str) else json.dumps(body)
         request = js.Request.new(
             f"https://edge.test{path}", to_js(init, dict_converter=js.Object.fromEntries)
         )
-        # workerd hands a WorkerEntrypoint's fetch the SDK's Request around the JS one.
-        response = await worker.fetch(Request(request))
-        return response.status, response.headers.get("content-type"), await response.text()
+        response = await self._worker.fetch(Request(request))
+        kind = response.headers.get("content-type") or ""
+        return response.status, kind, await response.text()
 
-    status, _, text = await call("GET", "/healthz")
-    assert status == 200, (status, text)
-    status, kind, text = await call("GET", "/v1/crews")
-    assert (status, kind) == (401, "application/problem+json"), (status, kind, text)
+    async def signed(self, path: str, message_id: str, secret: str, body: Any) -> tuple[int, str]:
+        """A call from the executor, signed with its secret (Standard Webhooks)."""
+        import time
+
+        from shared.signing import signed_headers
+
+        raw = json.dumps(body)
+        headers = signed_headers(secret, message_id, int(time.time()), raw.encode())
+        status, _, text = await self.call("POST", path, raw, headers=headers)
+        return status, text
+
+
+@check("sdk")
+async def check_the_app_answers_through_the_worker_entrypoint(ctx: Ctx) -> None:
+    """edge/entry.py's WorkerEntrypoint, the SDK's ASGI bridge, FastAPI and pydantic from
+    worker.lock, the bindings' fakes: health, auth, bad input, ingest and search, then a
+    job's life with Prefect reached through fetch()."""
+    client = _WorkerClient(ctx.helpers.appEnv())
     key = "key-a-0123456789"
-    status, kind, text = await call("POST", "/v1/search", {"query": 5}, key=key)
+    status, _, text = await client.call("GET", "/healthz")
+    assert status == 200, (status, text)
+    status, kind, text = await client.call("GET", "/v1/crews")
+    assert (status, kind) == (401, "application/problem+json"), (status, kind, text)
+    status, kind, text = await client.call("POST", "/v1/search", {"query": 5}, key=key)
     assert (status, kind) == (422, "application/problem+json"), (status, kind, text)
     doc = {"documents": [{"id": "atlas", "text": "Heron-7 is the staging database in Oslo."}]}
-    status, _, text = await call("POST", "/v1/documents", doc, key=key)
+    status, _, text = await client.call("POST", "/v1/documents", doc, key=key)
     assert status in (200, 201), (status, text)
-    status, _, text = await call("POST", "/v1/search", {"query": "staging database"}, key=key)
+    query = {"query": "staging database"}
+    status, _, text = await client.call("POST", "/v1/search", query, key=key)
     assert status == 200, (status, text)
     assert json.loads(text)["matches"][0]["chunk_id"] == "atlas#0", text
+    await _a_jobs_life(client, key, ctx.helpers)
+
+
+async def _a_jobs_life(client: _WorkerClient, key: str, helpers: Any) -> None:
+    from shared.crews import CrewSpec
+
+    secret = helpers.executorSecret
+    schema = {"type": "object", "properties": {"text": {"type": "string", "minLength": 1}},
+              "required": ["text"], "additionalProperties": False}  # fmt: skip
+    crew = CrewSpec("summarize", "Summarize.", "cpu", schema, tasks=("summarize_task",),
+                    version="1.0.0+abc")  # fmt: skip
+    published = {"worker": "w1", "pool": "cpu", "crews": [crew.public()]}
+    status, text = await client.signed("/v1/internal/crews", "pub-1", secret, published)
+    assert status == 200, (status, text)
+    job = {"crew": "summarize", "inputs": {}}
+    status, _, text = await client.call("POST", "/v1/jobs", job, key=key)
+    assert status == 422 and "text" in text, (status, text)
+    job = {"crew": "summarize", "inputs": {"text": "Long."}}
+    status, _, text = await client.call("POST", "/v1/jobs", job, key=key)
+    assert status == 202, (status, text)
+    job_id = json.loads(text)["id"]
+    sent = [c["args"] for c in json.loads(helpers.network.callsJson())]
+    assert ["POST", "/api/deployments/dep-cpu/create_flow_run"] in sent, sent
+    event = {"tenant": "tenant_a", "type": "succeeded", "result": {"output": "Short."}}
+    path = f"/v1/internal/jobs/{job_id}/events"
+    status, text = await client.signed(path, f"{job_id}:succeeded", secret, event)
+    assert status == 200, (status, text)
+    status, _, text = await client.call("GET", f"/v1/jobs/{job_id}", key=key)
+    assert status == 200, (status, text)
+    assert json.loads(text)["status"] == "succeeded", text
+    assert json.loads(text)["crew_version"] == "1.0.0+abc", text
+    status, _, text = await client.call("GET", "/v1/jobs", key=key)
+    assert [j["id"] for j in json.loads(text)["jobs"]] == [job_id], text

@@ -479,6 +479,75 @@ class RateLimit extends Recorder {
   }
 }
 
+// --- fetch(): Prefect's REST API and webhook receivers, as the Worker reaches them ------------
+//
+// The edge's HTTP calls go through the runtime's fetch() (edge/adapters/cloudflare/
+// fetch_transport.py). This stands in for the network: a small Prefect (deployments by
+// name, create_flow_run idempotent per key, read, set_state) and a webhook receiver.
+
+class FakeNetwork extends Recorder {
+  runs = new Map(); // id -> flow run
+  byKey = new Map(); // idempotency key -> id
+  hooks = [];
+
+  async fetch(input, init = {}) {
+    const url = new URL(typeof input === "string" ? input : input.url);
+    const method = init.method ?? "GET";
+    const text = init.body === undefined ? "" : new TextDecoder().decode(init.body);
+    this.record("fetch", [method, url.pathname]);
+    const json = (status, body) =>
+      new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+    if (url.host === "hooks.test") {
+      this.hooks.push({ path: url.pathname, headers: Object.fromEntries(new Headers(init.headers)), body: text });
+      return new Response(null, { status: 204 });
+    }
+    if (url.host !== "prefect.test") throw new TypeError("fetch failed");
+    const path = url.pathname.replace(/^\/api\//, "");
+    const state = (type) => ({ type, name: type[0] + type.slice(1).toLowerCase(), id: `s-${Math.random()}`,
+                               timestamp: new Date().toISOString(), message: "" });
+    if (method === "GET" && path.startsWith("deployments/name/")) return json(200, { id: `dep-${path.split("/").pop()}` });
+    if (method === "POST" && path.endsWith("/create_flow_run")) {
+      const body = JSON.parse(text);
+      let id = this.byKey.get(body.idempotency_key);
+      if (!id) {
+        id = `run-${this.runs.size + 1}`;
+        this.byKey.set(body.idempotency_key, id);
+        this.runs.set(id, { id, parameters: body.parameters, deployment_id: path.split("/")[1], state: state("SCHEDULED") });
+      }
+      return json(201, this.runs.get(id));
+    }
+    const run = this.runs.get(path.split("/")[1]);
+    if (method === "GET" && path.startsWith("flow_runs/") && run) return json(200, run);
+    if (method === "POST" && path.endsWith("/set_state") && run) {
+      run.state = state(JSON.parse(text).state.type);
+      return json(201, { status: "ACCEPT", state: run.state });
+    }
+    if (method === "POST" && path === "flow_runs/filter") {
+      const ids = JSON.parse(text).flow_runs?.id?.any_ ?? [];
+      return json(200, ids.map((id) => this.runs.get(id)).filter(Boolean));
+    }
+    return json(404, { detail: `no route ${method} ${path} in the fake Prefect` });
+  }
+}
+
+// Cloudflare Queues producer binding: `send(body, {delaySeconds})`, bodies kept as sent.
+class Queue extends Recorder {
+  messages = [];
+  async send(body, options) {
+    if (options !== undefined) plainObject("Queue.send options", options);
+    const copy = jsonCopy("Queue.send body", body);
+    this.record("send", [copy, options === undefined ? undefined : jsonCopy("Queue.send options", options)]);
+    this.messages.push(copy);
+  }
+  messagesJson() {
+    return JSON.stringify(this.messages);
+  }
+}
+
+const EXECUTOR_SECRET = `whsec_${Buffer.from("0123456789abcdef0123456789abcdef").toString("base64")}`;
+const NETWORK = new FakeNetwork();
+globalThis.fetch = (input, init) => NETWORK.fetch(input, init);
+
 function makeEnv() {
   return {
     KV: new KvNamespace(),
@@ -558,7 +627,16 @@ site.addsitedir("/sdk")  # as workerd loads the vendored SDK: its .pth file runs
       brokenModel: BROKEN_MODEL,
       replyTo: (text) => replyFor([{ role: "user", content: text }]),
       // Fresh bindings for the whole-app check, with room for its requests under the limit.
-      appEnv: () => ({ ...makeEnv(), RATE_LIMITER: new RateLimit(1000) }),
+      appEnv: () => ({
+        ...makeEnv(),
+        RATE_LIMITER: new RateLimit(1000),
+        WEBHOOKS: new Queue(),
+        EDGECREW_PREFECT_API_URL: "https://prefect.test/api",
+        EDGECREW_EXECUTOR_SECRET: EXECUTOR_SECRET,
+        EDGECREW_SECRET_KEY: "master-key-for-the-pyodide-test-0123456789",
+      }),
+      network: NETWORK,
+      executorSecret: EXECUTOR_SECRET,
     };
     const reportJson = await checks.run(mode, env, helpers);
     const report = JSON.parse(reportJson);

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.adapters.cloudflare._js import JsException, to_js, to_py
+from edge.adapters.cloudflare._js import JsException, has_fetch, to_js, to_py
+from edge.adapters.cloudflare.fetch_transport import FetchTransport
 from edge.adapters.cloudflare.kv import CloudflareKV
 from edge.adapters.cloudflare.queues import CloudflareQueue
 from edge.adapters.cloudflare.rate_limit import CloudflareRateLimiter
@@ -53,14 +54,20 @@ def env_mapping(env: Any) -> dict[str, str]:
 def build_cloudflare_ports(env: Any, settings: Settings) -> Ports:
     """Ports over the Worker's bindings; an OpenAI-compatible LLM if one is configured."""
     generator: TextGenerator
+    # A Worker has no sockets: HTTP goes through fetch(). Under CPython (the tests' doubles)
+    # httpx keeps its own transport.
+    transport = FetchTransport() if has_fetch() else None
     if settings.llm_base_url:
         generator = OpenAICompatibleGenerator(
-            settings.llm_base_url, settings.llm_model, api_key=settings.llm_api_key
-        )
+            settings.llm_base_url, settings.llm_model, api_key=settings.llm_api_key,
+            transport=transport,
+        )  # fmt: skip
     else:
         generator = WorkersAIGenerator(env.AI, model=settings.llm_model)
     orchestrator = (
-        PrefectOrchestrator(settings.prefect_api_url, api_key=settings.prefect_api_key)
+        PrefectOrchestrator(
+            settings.prefect_api_url, api_key=settings.prefect_api_key, transport=transport
+        )
         if settings.prefect_api_url
         else None
     )
@@ -76,4 +83,5 @@ def build_cloudflare_ports(env: Any, settings: Settings) -> Ports:
             env.AI, model=settings.embed_model, dimensions=settings.embed_dimensions
         ),
         generator=generator,
+        http_transport=transport,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["JsException", "JsProxy", "to_js", "to_py"]
+__all__ = ["JsException", "JsProxy", "fetch", "has_fetch", "to_js", "to_py"]
 
 try:
     from pyodide.ffi import JsException, JsProxy
@@ -70,3 +70,39 @@ def _null_for_none(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_null_for_none(v) for v in value]
     return value
+
+
+try:
+    from js import AbortSignal as _AbortSignal
+    from js import fetch as _js_fetch
+except ImportError:  # CPython: there is no runtime fetch(); tests pass their own
+    _AbortSignal = _js_fetch = None
+
+
+def has_fetch() -> bool:
+    """True inside the Workers runtime (Pyodide), where HTTP must go through fetch()."""
+    return _js_fetch is not None
+
+
+async def fetch(
+    url: str,
+    *,
+    method: str,
+    headers: list[tuple[str, str]],
+    body: bytes | None,
+    timeout_seconds: float | None,
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The Workers runtime's `fetch()`: (status, headers, body). Redirects are not
+    followed (the caller decides), and a timeout aborts the request."""
+    if _js_fetch is None:
+        raise RuntimeError("fetch() exists only inside the Workers runtime")
+    init: dict[str, Any] = {"method": method, "headers": [list(h) for h in headers]}
+    init["redirect"] = "manual"
+    if body:
+        init["body"] = body
+    if timeout_seconds:
+        init["signal"] = _AbortSignal.timeout(int(timeout_seconds * 1000))
+    response = await _js_fetch(url, to_js(init))
+    pairs = [(str(k), str(v)) for k, v in (entry.to_py() for entry in response.headers.entries())]
+    content = (await response.arrayBuffer()).to_bytes()
+    return int(response.status), pairs, bytes(content)
