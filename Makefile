@@ -28,6 +28,7 @@ WORKER_WHEELS := .tools/wheels/worker/.downloaded
 tools: .tools/node_modules/.package-lock.json $(SDK_WHEEL) $(WORKER_WHEELS)
 
 $(WORKER_WHEELS): worker.lock | setup
+	rm -rf .tools/wheels/worker  # no wheel of an earlier lock may stay beside these
 	$(VENV)/bin/python scripts/lock_worker_packages.py --download .tools/wheels/worker
 	touch $@
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Import every module the Worker uploads under Python 3.13 (Pyodide's version) with only
+# Import every module the Worker uploads under CPython 3.13 (the closest this machine has to
+# the runtime's 3.14; tests/pyodide runs real Pyodide 314) with only
 # the base dependencies installed: a stray import of a local-mode package fails here.
 # With --bench, also time `import edge.app` (the Worker's import cost) and print it.
 set -euo pipefail

@@ -1,11 +1,14 @@
 """Pin the Worker's packages for its runtime: `worker.lock`, versions and sha256 hashes.
 
 The Worker runs on Pyodide 314 (Python 3.14, the Workers runtime from compatibility date
-2026-09-08). This resolves pyproject.toml's base dependencies (only those: they are what
-pywrangler vendors) for that platform from PyPI, where pydantic-core publishes
+2026-09-08). This resolves pyproject.toml's base dependencies (the Worker's packages) for
+that platform from PyPI, where pydantic-core publishes
 `pyemscripten_2026_0_wasm32` wheels and the rest are pure Python, and writes one
 `name==version --hash=sha256:...` line per wheel. `make tools` downloads exactly that set
-(`pip download --require-hashes`), and the real-Pyodide tests install it.
+(`pip download --require-hashes`), and the real-Pyodide tests install it. It is what the
+tests run, not what pywrangler deploys: pywrangler resolves on its own, with Pyodide's
+index first (docs/deploy-cloudflare.md). pip evaluates dependency markers for this
+machine, not the target; none of the set's markers depend on the platform today.
 
     .venv/bin/python scripts/lock_worker_packages.py                  # re-pin; commit it
     .venv/bin/python scripts/lock_worker_packages.py --download DIR   # fetch the pinned set
@@ -36,6 +39,8 @@ PLATFORM_ARGS = [
 
 def main() -> None:
     if sys.argv[1:2] == ["--download"]:
+        if len(sys.argv) != 3:
+            sys.exit("usage: lock_worker_packages.py [--download DIR]")
         download(Path(sys.argv[2]))
     else:
         lock()

@@ -44,13 +44,32 @@ async def test_a_request_becomes_one_fetch_and_its_answer_an_httpx_response() ->
     assert sent["authorization"] == "Bearer s" and sent["content-type"] == "application/json"
     assert "host" not in sent and "content-length" not in sent, "the runtime sets those"
     assert json.loads(call["body"]) == {"n": 1}
-    assert call["timeout_seconds"] == 8.0  # connect + read
+    assert call["timeout_seconds"] == 4.0, "the caller's limit, not connect + read"
+    assert sent["accept-encoding"] == "gzip, br", "only what fetch() decodes"
 
 
 async def test_a_gzipped_body_is_not_decoded_twice() -> None:
     fetch = RecordingFetch((200, [("content-encoding", "gzip")], b"plain text, decoded"))
     async with httpx.AsyncClient(transport=FetchTransport(fetch)) as client:
         assert (await client.get("https://x.test/")).text == "plain text, decoded"
+
+
+async def test_an_encoding_fetch_does_not_decode_is_left_for_httpx() -> None:
+    import zlib
+
+    fetch = RecordingFetch((200, [("content-encoding", "deflate")], zlib.compress(b"deflated")))
+    async with httpx.AsyncClient(transport=FetchTransport(fetch)) as client:
+        assert (await client.get("https://x.test/")).text == "deflated"
+
+
+async def test_latin_1_and_repeated_headers_come_back_intact() -> None:
+    answered = [("x-city", "Köln"), ("set-cookie", "a=1"), ("set-cookie", "b=2")]
+    async with httpx.AsyncClient(
+        transport=FetchTransport(RecordingFetch((200, answered, b"")))
+    ) as c:
+        response = await c.get("https://x.test/")
+    assert response.headers["x-city"] == "Köln"
+    assert response.headers.get_list("set-cookie") == ["a=1", "b=2"]
 
 
 @pytest.mark.parametrize(

@@ -544,6 +544,14 @@ async def check_the_app_answers_through_the_worker_entrypoint(ctx: Ctx) -> None:
     """edge/entry.py's WorkerEntrypoint, the SDK's ASGI bridge, FastAPI and pydantic from
     worker.lock, the bindings' fakes: health, auth, bad input, ingest and search, then a
     job's life with Prefect reached through fetch()."""
+    import anyio.to_thread
+
+    # FastAPI runs the routes' sync dependencies through anyio.to_thread, which needs a
+    # thread the runtime does not have: the SDK's patch (through the stand-ins) runs them
+    # inline. Without it the requests below fail with "can't start new thread".
+    assert anyio.to_thread.run_sync.__module__ == "_workers_sdk_package_patches", (
+        anyio.to_thread.run_sync.__module__
+    )
     client = _WorkerClient(ctx.helpers.appEnv())
     key = "key-a-0123456789"
     status, _, text = await client.call("GET", "/healthz")

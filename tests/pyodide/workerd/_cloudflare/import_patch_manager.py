@@ -6,6 +6,9 @@
 - `register_after_snapshot` / `register_before_first_request`: recorded, never called
   (there is no memory snapshot here);
 - `block_calls(module, allowlist=...)`: a no-op (it guards numpy's random at snapshot).
+
+Unlike workerd's, it stays installed after start and only takes its registrations as
+decorators (all the SDK uses); patches of one module stack.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import importlib.abc
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 _EXEC: dict[str, list[Callable[[Any], Any]]] = {}
@@ -61,16 +65,10 @@ class _PatchingLoader(importlib.abc.Loader):
 
 
 def _run_in(patches: list[Callable[[Any], Any]], body: Callable[[], Any], module: Any) -> Any:
-    if not patches:
+    with ExitStack() as stack:  # a failing import reaches each patch's exit, as in workerd
+        for patch in patches:
+            stack.enter_context(patch(module))
         return body()
-    managers = [patch(module) for patch in patches]
-    for manager in managers:
-        manager.__enter__()
-    try:
-        return body()
-    finally:
-        for manager in reversed(managers):
-            manager.__exit__(None, None, None)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
