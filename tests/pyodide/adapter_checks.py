@@ -542,8 +542,8 @@ class _WorkerClient:
 @check("sdk")
 async def check_the_app_answers_through_the_worker_entrypoint(ctx: Ctx) -> None:
     """edge/entry.py's WorkerEntrypoint, the SDK's ASGI bridge, FastAPI and pydantic from
-    worker.lock, the bindings' fakes: health, auth, bad input, ingest and search, then a
-    job's life with Prefect reached through fetch()."""
+    worker.lock, the bindings' fakes: health, auth, bad input, ingest, search, an answer
+    as JSON and as server-sent events, then jobs with Prefect reached through fetch()."""
     import anyio.to_thread
 
     # FastAPI runs the routes' sync dependencies through anyio.to_thread, which needs a
@@ -567,6 +567,17 @@ async def check_the_app_answers_through_the_worker_entrypoint(ctx: Ctx) -> None:
     status, _, text = await client.call("POST", "/v1/search", query, key=key)
     assert status == 200, (status, text)
     assert json.loads(text)["matches"][0]["chunk_id"] == "atlas#0", text
+    question = {"question": "What is the staging database?"}
+    status, _, text = await client.call("POST", "/v1/answers", question, key=key)
+    assert status == 200, (status, text)
+    answer = json.loads(text)
+    assert answer["answer"].startswith("Echo:"), answer
+    assert [c["chunk_id"] for c in answer["citations"]] == ["atlas#0"], answer
+    streamed = {**question, "stream": True}
+    status, kind, text = await client.call("POST", "/v1/answers", streamed, key=key)
+    assert status == 200 and kind.startswith("text/event-stream"), (status, kind, text)
+    events = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+    assert "token" in events and events[-1] == "done", events
     await _a_jobs_life(client, key, ctx.helpers)
 
 
@@ -600,3 +611,12 @@ async def _a_jobs_life(client: _WorkerClient, key: str, helpers: Any) -> None:
     assert json.loads(text)["crew_version"] == "1.0.0+abc", text
     status, _, text = await client.call("GET", "/v1/jobs", key=key)
     assert [j["id"] for j in json.loads(text)["jobs"]] == [job_id], text
+    job = {"crew": "summarize", "inputs": {"text": "Cancel me."}}
+    status, _, text = await client.call("POST", "/v1/jobs", job, key=key)
+    assert status == 202, (status, text)
+    other = json.loads(text)["id"]
+    status, _, text = await client.call("POST", f"/v1/jobs/{other}/cancel", key=key)
+    assert status == 202, (status, text)
+    assert json.loads(text)["status"] == "cancelled", text  # never started: Prefect confirms
+    sent = [c["args"] for c in json.loads(helpers.network.callsJson())]
+    assert ["POST", "/api/flow_runs/run-2/set_state"] in sent, sent
