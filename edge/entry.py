@@ -1,8 +1,9 @@
 """The Cloudflare Worker entry: hand each request to the ASGI app with the Worker's env."""
 
-from workers import WorkerEntrypoint
+from workers import DurableObject, WorkerEntrypoint
 
 from edge.adapters.cloudflare import build_cloudflare_ports, env_mapping, to_py
+from edge.adapters.cloudflare.job_ledger import JobLedgerCell
 from edge.app import create_app
 from edge.handlers import handle_batch, reconcile
 from edge.settings import Settings
@@ -43,3 +44,41 @@ class _Message:
 
     def ack(self):  # type: ignore[no-untyped-def]
         self._message.ack()
+
+
+class JobLedger(DurableObject):  # type: ignore[misc]
+    """One job's authoritative state (wrangler.toml binds it as `JOBS`; SQLite-backed).
+
+    Its methods are called over RPC by `DurableObjectJobLedger`. The record goes when its
+    job expires: an alarm at `expires_at` deletes it (or, if a change moved the expiry on
+    since, sets the alarm again), so finished jobs do not keep storage forever.
+    """
+
+    def __init__(self, ctx, env):  # type: ignore[no-untyped-def]
+        super().__init__(ctx, env)
+        self._cell = JobLedgerCell(ctx.storage.sql)
+
+    async def create(self, record_json, now):  # type: ignore[no-untyped-def]
+        answer = self._cell.create(record_json, now)
+        await self._arm()
+        return answer
+
+    async def read(self, now):  # type: ignore[no-untyped-def]
+        return self._cell.read(now)
+
+    async def change(self, change_json, now):  # type: ignore[no-untyped-def]
+        return self._cell.change(change_json, now)
+
+    async def alarm(self, alarm_info=None):  # type: ignore[no-untyped-def]
+        import js  # only inside workerd; the clock a Durable Object has
+
+        expires_at = self._cell.expires_at()
+        if expires_at is not None and expires_at * 1000 > js.Date.now():
+            await self._arm()
+        else:
+            self._cell.clear()  # the object stays usable: a reused key may come back
+
+    async def _arm(self):  # type: ignore[no-untyped-def]
+        expires_at = self._cell.expires_at()
+        if expires_at is not None:
+            await self.ctx.storage.setAlarm(int(expires_at * 1000))

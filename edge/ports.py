@@ -165,6 +165,7 @@ class Ports:
     embedder: Embedder
     generator: TextGenerator
     orchestrator: Orchestrator | None = None  # None: the jobs API answers 503
+    ledger: JobLedger | None = None  # None: the jobs API answers 503
     deliveries: DeliveryQueue | None = None
     rate_limiter: RateLimiter | None = None  # None: no per-tenant request limit
     #: How the edge's own HTTP calls go out (Prefect, webhooks): httpx's sockets when None,
@@ -253,3 +254,29 @@ class DeliveryQueue(Protocol):
     """Cloudflare Queues semantics: a JSON message, delivered later, at least once."""
 
     async def send(self, message: Mapping[str, object], *, delay_seconds: int = 0) -> None: ...
+
+
+# --- job ledger (the one writer of job state) -----------------------------------------------
+
+
+class JobLedger(Protocol):
+    """The authoritative state of each job. Every change to a job goes through here and
+    is applied atomically, one at a time per job (`shared.jobs.apply_change`): on
+    Cloudflare a Durable Object per job, locally a SQLite transaction. Workers KV keeps
+    the copy that reads and listings use. `now` (epoch seconds) is the caller's clock:
+    a job whose `expires_at` has passed counts as absent.
+    """
+
+    async def create(self, record: Mapping[str, Any], *, now: float) -> tuple[dict[str, Any], bool]:
+        """Store a new job under its tenant and id unless a live one is there already:
+        (the job stored now, True) or (the one found, False)."""
+        ...
+
+    async def read(self, tenant: str, job_id: str, *, now: float) -> dict[str, Any] | None: ...
+
+    async def change(
+        self, tenant: str, job_id: str, change: Mapping[str, Any], *, now: float
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Apply one change: (the job before, the job after). `after` is None when the
+        change changed nothing, both are None when there is no such job."""
+        ...

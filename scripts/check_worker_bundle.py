@@ -22,7 +22,7 @@ WRANGLER = ROOT / ".tools/node_modules/wrangler/bin/wrangler.js"
 OUTDIR = ROOT / "build" / "dry-run"  # beside base_dir (build/worker), never inside it
 PACKAGES = ("edge", "shared")
 LOCAL_ONLY = ("edge/local/",)
-REQUIRED_BINDINGS = {"AI", "VECTORIZE", "KV", "WEBHOOKS", "RATE_LIMITER"}
+REQUIRED_BINDINGS = {"AI", "VECTORIZE", "KV", "WEBHOOKS", "RATE_LIMITER", "JOBS"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -47,6 +47,7 @@ def declared_bindings(config: dict) -> set[str]:
         names.update(binding["binding"] for binding in config.get(section, []))
     names.update(p["binding"] for p in config.get("queues", {}).get("producers", []))
     names.update(limiter["name"] for limiter in config.get("ratelimits", []))
+    names.update(d["name"] for d in config.get("durable_objects", {}).get("bindings", []))
     return names
 
 

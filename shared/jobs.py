@@ -116,3 +116,45 @@ def _advances(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None)
         return False
     done_before = (before or {}).get("completed_tasks", -1)
     return int(after.get("completed_tasks", 0)) > int(done_before)
+
+
+# --- the job ledger's rules (both of its adapters apply them) --------------------------------
+
+
+def apply_change(job: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The job after one change, or None when the change changes nothing.
+
+    `change` is `{"at", "expires_at", "event"?, "set"?, "if_status"?}`: an executor-style
+    event (applied with `apply_event`), fields to set with it, and the statuses the job
+    must be in for the change to apply at all. A `set` rides on its event: when the event
+    changes nothing, neither does the change. Each applied change bumps `revision` and
+    pushes `expires_at` out, so a job lives its lifetime after its last change.
+    """
+    allowed = change.get("if_status")
+    if allowed is not None and job["status"] not in allowed:
+        return None
+    event = change.get("event")
+    updated = dict(job) if event is None else apply_event(job, event, change["at"])
+    if updated is None or (event is None and not change.get("set")):
+        return None
+    updated.update(change.get("set") or {})
+    updated["revision"] = int(job.get("revision") or 0) + 1
+    updated["expires_at"] = change["expires_at"]
+    return updated
+
+
+def ledger_create(
+    existing: Mapping[str, Any] | None, record: Mapping[str, Any], now: float
+) -> tuple[dict[str, Any], bool]:
+    """What a create finds: (the job already there, False), or (the new one, True) when
+    there is none or the one there has expired."""
+    if existing is not None and float(existing.get("expires_at") or 0) > now:
+        return dict(existing), False
+    return {**record, "revision": 1}, True
+
+
+def ledger_live(existing: Mapping[str, Any] | None, now: float) -> dict[str, Any] | None:
+    """The stored job unless it has expired (its row may outlive it until purged)."""
+    if existing is None or float(existing.get("expires_at") or 0) <= now:
+        return None
+    return dict(existing)

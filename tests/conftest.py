@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from edge.app import create_app
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
+from edge.local.sqlite_ledger import SqliteJobLedger
 from edge.ports import Ports
 from edge.settings import Settings
 from tests.doubles.catalog import publish_shipped_crews
@@ -90,6 +91,7 @@ def local_ports(
 ) -> Ports:
     return Ports(
         kv=SqliteKV(tmp_path / "kv.sqlite3"),
+        ledger=SqliteJobLedger(tmp_path / "jobs.sqlite3"),
         vectors=NumpyVectorIndex(tmp_path / "vectors.sqlite3", dimensions=384),
         embedder=embedder,
         generator=generator,

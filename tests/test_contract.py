@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from edge.app import create_app
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
+from edge.local.sqlite_ledger import SqliteJobLedger
 from edge.ports import Ports
 from edge.settings import Settings
 from shared.limits import DEFAULT_LIMITS
@@ -44,6 +45,7 @@ def contract_app(data_dir: Path) -> FastAPI:
     )
     ports = Ports(
         kv=SqliteKV(data_dir / "kv.sqlite3"),
+        ledger=SqliteJobLedger(data_dir / "jobs.sqlite3"),
         vectors=NumpyVectorIndex(data_dir / "vectors.sqlite3", dimensions=384),
         embedder=RecordingEmbedder(),
         generator=RecordingGenerator(),

@@ -1,9 +1,13 @@
 """The jobs core: submit, read, list, cancel, apply executor events, reconcile.
 
-Prefect is the source of truth for execution; the KV record is the edge's view of it,
-kept monotonic by `shared.jobs.apply_event`. A `202` is a promise: the record is written
-before anything else happens, and a job Prefect did not take yet stays `submitting` until
-the reconciler submits it with the same idempotency key.
+Prefect is the source of truth for execution; the job ledger (`Ports.ledger`: a Durable
+Object per job on Cloudflare, SQLite locally) holds the edge's view of it, and every
+change to a job is one atomic ledger change (`shared.jobs.apply_change`), so writers
+that race (two first requests under one key, a callback and a reconciler pass) never
+undo each other. Workers KV keeps a copy for reads and listings, written after the
+ledger (docs/reliability.md says what a reader sees). A `202` is a promise: the job is
+recorded before anything else happens, and a job Prefect did not take yet stays
+`submitting` until the reconciler submits it with the same idempotency key.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from edge.jobs.store import JobStore, index_key
 from edge.ports import (
     DependencyUnavailable,
     InvalidCursor,
+    JobLedger,
     Orchestrator,
     OrchestratorRejected,
     Ports,
@@ -27,22 +32,23 @@ from edge.ports import (
 )
 from edge.settings import Settings
 from shared.crews import FLOW_NAME, CrewSpec
-from shared.jobs import DEFAULT_WEBHOOK_EVENTS, JobStatus, apply_event, webhook_event_for
+from shared.jobs import DEFAULT_WEBHOOK_EVENTS, JobStatus, webhook_event_for
 from shared.timestamps import rfc3339
 
 log = logging.getLogger("edgecrew.jobs")
 
-#: Of the 1,000 subrequests (KV calls and fetches alike) a Worker invocation may make,
-#: what one reconciler pass may spend, and the worst case of each thing it does: read a
-#: job record; change a job (re-read, record + index + active-list writes, the delivery
-#: queue); hand a job to Prefect (its crew's pool from the catalog for a record older
-#: than the catalog, deployment lookup, create, then two changes); one Prefect request
-#: (each is tried up to 3 times); unstick a run (read it, read its pool's workers,
-#: re-read it, set its state, read it back).
+#: Of the 1,000 subrequests (KV calls, Durable Object calls and fetches alike) a Worker
+#: invocation may make, what one reconciler pass may spend, and the worst case of each
+#: thing it does: read a job record; change a job (the ledger change, record + index +
+#: active-list writes, the ledger read that confirms the copy, the same writes and read
+#: again if a newer change landed meanwhile, the delivery queue); hand a job to Prefect
+#: (its crew's pool from the catalog for a record older than the catalog, deployment
+#: lookup, create, then two changes); one Prefect request (each is tried up to 3 times);
+#: unstick a run (read it, read its pool's workers, re-read it, set its state, read it).
 RECONCILE_BUDGET = 800
 PREFECT_ATTEMPTS = 3
 COST_READ = 1
-COST_CHANGE = 6
+COST_CHANGE = 10
 COST_HAND_OVER = COST_READ + 2 * PREFECT_ATTEMPTS + 2 * COST_CHANGE
 COST_PREFECT_READ = PREFECT_ATTEMPTS
 COST_RECOVER = 5 * PREFECT_ATTEMPTS
@@ -83,6 +89,12 @@ class JobService:
         self._direct = 0
 
     @property
+    def ledger(self) -> JobLedger:
+        if self._ports.ledger is None:
+            raise DependencyUnavailable("job ledger", "the JOBS Durable Object is not bound", 60)
+        return self._ports.ledger
+
+    @property
     def orchestrator(self) -> Orchestrator:
         if self._ports.orchestrator is None:
             raise DependencyUnavailable("orchestrator", "EDGECREW_PREFECT_API_URL is not set", 60)
@@ -106,7 +118,7 @@ class JobService:
         if idempotency_key and (existing := await self.replay(tenant, request, idempotency_key)):
             return existing, False
         now = self._clock()
-        job = {
+        record = {
             "id": job_id,
             "tenant": tenant,
             "crew": request["crew"],
@@ -126,8 +138,16 @@ class JobService:
             "run_key": self._run_key(job_id, now),
             "index_key": index_key(tenant, int(now * 1000), job_id),
             "heard_at": now,
+            "expires_at": now + self.store.ttl_seconds,
         }
-        await self.store.save(job, previous=None)  # the promise: recorded before anything else
+        # The promise: recorded before anything else. Two first requests under one key
+        # both got past `replay`; the ledger lets one of them create the job.
+        job, created = await self.ledger.create(record, now=now)
+        if not created:
+            if job["fingerprint"] != digest:
+                raise IdempotencyConflict(job_id)
+            return job, False
+        await self._copy(job, previous=None)
         if self._direct < self.direct_limit:
             self._direct += 1
             try:
@@ -163,22 +183,26 @@ class JobService:
         job gets that job even if its crew's schema changed (or it left) meanwhile.
         """
         job_id = job_id_for_key(tenant, idempotency_key)
-        existing = await self.store.get(tenant, job_id)
+        existing = await self._record(tenant, job_id)
         if existing is not None and existing["fingerprint"] != fingerprint(request):
             raise IdempotencyConflict(job_id)
         return existing
 
     async def submit_pending(self, tenant: str, job_id: str) -> bool:
         """Hand a deferred job to the orchestrator; False if it is still waiting for it."""
-        job = await self.store.get(tenant, job_id)
+        job = await self._record(tenant, job_id)
         if job is None or job["status"] != JobStatus.SUBMITTING.value:
             return True
         handed = await self._hand_over(job)
         return bool(handed["status"] != JobStatus.SUBMITTING.value)
 
     async def get(self, tenant: str, job_id: str) -> dict[str, Any] | None:
-        """The job with its delivery log, refreshed from the orchestrator when stale."""
-        job = await self.store.get(tenant, job_id)
+        """The job with its delivery log, refreshed from the orchestrator when stale.
+
+        Read from KV's copy; a job KV has not shown here yet (its write was made at
+        another location moments ago) is read from the ledger, so it is never a 404.
+        """
+        job = await self.store.get(tenant, job_id) or await self._record(tenant, job_id)
         if job is None:
             return None
         stale = self._quiet_for(job) >= self._settings.stale_after_seconds
@@ -188,11 +212,16 @@ class JobService:
 
     async def cancel(self, tenant: str, job_id: str) -> dict[str, Any] | None:
         """Ask for cancellation; the job becomes `cancelled` once the orchestrator confirms."""
-        job = await self.store.get(tenant, job_id)
+        job = await self._record(tenant, job_id)
         if job is None or JobStatus(job["status"]).terminal:
             return job
         if job["flow_run_id"] is None:  # not handed over yet: the hand-over will see this
-            return await self._apply(job, {"type": "cancelled"})
+            before, after = await self._change(
+                job, {"type": "cancelled"}, if_status=(JobStatus.SUBMITTING.value,)
+            )
+            if after is not None or before is None or JobStatus(before["status"]).terminal:
+                return after or before
+            job = before  # handed over meanwhile: stop its run
         try:
             state = await self.orchestrator.cancel(job["flow_run_id"])
         except OrchestratorRejected:  # the run is gone: nothing left to stop
@@ -203,11 +232,10 @@ class JobService:
         self, tenant: str, job_id: str, event: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """Apply an executor callback; None when the job does not exist."""
-        job = await self.store.get(tenant, job_id)
+        job = await self._record(tenant, job_id)
         if job is None:
             return None
-        job["heard_at"] = self._clock()
-        return await self._apply(job, event)
+        return await self._apply(job, event, heard_at=self._clock())
 
     async def refresh(self, job: dict[str, Any], *, unstick: bool = False) -> dict[str, Any]:
         """Bring a non-terminal job up to date with the orchestrator (submitting it if needed).
@@ -336,16 +364,16 @@ class JobService:
         except OrchestratorRejected as exc:  # e.g. no such deployment: retrying cannot help
             error = {"kind": "SubmitRejected", "message": str(exc)}
             return await self._apply(job, {"type": "failed", "error": error})
-        # Re-read: the job may have been cancelled (or handed over) while Prefect answered,
-        # and that newer record must not be overwritten by our older copy.
-        current = await self.store.get(job["tenant"], job["id"]) or job
-        if current["status"] != JobStatus.SUBMITTING.value:
-            if current["status"] == JobStatus.CANCELLED.value:
+        # Only a job still waiting for Prefect takes the run: it may have been cancelled
+        # (or handed over by another pass) while Prefect answered.
+        taken = {"pool": pool, "flow_run_id": state.run_id, "heard_at": self._clock()}
+        before, queued = await self._change(
+            job, {"type": "queued"}, if_status=(JobStatus.SUBMITTING.value,), **taken
+        )
+        if queued is None:
+            if before is not None and before["status"] == JobStatus.CANCELLED.value:
                 await self._cancel_quietly(state.run_id)
-            return current
-        taken = {**current, "pool": pool, "flow_run_id": state.run_id, "heard_at": self._clock()}
-        queued = apply_event(taken, {"type": "queued"}, rfc3339(self._clock())) or taken
-        await self.store.save(queued, previous=current)
+            return before or job
         return await self._apply_run_state(queued, state)
 
     async def _pool_from_catalog(self, job: Mapping[str, Any]) -> str | None:
@@ -412,16 +440,75 @@ class JobService:
         )  # fmt: skip
         return recovered
 
-    async def _apply(self, job: dict[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
-        updated = apply_event(job, event, rfc3339(self._clock()))
-        if updated is None:
-            return job
-        await self.store.save(updated, previous=job)
+    async def _apply(
+        self, job: dict[str, Any], event: Mapping[str, Any], **fields: Any
+    ) -> dict[str, Any]:
+        """The job after `event` (and `fields` with it), as the ledger has it now."""
+        before, after = await self._change(job, event, **fields)
+        return after or before or job
+
+    async def _change(
+        self,
+        job: Mapping[str, Any],
+        event: Mapping[str, Any] | None,
+        *,
+        if_status: tuple[str, ...] | None = None,
+        **fields: Any,
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """One atomic ledger change, then KV's copy and the client's webhook.
+
+        `job` only names the job: the event is applied to the ledger's record, whatever
+        happened to it since `job` was read; with no event, only `fields` are set.
+        (before, after) as `JobLedger.change`.
+        """
+        now = self._clock()
+        change: dict[str, Any] = {
+            "at": rfc3339(now),
+            "event": None if event is None else dict(event),
+        }
+        change["expires_at"] = now + self.store.ttl_seconds
+        if fields:
+            change["set"] = fields
+        if if_status is not None:
+            change["if_status"] = list(if_status)
+        before, after = await self.ledger.change(job["tenant"], job["id"], change, now=now)
+        if after is None:
+            return before, None
+        assert before is not None
+        await self._copy(after, previous=before)
         # Clients hear of moves and progress; a running job that only learnt its crew's
-        # version has nothing new to tell them (job.running was sent already).
-        if updated["status"] != job["status"] or event["type"] == "progress":
-            await self._notify(updated, event["type"])
-        return updated
+        # version has nothing new to tell them (job.running was sent already). The ledger
+        # applies each move once, so each webhook is sent once.
+        if event is not None and (
+            after["status"] != before["status"] or event["type"] == "progress"
+        ):
+            await self._notify(after, event["type"])
+        return before, after
+
+    async def _record(self, tenant: str, job_id: str) -> dict[str, Any] | None:
+        """The ledger's record. A job recorded before the ledger existed (a KV record with
+        no `revision`) is taken into it on first use."""
+        now = self._clock()
+        record = await self.ledger.read(tenant, job_id, now=now)
+        if record is None:
+            copy = await self.store.get(tenant, job_id)
+            if copy is not None and "revision" not in copy:
+                copy["expires_at"] = now + self.store.ttl_seconds
+                record, _ = await self.ledger.create(copy, now=now)
+        return record
+
+    async def _copy(self, record: dict[str, Any], *, previous: dict[str, Any] | None) -> None:
+        """Write KV's copy of a ledger record. Two changes of one job can have their
+        copies land in either order; a newer change found in the ledger afterwards is
+        copied again, so KV ends with the last change, not whichever write came last."""
+        await self.store.save(record, previous=previous)
+        for _ in range(3):
+            latest = await self.ledger.read(record["tenant"], record["id"], now=self._clock())
+            if latest is None or latest["revision"] <= record["revision"]:
+                return
+            await self.store.save(latest, previous=None)
+            record = latest
+        log.warning("job %s changes faster than its KV copy keeps up", record["id"])
 
     async def _notify(self, job: dict[str, Any], event_type: str) -> None:
         webhook = job.get("webhook")

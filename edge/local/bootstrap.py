@@ -16,6 +16,7 @@ from edge.local.background import background_lifespan
 from edge.local.minilm_embedder import DIMENSIONS, MODEL_NAME, MiniLMEmbedder
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
+from edge.local.sqlite_ledger import SqliteJobLedger
 from edge.local.sqlite_queue import SqliteQueue
 from edge.ports import Embedder, Ports, TextGenerator
 from edge.rate_limits import GcraLimiter
@@ -55,6 +56,7 @@ def build_local_ports(
     limit = settings.rate_limit_per_minute
     return Ports(
         orchestrator=orchestrator,
+        ledger=SqliteJobLedger(data_dir / "jobs.sqlite3"),
         deliveries=SqliteQueue(data_dir / "queue.sqlite3"),
         rate_limiter=GcraLimiter(limit, 60.0) if limit else None,
         kv=SqliteKV(data_dir / "kv.sqlite3"),

@@ -42,7 +42,7 @@ class SqliteKV:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        self._lock = _Guard("local key-value store")
+        self._lock = SqliteGuard("local key-value store")
         self._clock = clock
 
     async def get(self, key: str) -> str | None:
@@ -119,7 +119,7 @@ class SqliteKV:
         return int(self._clock())
 
 
-class _Guard:
+class SqliteGuard:
     """The store's lock; also turns SQLite failures (locked, disk full) into a 503."""
 
     def __init__(self, name: str) -> None:

@@ -8,13 +8,18 @@ global to the index and `namespace` scopes queries.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
+import sqlite3
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
+
+from edge.adapters.cloudflare import JsException
+from edge.adapters.cloudflare.job_ledger import JobLedgerCell
 
 
 class FakeKVNamespace:
@@ -216,3 +221,62 @@ class FakeQueueMessage:
 
     def ack(self) -> None:
         self.acked = True
+
+
+class FakeSqlStorage:
+    """`ctx.storage.sql` of a SQLite-backed Durable Object: synchronous `exec(query,
+    *bindings)` returning a cursor with `toArray()`; rows as dicts. Like the runtime, it
+    refuses statements that manage transactions (each call is already atomic)."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect(":memory:", isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+
+    def exec(self, query: str, *bindings: Any) -> SimpleNamespace:
+        if query.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT")):
+            raise JsException("SqlStorage: use ctx.storage.transactionSync() instead")
+        rows = [dict(row) for row in self._db.execute(query, bindings).fetchall()]
+        return SimpleNamespace(toArray=lambda: list(rows))
+
+
+class FakeJobLedgerObject:
+    """What workerd does with `edge.entry.JobLedger` (which imports `workers`, so not
+    here): one instance per object name over its own storage, methods called over RPC."""
+
+    def __init__(self) -> None:
+        self.cell = JobLedgerCell(FakeSqlStorage())
+
+    async def create(self, record_json: str, now: float) -> str:
+        await asyncio.sleep(0)  # the RPC hop: concurrent callers interleave here
+        return self.cell.create(record_json, now)
+
+    async def read(self, now: float) -> str:
+        await asyncio.sleep(0)
+        return self.cell.read(now)
+
+    async def change(self, change_json: str, now: float) -> str:
+        await asyncio.sleep(0)
+        return self.cell.change(change_json, now)
+
+
+class FakeDurableObjectNamespace:
+    """A Durable Object namespace binding: `idFromName` → id, `get(id)` → stub; one object
+    per name for the namespace's life. `calls` counts RPC calls by method."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, FakeJobLedgerObject] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    def idFromName(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(name=name)
+
+    def get(self, object_id: SimpleNamespace) -> Any:
+        target = self.objects.setdefault(object_id.name, FakeJobLedgerObject())
+        namespace = self
+
+        class Stub:
+            def __getattr__(self, method: str) -> Any:
+                namespace.calls.append((object_id.name, method))
+                return getattr(target, method)
+
+        return Stub()

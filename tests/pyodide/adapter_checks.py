@@ -10,6 +10,7 @@ mode "raw": the adapters get the JS bindings unwrapped (a Worker without a vendo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import traceback
@@ -620,3 +621,56 @@ async def _a_jobs_life(client: _WorkerClient, key: str, helpers: Any) -> None:
     assert json.loads(text)["status"] == "cancelled", text  # never started: Prefect confirms
     sent = [c["args"] for c in json.loads(helpers.network.callsJson())]
     assert ["POST", "/api/flow_runs/run-2/set_state"] in sent, sent
+
+
+# --- the job ledger: edge/entry.py's Durable Object class -------------------------------------
+
+
+@check()
+async def check_the_job_ledger_contract_on_its_durable_object(ctx: Ctx) -> None:
+    """tests/ledger_contract.py (what SQLite passes under CPython) against the real
+    JobLedger class, one fresh namespace per scenario; the client reaches it through the
+    namespace binding as this mode hands it over."""
+    from edge.adapters.cloudflare import DurableObjectJobLedger
+    from tests.ledger_contract import SCENARIOS
+
+    for scenario in SCENARIOS:
+        js_env = ctx.helpers.jobsEnv()
+        ledger = DurableObjectJobLedger(adapter_env(ctx.mode, js_env).JOBS)
+        try:
+            await scenario(ledger)
+        except Exception as exc:
+            raise AssertionError(f"scenario {scenario.__name__} failed: {exc!r}") from exc
+        assert json.loads(js_env.JOBS.namesJson()), "the scenario reached no object"
+
+
+@check("sdk")
+async def check_the_job_ledger_object_expires_its_job_by_alarm(ctx: Ctx) -> None:
+    """An alarm at the job's expiry deletes its record; one that finds the expiry moved
+    on (a later change) sets the alarm again instead. The object stays usable."""
+    from edge.adapters.cloudflare import DurableObjectJobLedger
+
+    js_env = ctx.helpers.jobsEnv()
+    ledger = DurableObjectJobLedger(adapter_env("sdk", js_env).JOBS)
+    now = time.time()
+    soon = now + 0.05
+    kept = {"id": "job_kept", "tenant": "t", "status": "submitting", "expires_at": soon}
+    await ledger.create(kept, now=now)
+    kept_object = js_env.JOBS.object("t/job_kept")
+    assert kept_object.state.storage.alarm == int(soon * 1000), kept_object.state.storage.alarm
+    moved = {"at": "t1", "expires_at": now + 3600, "event": {"type": "queued"}}
+    assert (await ledger.change("t", "job_kept", moved, now=now))[1] is not None
+    gone = {"id": "job_gone", "tenant": "t", "status": "submitting", "expires_at": soon}
+    await ledger.create(gone, now=now)
+    gone_object = js_env.JOBS.object("t/job_gone")
+    await asyncio.sleep(0.1)  # both alarms are due now
+
+    await kept_object.instance.alarm()
+    await gone_object.instance.alarm()
+
+    assert kept_object.state.storage.alarm == int((now + 3600) * 1000), "armed again"
+    assert (await ledger.read("t", "job_kept", now=time.time())) is not None
+    rows = gone_object.state.storage.sql.exec("SELECT count(*) AS n FROM job").toArray()
+    assert rows.to_py()[0]["n"] == 0, "the expired record is deleted"
+    again = {**gone, "expires_at": time.time() + 60}
+    assert (await ledger.create(again, now=time.time()))[1], "a reused key starts afresh"

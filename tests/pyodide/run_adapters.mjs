@@ -442,6 +442,122 @@ class Ai extends Recorder {
   }
 }
 
+// --- Durable Objects (workerd: SQLite-backed objects reached through RPC stubs) ----------------
+//
+// `ctx.storage.sql` is real SQLite (node:sqlite), synchronous as in workerd; the namespace
+// makes one object per name with the Worker's own Python class (edge/entry.py's JobLedger,
+// constructed the way workerd does: `new Class(ctx, env)`), and a stub's method calls cross
+// as RPC does: only structured-clonable arguments and results (here: strings, numbers, null).
+
+let DatabaseSync = null; // node:sqlite, loaded in main() (it warns once that it is experimental)
+
+class SqlStorageCursor {
+  #rows;
+  constructor(rows) {
+    this.#rows = rows;
+  }
+  toArray() {
+    return this.#rows.slice();
+  }
+  one() {
+    if (this.#rows.length !== 1) throw new Error(`Expected exactly one result from SQL query, got ${this.#rows.length}`);
+    return this.#rows[0];
+  }
+}
+
+class SqlStorage {
+  #db = new DatabaseSync(":memory:");
+  exec(query, ...bindings) {
+    string("SqlStorage.exec query", query);
+    if (/^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b/i.test(query)) {
+      throw new Error("SqlStorage.exec: transactions are managed by the runtime (use transactionSync)");
+    }
+    bindings.forEach((b, i) => {
+      if (!(b === null || typeof b === "string" || typeof b === "number")) {
+        refuse(`SqlStorage.exec binding ${i}`, "a string, number or null", b);
+      }
+    });
+    // Rows as plain objects, as workerd hands them back (node:sqlite's have no prototype).
+    return new SqlStorageCursor(this.#db.prepare(query).all(...bindings).map((row) => ({ ...row })));
+  }
+}
+
+class DurableObjectStorage extends Recorder {
+  sql = new SqlStorage();
+  alarm = null; // epoch ms, as setAlarm got it
+  async setAlarm(when) {
+    if (typeof when !== "number" || !Number.isFinite(when)) refuse("DurableObjectStorage.setAlarm", "a number (epoch ms)", when);
+    this.record("setAlarm", [when]);
+    this.alarm = when;
+  }
+  async getAlarm() {
+    return this.alarm;
+  }
+  async deleteAlarm() {
+    this.alarm = null;
+  }
+}
+
+class DurableObjectId {
+  constructor(name) {
+    this.name = name;
+  }
+  toString() {
+    return createHash("sha256").update(this.name).digest("hex");
+  }
+}
+
+class DurableObjectStub {} // what a stub's constructor.name says; its methods are the object's
+
+function cloneable(where, value) {
+  if (value === null || ["string", "number", "boolean", "undefined"].includes(typeof value)) return value;
+  refuse(where, "a structured-clonable value (a PyProxy cannot cross RPC)", value);
+}
+
+class DurableObjectNamespace extends Recorder {
+  #objects = new Map(); // name -> {state, instance}
+  constructor(makeObject) {
+    super();
+    this.makeObject = makeObject; // (state) -> the object's instance
+  }
+  idFromName(name) {
+    return new DurableObjectId(string("DurableObjectNamespace.idFromName name", name));
+  }
+  object(name) {
+    let entry = this.#objects.get(name);
+    if (!entry) {
+      const state = { id: new DurableObjectId(name), storage: new DurableObjectStorage() };
+      entry = { state, instance: this.makeObject(state) };
+      this.#objects.set(name, entry);
+    }
+    return entry;
+  }
+  get(id) {
+    if (!(id instanceof DurableObjectId)) refuse("DurableObjectNamespace.get id", "a DurableObjectId", id);
+    const namespace = this;
+    return new Proxy(new DurableObjectStub(), {
+      get(target, method) {
+        if (typeof method !== "string" || method in target || method === "then") return Reflect.get(target, method);
+        return async (...args) => {
+          args.forEach((a, i) => cloneable(`${method}() argument ${i}`, a));
+          namespace.record(method, [id.name]);
+          const result = await namespace.object(id.name).instance[method](...args);
+          return cloneable(`${method}() result`, result);
+        };
+      },
+    });
+  }
+  namesJson() {
+    return JSON.stringify([...this.#objects.keys()]);
+  }
+}
+
+let PYODIDE = null; // set in main(): the namespace builds objects from the Worker's classes
+
+function jobsNamespace(env) {
+  return new DurableObjectNamespace((state) => PYODIDE.pyimport("edge.entry").JobLedger(state, env));
+}
+
 // --- runtime modules the SDK imports (provided by workerd) -------------------------------------
 
 function registerRuntimeModules(pyodide, env) {
@@ -581,6 +697,9 @@ async function main() {
     stderr: (line) => output.push(line),
   });
   PyProxy = pyodide.ffi.PyProxy;
+  PYODIDE = pyodide;
+  process.removeAllListeners("warning"); // node:sqlite's "experimental" notice, not ours
+  ({ DatabaseSync } = await import("node:sqlite"));
   const loaded = performance.now();
 
   const copied = [];
@@ -606,6 +725,10 @@ async function main() {
   }
   const checksSource = readFileSync(join(HERE, "adapter_checks.py"));
   pyodide.FS.writeFile(`${APP_DIR}/adapter_checks.py`, checksSource);
+  // The job ledger's contract, shared with the CPython tests (plain Python, no pytest).
+  pyodide.FS.mkdirTree(`${APP_DIR}/tests`);
+  pyodide.FS.writeFile(`${APP_DIR}/tests/__init__.py`, "");
+  pyodide.FS.writeFile(`${APP_DIR}/tests/ledger_contract.py`, readFileSync(join(ROOT, "tests", "ledger_contract.py")));
   registerRuntimeModules(pyodide, makeEnv());
   pyodide.runPython(`
 import os, sys, zipfile
@@ -627,14 +750,24 @@ site.addsitedir("/sdk")  # as workerd loads the vendored SDK: its .pth file runs
       brokenModel: BROKEN_MODEL,
       replyTo: (text) => replyFor([{ role: "user", content: text }]),
       // Fresh bindings for the whole-app check, with room for its requests under the limit.
-      appEnv: () => ({
-        ...makeEnv(),
-        RATE_LIMITER: new RateLimit(1000),
-        WEBHOOKS: new Queue(),
-        EDGECREW_PREFECT_API_URL: "https://prefect.test/api",
-        EDGECREW_EXECUTOR_SECRET: EXECUTOR_SECRET,
-        EDGECREW_SECRET_KEY: "master-key-for-the-pyodide-test-0123456789",
-      }),
+      appEnv: () => {
+        const env = {
+          ...makeEnv(),
+          RATE_LIMITER: new RateLimit(1000),
+          WEBHOOKS: new Queue(),
+          EDGECREW_PREFECT_API_URL: "https://prefect.test/api",
+          EDGECREW_EXECUTOR_SECRET: EXECUTOR_SECRET,
+          EDGECREW_SECRET_KEY: "master-key-for-the-pyodide-test-0123456789",
+        };
+        env.JOBS = jobsNamespace(env);
+        return env;
+      },
+      // A JOBS namespace of its own, for the job ledger's contract.
+      jobsEnv: () => {
+        const env = makeEnv();
+        env.JOBS = jobsNamespace(env);
+        return env;
+      },
       network: NETWORK,
       executorSecret: EXECUTOR_SECRET,
     };

@@ -9,6 +9,7 @@ from typing import Any
 
 from edge.adapters.cloudflare._js import JsException, has_fetch, to_js, to_py
 from edge.adapters.cloudflare.fetch_transport import FetchTransport
+from edge.adapters.cloudflare.job_ledger import DurableObjectJobLedger
 from edge.adapters.cloudflare.kv import CloudflareKV
 from edge.adapters.cloudflare.queues import CloudflareQueue
 from edge.adapters.cloudflare.rate_limit import CloudflareRateLimiter
@@ -29,6 +30,7 @@ __all__ = [
     "CloudflareQueue",
     "CloudflareRateLimiter",
     "CloudflareVectorIndex",
+    "DurableObjectJobLedger",
     "JsException",
     "OpenAICompatibleGenerator",
     "WorkersAIEmbedder",
@@ -73,8 +75,10 @@ def build_cloudflare_ports(env: Any, settings: Settings) -> Ports:
     )
     webhooks = getattr(env, "WEBHOOKS", None)
     limiter = getattr(env, "RATE_LIMITER", None)
+    jobs = getattr(env, "JOBS", None)
     return Ports(
         orchestrator=orchestrator,
+        ledger=None if jobs is None else DurableObjectJobLedger(jobs),
         deliveries=None if webhooks is None else CloudflareQueue(webhooks),
         rate_limiter=None if limiter is None else CloudflareRateLimiter(limiter),
         kv=CloudflareKV(env.KV),
