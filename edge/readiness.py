@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from edge.ports import DependencyUnavailable, Ports
@@ -49,6 +50,13 @@ async def probe(ports: Ports, *, within: float = PROBE_TIMEOUT_SECONDS) -> dict[
     }
     if (orchestrator := ports.orchestrator) is not None:
         checks["orchestrator"] = orchestrator.check
+    if (ledger := ports.ledger) is not None:
+
+        async def job_ledger() -> bool:
+            await ledger.read(PROBE_KEY, "probe", now=time.time())
+            return True
+
+        checks["ledger"] = job_ledger
     outcomes = await asyncio.gather(
         *(_outcome(name, check, within) for name, check in checks.items())
     )
