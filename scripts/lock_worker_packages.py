@@ -6,9 +6,10 @@ that platform from PyPI, where pydantic-core publishes
 `pyemscripten_2026_0_wasm32` wheels and the rest are pure Python, and writes one
 `name==version --hash=sha256:...` line per wheel. `make tools` downloads exactly that set
 (`pip download --require-hashes`), and the real-Pyodide tests install it. It is what the
-tests run, not what pywrangler deploys: pywrangler resolves on its own, with Pyodide's
-index first (docs/deploy-cloudflare.md). pip evaluates dependency markers for this
-machine, not the target; none of the set's markers depend on the platform today.
+tests run. pywrangler resolves on its own at deploy, with uv, PyPI and Pyodide's index;
+its command needs a Pyodide interpreter that cannot be had offline
+(docs/deploy-cloudflare.md). pip evaluates dependency markers for this machine, not the
+target; none of the set's markers depend on the platform today.
 
     .venv/bin/python scripts/lock_worker_packages.py                  # re-pin; commit it
     .venv/bin/python scripts/lock_worker_packages.py --download DIR   # fetch the pinned set
