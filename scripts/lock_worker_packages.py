@@ -6,9 +6,10 @@ that platform from PyPI, where pydantic-core publishes
 `pyemscripten_2026_0_wasm32` wheels and the rest are pure Python, and writes one
 `name==version --hash=sha256:...` line per wheel. `make tools` downloads exactly that set
 (`pip download --require-hashes`), and the real-Pyodide tests install it. It is what the
-tests run, not what pywrangler deploys: pywrangler resolves on its own, with Pyodide's
-index first (docs/deploy-cloudflare.md). pip evaluates dependency markers for this
-machine, not the target; none of the set's markers depend on the platform today.
+tests run. pywrangler resolves on its own at deploy, with uv, PyPI and Pyodide's index;
+its command needs a Pyodide interpreter that cannot be had offline
+(docs/deploy-cloudflare.md). pip evaluates dependency markers for this machine, not the
+target; none of the set's markers depend on the platform today.
 
     .venv/bin/python scripts/lock_worker_packages.py                  # re-pin; commit it
     .venv/bin/python scripts/lock_worker_packages.py --download DIR   # fetch the pinned set
@@ -17,6 +18,7 @@ machine, not the target; none of the set's markers depend on the platform today.
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,12 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "worker.lock"
+#: The runtime's Python; pywrangler derives the same from wrangler.toml (the bundle check asks it).
+PYTHON_VERSION = "3.14"
 #: pip's description of the Workers runtime's interpreter (Pyodide 314.0.x).
 PLATFORM_ARGS = [
     "--only-binary=:all:",
     "--platform", "pyemscripten_2026_0_wasm32",
     "--platform", "any",
-    "--python-version", "3.14",
+    "--python-version", PYTHON_VERSION,
     "--implementation", "cp",
     "--abi", "cp314",
     "--abi", "none",
@@ -73,10 +77,26 @@ def lock() -> None:
     print(f"{LOCK.relative_to(ROOT)}: {len(lines)} packages")
 
 
+def pins(lock: Path = LOCK) -> dict[str, tuple[str, str]]:
+    """The lock as {normalized name: (version, sha256)}."""
+    pinned = {}
+    for line in lock.read_text().splitlines():
+        if line and not line.startswith("#"):
+            spec, _, digest = line.partition(" --hash=sha256:")
+            name, _, version = spec.partition("==")
+            pinned[normalize(name)] = (version, digest)
+    return pinned
+
+
+def normalize(name: str) -> str:
+    """A distribution name as PEP 503 compares them (`pydantic_core` is `pydantic-core`)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _line(wheel: Path) -> str:
     name, version = wheel.name.split("-")[:2]
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    return f"{name.replace('_', '-').lower()}=={version} --hash=sha256:{digest}"
+    return f"{normalize(name)}=={version} --hash=sha256:{digest}"
 
 
 if __name__ == "__main__":

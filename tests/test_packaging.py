@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import tomllib
+import zipfile
 from pathlib import Path
+from types import ModuleType
 
+import pytest
 import yaml
 
 from executor.config import load_config
@@ -88,3 +92,79 @@ def test_the_worker_lock_pins_every_base_dependency_for_the_runtime_wrangler_tar
     assert wrangler["compatibility_date"] >= "2026-09-08", "the lock is for the 3.14 runtime"
     package = (ROOT / ".tools/package.json").read_text()
     assert '"pyodide": "314.' in package, "the Pyodide the tests run is the runtime's"
+
+
+@pytest.fixture
+def layout(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """scripts/pywrangler_layout.py, which the bundle check uses to lay out python_modules/."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    return importlib.import_module("pywrangler_layout")
+
+
+def _wheel(path: Path, files: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_python_modules_is_site_packages_as_an_installer_leaves_it_plus_pywranglers_markers(
+    layout: ModuleType, tmp_path: Path
+) -> None:
+    wheel = _wheel(tmp_path / "demo-1.0-py3-none-any.whl", {
+        "demo/__init__.py": "",
+        "demo-1.0.dist-info/METADATA": "Name: demo\nVersion: 1.0\n",
+        "demo-1.0.data/purelib/demo_extra.py": "",
+        "demo-1.0.data/platlib/demo_native.so": "",
+        "demo-1.0.data/scripts/demo": "#!python\n",  # a venv's bin/: never vendored
+        "demo-1.0.data/headers/demo.h": "",
+    })  # fmt: skip
+    folder = tmp_path / "python_modules"
+    layout.lay_out([wheel], folder, "1.17.9")
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert files == {
+        "demo/__init__.py", "demo-1.0.dist-info/METADATA", "demo_extra.py", "demo_native.so",
+        "pyvenv.cfg", ".synced",
+    }  # fmt: skip
+    assert (folder / ".synced").read_text() == "1.17.9"  # pywrangler's sync token
+    assert (folder / "pyvenv.cfg").read_text() == ""
+
+
+def test_a_wheel_that_writes_outside_site_packages_is_refused(
+    layout: ModuleType, tmp_path: Path
+) -> None:
+    wheel = _wheel(tmp_path / "evil-1.0-py3-none-any.whl", {
+        "evil-1.0.dist-info/METADATA": "Name: evil\nVersion: 1.0\n",
+        "../outside.py": "",
+    })  # fmt: skip
+    with pytest.raises(layout.LayoutError, match="outside site-packages"):
+        layout.lay_out([wheel], tmp_path / "python_modules", "1.17.9")
+    assert not (tmp_path / "outside.py").exists()
+
+
+def test_the_check_never_leaves_its_python_modules_behind_and_restores_a_real_sync(
+    layout: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leftover `.synced` token could make `pywrangler deploy` skip its sync and ship it."""
+    monkeypatch.setattr(layout, "SAVED", tmp_path / "build" / "saved")
+    wheel = _wheel(tmp_path / "demo-1.0-py3-none-any.whl", {
+        "demo/__init__.py": "",
+        "demo-1.0.dist-info/METADATA": "Name: demo\nVersion: 1.0\n",
+    })  # fmt: skip
+    folder = tmp_path / "python_modules"
+    with layout.vendored([wheel], folder, "1.17.9"):
+        assert (folder / "demo" / "__init__.py").exists()
+    assert not folder.exists()
+
+    folder.mkdir()
+    (folder / "from-a-real-sync.py").write_text("")
+    with pytest.raises(RuntimeError), layout.vendored([wheel], folder, "1.17.9"):
+        assert not (folder / "from-a-real-sync.py").exists()
+        raise RuntimeError("the dry run failed")
+    assert sorted(p.name for p in folder.iterdir()) == ["from-a-real-sync.py"]
+
+
+def test_the_folders_pywrangler_sync_writes_are_never_committed() -> None:
+    """Beside pyproject.toml (sync.py): the vendored packages and its two virtualenvs."""
+    ignored = set((ROOT / ".gitignore").read_text().splitlines())
+    assert {"python_modules/", ".venv-workers/"} <= ignored
