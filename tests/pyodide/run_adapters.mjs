@@ -15,12 +15,14 @@
 //   raw  bindings handed to the adapter unwrapped, as with a Worker that has no vendored SDK.
 //
 // The checks themselves are Python (adapter_checks.py registers them, CHECK_FILES add more);
-// failures exit 1 with each failing check's traceback, setup problems exit 2. Nothing is
+// failures exit 1 with each failing check's traceback, setup problems exit 2. As in workerd,
+// randomness is refused while the Worker's modules are imported (`EntropyGate`). Nothing is
 // downloaded: Pyodide loads from .tools/node_modules/pyodide, and the Worker's packages are the
 // wheels worker.lock pins.
 
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname, join, relative, sep } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -33,8 +35,8 @@ const APP_DIR = "/app"; // where edge/ and shared/ land in the Pyodide FS
 const PACKAGES = ["edge", "shared"];
 const SKIP_DIRS = new Set(["__pycache__", "local"]); // edge/local never ships to the Worker
 // Test code copied next to edge/ (never shipped): the checks' modules, in import order (the
-// first holds the registry and the runner).
-const CHECK_FILES = ["adapter_checks.py", "handler_checks.py"];
+// first holds the registry and the runner), and the negative control for randomness at import.
+const CHECK_FILES = ["adapter_checks.py", "handler_checks.py", "import_checks.py", "entropy_at_import.py"];
 
 // The Worker's own packages (fastapi, pydantic and pydantic-core's wasm wheel, httpx, ...):
 // exactly the set worker.lock pins, downloaded by `make tools`, each checked by its hash.
@@ -644,6 +646,93 @@ class ScheduledController {
   }
 }
 
+// --- randomness at import (workerd src/pyodide/internal/topLevelEntropy/lib.ts) -----------------
+//
+// Until the first request workerd refuses randomness. It rewrites Pyodide's calls to
+// `crypto.getRandomValues(` into its own getRandomValues (src/pyodide/helpers.bzl), which throws
+// unless the allowance byte that Python's `allow_bad_entropy_calls(n)` sets is above 0, and takes
+// one off it per call (filling the buffer with 43s); a throw there is a fatal Pyodide error, so the
+// Python side refuses os.urandom first (workerd/_cloudflare/entropy_patches.py). Node's Pyodide
+// build reads randomness through `require("node:crypto").randomFillSync` instead, so the gate sits
+// there with the same rule. JS code's own crypto.getRandomValues is refused outright, as workerd
+// refuses it in the global scope whatever the allowance.
+
+const GLOBAL_SCOPE_ERROR =
+  "Disallowed operation called within global scope. Asynchronous I/O (ex: fetch() or connect()), " +
+  "setting a timeout, and generating random values are not allowed within global scope. To fix " +
+  "this error, perform this operation within a handler. " +
+  "https://developers.cloudflare.com/workers/runtime-apis/handlers/"; // workerd io-context.c++
+
+class PythonUserError extends Error {
+  get name() {
+    return "PythonUserError";
+  }
+}
+
+class EntropyGate {
+  inRequest = true; // Pyodide's own boot is not the Worker's top level: it runs before the gate
+  #module = null; // Pyodide's Emscripten module, whose memory holds the allowance byte
+  #flag = 0;
+
+  #nodeCrypto = createRequire(import.meta.url)("node:crypto"); // the object Pyodide requires
+
+  install() {
+    const nodeCrypto = this.#nodeCrypto;
+    const fill = nodeCrypto.randomFillSync;
+    nodeCrypto.randomFillSync = (view, ...rest) => {
+      if (this.inRequest) return fill.call(nodeCrypto, view, ...rest);
+      this.#takeAllowance();
+      return view.fill(43);
+    };
+    const webcrypto = globalThis.crypto;
+    const getRandomValues = webcrypto.getRandomValues.bind(webcrypto);
+    webcrypto.getRandomValues = (array) => {
+      if (!this.inRequest) throw new Error(GLOBAL_SCOPE_ERROR);
+      return getRandomValues(array);
+    };
+  }
+
+  // workerd: entropyAfterRuntimeInit + entropyBeforeTopLevel.
+  beforeTopLevel(pyodide) {
+    this.#module = pyodide._module;
+    this.#flag = pyodide.runPython(
+      "from _cloudflare.entropy_patches import before_top_level\n" +
+        "from _cloudflare.allow_entropy import flag_address\n" +
+        "before_top_level()\n" +
+        "flag_address()",
+    );
+    this.inRequest = false;
+  }
+
+  // workerd: entropyBeforeRequest, once, before the first handler runs.
+  beforeFirstRequest(pyodide) {
+    this.inRequest = true;
+    pyodide.runPython("from _cloudflare.entropy_patches import before_first_request\nbefore_first_request()");
+  }
+
+  // What Pyodide's getentropy() meets now with no allowance left, as "name: message" or null.
+  // Asked of the gate directly: in Pyodide that refusal is a fatal error, as it is in workerd.
+  refusal() {
+    try {
+      this.#nodeCrypto.randomFillSync(new Uint8Array(1));
+      return null;
+    } catch (err) {
+      return `${err.name}: ${err.message}`;
+    }
+  }
+
+  #takeAllowance() {
+    const heap = this.#module.HEAP8; // read each time: the view changes when memory grows
+    if (heap[this.#flag] > 0) {
+      heap[this.#flag]--;
+      return;
+    }
+    throw new PythonUserError("Disallowed operation called within global scope");
+  }
+}
+
+const ENTROPY = new EntropyGate();
+ENTROPY.install();
 const EXECUTOR_SECRET = `whsec_${Buffer.from("0123456789abcdef0123456789abcdef").toString("base64")}`;
 const NETWORK = new FakeNetwork();
 globalThis.fetch = (input, init) => NETWORK.fetch(input, init);
@@ -712,12 +801,18 @@ zipfile.ZipFile("/tmp/sdk.whl").extractall("/sdk")
 for name in sorted(os.listdir("/wheels")):  # installed as pywrangler vendors them: unpacked
     zipfile.ZipFile(f"/wheels/{name}").extractall("/worker-packages")
 sys.path[:0] = ["${APP_DIR}", "/workerd", "/worker-packages"]
-import site
-site.addsitedir("/sdk")  # as workerd loads the vendored SDK: its .pth file runs
 `);
 
+  // The Worker's top level, as workerd runs it before the first request: randomness refused
+  // but for the allowances the runtime's patches hand out. The SDK's .pth file runs (as
+  // workerd loads the vendored SDK), then the main module and everything it imports.
+  ENTROPY.beforeTopLevel(pyodide);
+  pyodide.runPython('import site\nsite.addsitedir("/sdk")');
   const modules = CHECK_FILES.filter((n) => n.endsWith("_checks.py")).map((n) => pyodide.pyimport(n.slice(0, -3)));
   const checks = modules[0];
+  const importPhase = modules.find((m) => m.__name__ === "import_checks").import_phase();
+  const gateAtImport = ENTROPY.refusal();
+  ENTROPY.beforeFirstRequest(pyodide);
   const lines = [];
   let failed = 0;
   let passed = 0;
@@ -737,6 +832,8 @@ site.addsitedir("/sdk")  # as workerd loads the vendored SDK: its .pth file runs
       }),
       network: NETWORK,
       executorSecret: EXECUTOR_SECRET,
+      importPhase, // what import_checks.import_phase() saw before the first request (JSON)
+      gateAtImport, // what getentropy() met then, with no allowance
       scheduledController: (cron) => new ScheduledController(cron),
     };
     const reportJson = await checks.run(mode, env, helpers);
