@@ -11,6 +11,7 @@ mode "raw": the adapters get the JS bindings unwrapped (a Worker without a vendo
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 import traceback
@@ -528,6 +529,15 @@ class _WorkerClient:
         kind = response.headers.get("content-type") or ""
         return response.status, kind, await response.text()
 
+    async def handle(self, handler: str, *js_args: Any) -> Any:
+        """Call another handler (`queue`, `scheduled`) as workerd does: each JS argument
+        through the SDK's `python_from_rpc`, the method called with them (workerd
+        src/pyodide/internal/introspection.py, `wrapper_func`)."""
+        from workers import python_from_rpc
+
+        result = getattr(self._worker, handler)(*[python_from_rpc(a) for a in js_args])
+        return await result if inspect.isawaitable(result) else result
+
     async def signed(self, path: str, message_id: str, secret: str, body: Any) -> tuple[int, str]:
         """A call from the executor, signed with its secret (Standard Webhooks)."""
         import time
@@ -582,10 +592,10 @@ async def check_the_app_answers_through_the_worker_entrypoint(ctx: Ctx) -> None:
     await _a_jobs_life(client, key, ctx.helpers)
 
 
-async def _a_jobs_life(client: _WorkerClient, key: str, helpers: Any) -> None:
+async def publish_summarize_crew(client: _WorkerClient, secret: str) -> None:
+    """The executor publishes its catalog: one crew, `summarize` (pool cpu, input `text`)."""
     from shared.crews import CrewSpec
 
-    secret = helpers.executorSecret
     schema = {"type": "object", "properties": {"text": {"type": "string", "minLength": 1}},
               "required": ["text"], "additionalProperties": False}  # fmt: skip
     crew = CrewSpec("summarize", "Summarize.", "cpu", schema, tasks=("summarize_task",),
@@ -593,6 +603,11 @@ async def _a_jobs_life(client: _WorkerClient, key: str, helpers: Any) -> None:
     published = {"worker": "w1", "pool": "cpu", "crews": [crew.public()]}
     status, text = await client.signed("/v1/internal/crews", "pub-1", secret, published)
     assert status == 200, (status, text)
+
+
+async def _a_jobs_life(client: _WorkerClient, key: str, helpers: Any) -> None:
+    secret = helpers.executorSecret
+    await publish_summarize_crew(client, secret)
     job = {"crew": "summarize", "inputs": {}}
     status, _, text = await client.call("POST", "/v1/jobs", job, key=key)
     assert status == 422 and "text" in text, (status, text)

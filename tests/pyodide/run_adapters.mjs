@@ -14,12 +14,15 @@
 //        workerd does), using the pinned wheel that `make tools` downloads to .tools/wheels.
 //   raw  bindings handed to the adapter unwrapped, as with a Worker that has no vendored SDK.
 //
-// The checks themselves are Python (adapter_checks.py); failures exit 1 with each failing
-// check's traceback, setup problems exit 2. Nothing is downloaded: Pyodide loads from
-// .tools/node_modules/pyodide, and the Worker's packages are the wheels worker.lock pins.
+// The checks themselves are Python (adapter_checks.py registers them, CHECK_FILES add more);
+// failures exit 1 with each failing check's traceback, setup problems exit 2. As in workerd,
+// randomness is refused while the Worker's modules are imported (`EntropyGate`). Nothing is
+// downloaded: Pyodide loads from .tools/node_modules/pyodide, and the Worker's packages are the
+// wheels worker.lock pins.
 
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname, join, relative, sep } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -31,6 +34,9 @@ const SDK_WHEEL_SHA256 = "f2b912660a3ab60d2a24920106422f9eaf4cd7a794e42b022237ad
 const APP_DIR = "/app"; // where edge/ and shared/ land in the Pyodide FS
 const PACKAGES = ["edge", "shared"];
 const SKIP_DIRS = new Set(["__pycache__", "local"]); // edge/local never ships to the Worker
+// Test code copied next to edge/ (never shipped): the checks' modules, in import order (the
+// first holds the registry and the runner), and the negative control for randomness at import.
+const CHECK_FILES = ["adapter_checks.py", "handler_checks.py", "import_checks.py", "entropy_at_import.py"];
 
 // The Worker's own packages (fastapi, pydantic and pydantic-core's wasm wheel, httpx, ...):
 // exactly the set worker.lock pins, downloaded by `make tools`, each checked by its hash.
@@ -605,6 +611,37 @@ class FakeNetwork extends Recorder {
   runs = new Map(); // id -> flow run
   byKey = new Map(); // idempotency key -> id
   hooks = [];
+  #down = new Set(); // hosts that cannot be reached, as fetch() fails for them
+  #hookStatus = new Map(); // webhook path -> status its receiver answers (default 204)
+
+  unreachable(host) {
+    this.#down.add(host);
+  }
+  reachable(host) {
+    this.#down.delete(host);
+  }
+  answerHooksAt(path, status) {
+    this.#hookStatus.set(path, status);
+  }
+  // What happens to a job's run behind the edge's back: its worker crashes (CRASHED) or
+  // fails it, or someone deletes the run.
+  moveRun(jobId, type) {
+    this.#runOrThrow(jobId).state = prefectState(type);
+  }
+  deleteRun(jobId) {
+    this.runs.delete(this.#runOrThrow(jobId).id);
+  }
+  #runOrThrow(jobId) {
+    const run = this.runOf(jobId);
+    if (!run) throw new Error(`the fake Prefect has no run for job ${jobId}`);
+    return run;
+  }
+  runOf(jobId) {
+    return [...this.runs.values()].find((r) => r.parameters.job_id === jobId) ?? null;
+  }
+  hooksJson() {
+    return JSON.stringify(this.hooks);
+  }
 
   async fetch(input, init = {}) {
     const url = new URL(typeof input === "string" ? input : input.url);
@@ -613,14 +650,13 @@ class FakeNetwork extends Recorder {
     this.record("fetch", [method, url.pathname]);
     const json = (status, body) =>
       new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+    if (this.#down.has(url.host)) throw new TypeError("fetch failed");
     if (url.host === "hooks.test") {
       this.hooks.push({ path: url.pathname, headers: Object.fromEntries(new Headers(init.headers)), body: text });
-      return new Response(null, { status: 204 });
+      return new Response(null, { status: this.#hookStatus.get(url.pathname) ?? 204 });
     }
     if (url.host !== "prefect.test") throw new TypeError("fetch failed");
     const path = url.pathname.replace(/^\/api\//, "");
-    const state = (type) => ({ type, name: type[0] + type.slice(1).toLowerCase(), id: `s-${Math.random()}`,
-                               timestamp: new Date().toISOString(), message: "" });
     if (method === "GET" && path.startsWith("deployments/name/")) return json(200, { id: `dep-${path.split("/").pop()}` });
     if (method === "POST" && path.endsWith("/create_flow_run")) {
       const body = JSON.parse(text);
@@ -628,14 +664,14 @@ class FakeNetwork extends Recorder {
       if (!id) {
         id = `run-${this.runs.size + 1}`;
         this.byKey.set(body.idempotency_key, id);
-        this.runs.set(id, { id, parameters: body.parameters, deployment_id: path.split("/")[1], state: state("SCHEDULED") });
+        this.runs.set(id, { id, parameters: body.parameters, deployment_id: path.split("/")[1], state: prefectState("SCHEDULED") });
       }
       return json(201, this.runs.get(id));
     }
     const run = this.runs.get(path.split("/")[1]);
     if (method === "GET" && path.startsWith("flow_runs/") && run) return json(200, run);
     if (method === "POST" && path.endsWith("/set_state") && run) {
-      run.state = state(JSON.parse(text).state.type);
+      run.state = prefectState(JSON.parse(text).state.type);
       return json(201, { status: "ACCEPT", state: run.state });
     }
     if (method === "POST" && path === "flow_runs/filter") {
@@ -646,9 +682,15 @@ class FakeNetwork extends Recorder {
   }
 }
 
+function prefectState(type) {
+  const name = type[0] + type.slice(1).toLowerCase();
+  return { type, name, id: `s-${Math.random()}`, timestamp: new Date().toISOString(), message: "" };
+}
+
 // Cloudflare Queues producer binding: `send(body, {delaySeconds})`, bodies kept as sent.
 class Queue extends Recorder {
   messages = [];
+  #delivered = 0;
   async send(body, options) {
     if (options !== undefined) plainObject("Queue.send options", options);
     const copy = jsonCopy("Queue.send body", body);
@@ -658,8 +700,155 @@ class Queue extends Recorder {
   messagesJson() {
     return JSON.stringify(this.messages);
   }
+  // What the queue's consumer gets next: the messages sent since the last batch. Delays are
+  // recorded by send(), not waited for.
+  nextBatch(queueName = "edgecrew-webhooks") {
+    const start = this.#delivered;
+    this.#delivered = this.messages.length;
+    const fresh = this.messages.slice(start).map((body, i) => new QueueMessage(`m${start + i + 1}`, body));
+    return new QueueController(queueName, fresh);
+  }
 }
 
+// --- what workerd hands queue() and scheduled() (workerd src/workerd/api/queue.h, scheduled.h) --
+//
+// The class names matter: the SDK wraps what is not a plain object in a _BindingWrapper by its
+// constructor's name. A message's body is a structured clone of what was sent, as a consumer
+// gets it; what the handler did with each message is kept in `settled` ("ack", "retry").
+
+class QueueMessage {
+  settled = [];
+  constructor(id, body, attempts = 1) {
+    this.id = id;
+    this.timestamp = new Date();
+    this.body = structuredClone(body);
+    this.attempts = attempts;
+  }
+  ack() {
+    this.settled.push("ack");
+  }
+  retry(options) {
+    if (options !== undefined) plainObject("QueueMessage.retry options", options);
+    this.settled.push("retry");
+  }
+}
+
+class QueueController {
+  settled = [];
+  constructor(queue, messages) {
+    this.queue = queue;
+    this.messages = messages;
+  }
+  ackAll() {
+    this.settled.push("ackAll");
+  }
+  retryAll(options) {
+    if (options !== undefined) plainObject("QueueController.retryAll options", options);
+    this.settled.push("retryAll");
+  }
+  settledJson() {
+    return JSON.stringify({ batch: this.settled, messages: this.messages.map((m) => m.settled) });
+  }
+}
+
+class ScheduledController {
+  noRetryCalled = false;
+  constructor(cron, scheduledTime = Date.now()) {
+    this.cron = cron;
+    this.scheduledTime = scheduledTime;
+  }
+  noRetry() {
+    this.noRetryCalled = true;
+  }
+}
+
+// --- randomness at import (workerd src/pyodide/internal/topLevelEntropy/lib.ts) -----------------
+//
+// Until the first request workerd refuses randomness. It rewrites Pyodide's calls to
+// `crypto.getRandomValues(` into its own getRandomValues (src/pyodide/helpers.bzl), which throws
+// unless the allowance byte that Python's `allow_bad_entropy_calls(n)` sets is above 0, and takes
+// one off it per call (filling the buffer with 43s); a throw there is a fatal Pyodide error, so the
+// Python side refuses os.urandom first (workerd/_cloudflare/entropy_patches.py). Node's Pyodide
+// build reads randomness through `require("node:crypto").randomFillSync` instead, so the gate sits
+// there with the same rule. JS code's own crypto.getRandomValues is refused outright, as workerd
+// refuses it in the global scope whatever the allowance.
+
+const GLOBAL_SCOPE_ERROR =
+  "Disallowed operation called within global scope. Asynchronous I/O (ex: fetch() or connect()), " +
+  "setting a timeout, and generating random values are not allowed within global scope. To fix " +
+  "this error, perform this operation within a handler. " +
+  "https://developers.cloudflare.com/workers/runtime-apis/handlers/"; // workerd io-context.c++
+
+class PythonUserError extends Error {
+  get name() {
+    return "PythonUserError";
+  }
+}
+
+class EntropyGate {
+  inRequest = true; // Pyodide's own boot is not the Worker's top level: it runs before the gate
+  #module = null; // Pyodide's Emscripten module, whose memory holds the allowance byte
+  #flag = 0;
+
+  #nodeCrypto = createRequire(import.meta.url)("node:crypto"); // the object Pyodide requires
+
+  install() {
+    const nodeCrypto = this.#nodeCrypto;
+    const fill = nodeCrypto.randomFillSync;
+    nodeCrypto.randomFillSync = (view, ...rest) => {
+      if (this.inRequest) return fill.call(nodeCrypto, view, ...rest);
+      this.#takeAllowance();
+      return view.fill(43);
+    };
+    const webcrypto = globalThis.crypto;
+    const getRandomValues = webcrypto.getRandomValues.bind(webcrypto);
+    webcrypto.getRandomValues = (array) => {
+      if (!this.inRequest) throw new Error(GLOBAL_SCOPE_ERROR);
+      return getRandomValues(array);
+    };
+  }
+
+  // workerd: entropyAfterRuntimeInit + entropyBeforeTopLevel.
+  beforeTopLevel(pyodide) {
+    this.#module = pyodide._module;
+    this.#flag = pyodide.runPython(
+      "from _cloudflare.entropy_patches import before_top_level\n" +
+        "from _cloudflare.allow_entropy import flag_address\n" +
+        "before_top_level()\n" +
+        "flag_address()",
+    );
+    this.inRequest = false;
+  }
+
+  // workerd: entropyBeforeRequest, once, before the first handler runs.
+  beforeFirstRequest(pyodide) {
+    this.inRequest = true;
+    pyodide.runPython("from _cloudflare.entropy_patches import before_first_request\nbefore_first_request()");
+  }
+
+  // What Pyodide's getentropy() meets now with no allowance left, as "name: message" or null.
+  // Asked of the gate directly: in Pyodide that refusal is a fatal error, as it is in workerd.
+  refusal() {
+    try {
+      this.#nodeCrypto.randomFillSync(new Uint8Array(1));
+      return null;
+    } catch (err) {
+      return `${err.name}: ${err.message}`;
+    }
+  }
+
+  #takeAllowance() {
+    const heap = this.#module.HEAP8; // read each time: the view changes when memory grows
+    if (heap[this.#flag] > 0) {
+      heap[this.#flag]--;
+      return;
+    }
+    throw new PythonUserError("Disallowed operation called within global scope");
+  }
+}
+
+const ENTROPY = new EntropyGate();
+ENTROPY.install();
 const EXECUTOR_SECRET = `whsec_${Buffer.from("0123456789abcdef0123456789abcdef").toString("base64")}`;
 const NETWORK = new FakeNetwork();
 globalThis.fetch = (input, init) => NETWORK.fetch(input, init);
@@ -723,8 +912,7 @@ async function main() {
     pyodide.FS.mkdirTree(target.slice(0, target.lastIndexOf("/")));
     pyodide.FS.writeFile(target, readFileSync(file));
   }
-  const checksSource = readFileSync(join(HERE, "adapter_checks.py"));
-  pyodide.FS.writeFile(`${APP_DIR}/adapter_checks.py`, checksSource);
+  for (const name of CHECK_FILES) pyodide.FS.writeFile(`${APP_DIR}/${name}`, readFileSync(join(HERE, name)));
   // The job ledger's contract, shared with the CPython tests (plain Python, no pytest).
   pyodide.FS.mkdirTree(`${APP_DIR}/tests`);
   pyodide.FS.writeFile(`${APP_DIR}/tests/__init__.py`, "");
@@ -736,11 +924,18 @@ zipfile.ZipFile("/tmp/sdk.whl").extractall("/sdk")
 for name in sorted(os.listdir("/wheels")):  # installed as pywrangler vendors them: unpacked
     zipfile.ZipFile(f"/wheels/{name}").extractall("/worker-packages")
 sys.path[:0] = ["${APP_DIR}", "/workerd", "/worker-packages"]
-import site
-site.addsitedir("/sdk")  # as workerd loads the vendored SDK: its .pth file runs
 `);
 
-  const checks = pyodide.pyimport("adapter_checks");
+  // The Worker's top level, as workerd runs it before the first request: randomness refused
+  // but for the allowances the runtime's patches hand out. The SDK's .pth file runs (as
+  // workerd loads the vendored SDK), then the main module and everything it imports.
+  ENTROPY.beforeTopLevel(pyodide);
+  pyodide.runPython('import site\nsite.addsitedir("/sdk")');
+  const modules = CHECK_FILES.filter((n) => n.endsWith("_checks.py")).map((n) => pyodide.pyimport(n.slice(0, -3)));
+  const checks = modules[0];
+  const importPhase = modules.find((m) => m.__name__ === "import_checks").import_phase();
+  const gateAtImport = ENTROPY.refusal();
+  ENTROPY.beforeFirstRequest(pyodide);
   const lines = [];
   let failed = 0;
   let passed = 0;
@@ -770,6 +965,9 @@ site.addsitedir("/sdk")  # as workerd loads the vendored SDK: its .pth file runs
       },
       network: NETWORK,
       executorSecret: EXECUTOR_SECRET,
+      importPhase, // what import_checks.import_phase() saw before the first request (JSON)
+      gateAtImport, // what getentropy() met then, with no allowance
+      scheduledController: (cron) => new ScheduledController(cron),
     };
     const reportJson = await checks.run(mode, env, helpers);
     const report = JSON.parse(reportJson);
@@ -784,7 +982,7 @@ site.addsitedir("/sdk")  # as workerd loads the vendored SDK: its .pth file runs
     lines.push(`[${mode}] ${ok}/${report.results.length} checks passed`);
     if (report.results.length === 0) fail(`mode ${mode} ran no checks`);
   }
-  checks.destroy();
+  for (const module of modules) module.destroy();
   const versions = pyodide.runPython(
     "import sys, pyodide; f'Pyodide {pyodide.__version__}, Python {sys.version.split()[0]}'",
   );

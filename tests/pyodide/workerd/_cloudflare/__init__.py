@@ -4,5 +4,6 @@ workerd ships `_cloudflare` inside its Python runtime; it is on no package index
 Workers SDK's `.pth` file imports its patches only when `_cloudflare` exists, and those
 patches are what make FastAPI work in a Worker (sync dependencies run inline instead of
 on a thread the runtime cannot start). These few modules implement just the calls the
-SDK makes, so the SDK's own patches run here unmodified.
+SDK makes, so the SDK's own patches run here unmodified, and `entropy_patches`, the two
+ends of the import phase that workerd runs around the Worker's top level.
 """
