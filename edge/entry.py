@@ -76,7 +76,9 @@ class JobLedger(DurableObject):  # type: ignore[misc]
         if expires_at is not None and expires_at * 1000 > js.Date.now():
             await self._arm()
         else:
-            self._cell.clear()  # the object stays usable: a reused key may come back
+            # All of the object's storage (table and alarm) goes; the next `create`, if a
+            # reused key brings one, makes the table again.
+            await self.ctx.storage.deleteAll()
 
     async def _arm(self):  # type: ignore[no-untyped-def]
         expires_at = self._cell.expires_at()

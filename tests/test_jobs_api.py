@@ -22,11 +22,11 @@ from edge.adapters.prefect import PrefectOrchestrator
 from edge.app import create_app
 from edge.handlers import task_handler
 from edge.jobs.delivery import WebhookSender
-from edge.jobs.service import COST_PREFECT_READ, COST_READ, COST_STALE
+from edge.jobs.service import COST_HAND_OVER, COST_PREFECT_READ, COST_READ, COST_STALE
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.local.sqlite_ledger import SqliteJobLedger
-from edge.ports import Ports
+from edge.ports import DependencyUnavailable, Ports
 from edge.settings import Settings
 from shared.crews import CATALOG_PREFIX, CrewSpec
 from shared.signing import new_secret, signed_headers
@@ -571,7 +571,8 @@ async def test_the_reconciler_reads_stale_runs_in_batches_and_resumes_where_it_s
 
     # One page of two stale jobs at their worst case, and no room for a second: the
     # pass's reserve and its listing, the first job, then room for the second's worst.
-    budget = 1 + 1 + (COST_READ + COST_STALE) + (COST_READ + COST_STALE + COST_PREFECT_READ)
+    worst = max(COST_STALE, COST_HAND_OVER)  # what the reconciler keeps room for, per job
+    budget = 1 + 1 + (COST_READ + COST_STALE) + (COST_READ + worst + COST_PREFECT_READ)
     passes = [await jobs.reconcile(batch=2, budget=budget) for _ in range(4)]
 
     assert passes == [{"checked": 2, "changed": 2}] * 2 + [
@@ -1093,3 +1094,116 @@ async def test_a_callback_landing_during_a_reconciler_pass_is_not_undone(
     job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
     assert (job["status"], job["result"], job["error"]) == ("succeeded", "the report", None)
     assert [m["event"] for m, _ in queue.sent if "event" in m] == ["job.succeeded"]
+
+
+# --- a writer that fails part-way: the next touch of the job repairs what it left ------------
+
+
+def fail_once(kv: Any, key_prefix: str) -> list[str]:
+    """The next KV put of a key with this prefix fails as KV does when overloaded."""
+    put, failed = kv.put, []
+
+    async def put_or_fail(key: str, *args: Any, **kwargs: Any) -> None:
+        if key.startswith(key_prefix) and not failed:
+            failed.append(key)
+            raise DependencyUnavailable("Workers KV", "put failed: 429", 1)
+        await put(key, *args, **kwargs)
+
+    kv.put = put_or_fail
+    return failed
+
+
+async def test_a_callback_whose_copy_failed_is_repaired_by_its_retry(
+    api: httpx.AsyncClient, jobs_app: FastAPI, queue: RecordingQueue
+) -> None:
+    """The ledger took `succeeded`, then KV refused the copy: the callback answered 503.
+    The executor's retry changes nothing in the ledger, but finds KV's copy behind it and
+    brings it up, and the terminal webhook is sent (again, under the same message id)."""
+    hooked = {**JOB, "webhook": {"url": "https://app.example.com/h"}}
+    job_id = (await api.post("/v1/jobs", json=hooked, headers=AUTH_A)).json()["id"]
+    failed = fail_once(jobs_app.state.ports.kv, "job:")
+    event = {"type": "succeeded", "result": "the report"}
+
+    first = await post_event(api, job_id, event, "e1")
+    again = await post_event(api, job_id, event, "e1")
+
+    assert failed and first.status_code == 503 and again.status_code == 200
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert (job["status"], job["result"]) == ("succeeded", "the report")
+    listed = (await api.get("/v1/jobs", headers=AUTH_A)).json()["jobs"]
+    assert [j["status"] for j in listed] == ["succeeded"]
+    assert await jobs_app.state.jobs.store.active(limit=10, cursor=None) == ([], None)
+    sent = [m for m, _ in queue.sent if m.get("event") == "job.succeeded"]
+    assert sent and len({m["message_id"] for m in sent}) == 1, "one message, maybe twice"
+
+
+async def test_a_job_whose_first_copy_failed_is_handed_over_on_the_retry(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    """The ledger took the job, then KV refused the active-list mark: the POST answered
+    503 and the reconciler cannot see the job. The client's retry with the same key gets
+    the job, and its copy and hand-over are made then."""
+    failed = fail_once(jobs_app.state.ports.kv, "active:")
+    headers = {**AUTH_A, "Idempotency-Key": "retry-me"}
+
+    first = await api.post("/v1/jobs", json=JOB, headers=headers)
+    again = await api.post("/v1/jobs", json=JOB, headers=headers)
+
+    assert failed and first.status_code == 503 and again.status_code == 202
+    assert again.json()["status"] == "submitting" and not prefect.runs
+    assert await jobs_app.state.jobs.reconcile() == {"checked": 1, "changed": 1}
+    (run,) = prefect.runs.values()
+    job = (await api.get(f"/v1/jobs/{again.json()['id']}", headers=AUTH_A)).json()
+    assert job["status"] == "queued" and run["parameters"]["job_id"] == job["id"]
+
+
+async def test_a_job_recorded_before_the_ledger_is_adopted_by_the_reconciler(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    """A KV record with no revision (written by an edge without the ledger): the
+    reconciler's pass still ends it when its run crashed."""
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    jobs = jobs_app.state.jobs
+    record = await jobs.store.get("tenant_a", job_id)
+    jobs_app.state.ports.ledger._db.execute("DELETE FROM jobs")  # as if never there
+    old = {k: v for k, v in record.items() if k not in {"revision", "expires_at"}}
+    await jobs.store.save(old, previous=None)
+    jobs._settings = dataclasses.replace(jobs_app.state.settings, stale_after_seconds=0)
+    prefect.set("run-1", "CRASHED", "Crashed", "worker lost")
+
+    assert await jobs.reconcile() == {"checked": 1, "changed": 1}
+
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert (job["status"], job["error"]["kind"]) == ("failed", "Crashed")
+    adopted = await jobs_app.state.ports.ledger.read("tenant_a", job_id, now=time.time())
+    assert adopted is not None and adopted["status"] == "failed"
+
+
+async def test_a_cancel_after_a_hand_over_that_timed_out_stops_the_run_prefect_made(
+    api: httpx.AsyncClient,
+    prefect: FakePrefect,
+    jobs_app: FastAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prefect made the run but answered after the request's budget: the job stays
+    `submitting`. A cancel then must find that run (the same key answers with it) and
+    stop it, not only mark the job."""
+    monkeypatch.setattr("edge.jobs.service.SUBMIT_BUDGET_SECONDS", 0.05)
+    orchestrator = jobs_app.state.ports.orchestrator
+    submit = orchestrator.submit
+
+    async def late(*args: Any, **kwargs: Any) -> Any:
+        state = await submit(*args, **kwargs)
+        await asyncio.sleep(0.3)  # the answer is late; the run exists already
+        return state
+
+    orchestrator.submit = late
+    accepted = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()
+    assert accepted["status"] == "submitting" and list(prefect.runs) == ["run-1"]
+
+    cancelled = (await api.post(f"/v1/jobs/{accepted['id']}/cancel", headers=AUTH_A)).json()
+
+    assert cancelled["status"] == "cancelled"
+    assert list(prefect.runs) == ["run-1"], "found with the same key, not a second run"
+    assert [c["run"] for c in prefect.state_changes] == ["run-1"]
+    assert prefect.state_changes[0]["state"]["type"] in {"CANCELLING", "CANCELLED"}

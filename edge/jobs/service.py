@@ -39,16 +39,18 @@ log = logging.getLogger("edgecrew.jobs")
 
 #: Of the 1,000 subrequests (KV calls, Durable Object calls and fetches alike) a Worker
 #: invocation may make, what one reconciler pass may spend, and the worst case of each
-#: thing it does: read a job record; change a job (the ledger change, record + index +
-#: active-list writes, the ledger read that confirms the copy, the same writes and read
-#: again if a newer change landed meanwhile, the delivery queue); hand a job to Prefect
-#: (its crew's pool from the catalog for a record older than the catalog, deployment
-#: lookup, create, then two changes); one Prefect request (each is tried up to 3 times);
-#: unstick a run (read it, read its pool's workers, re-read it, set its state, read it).
+#: thing it does: read a job record; change a job (the ledger change, the delivery queue,
+#: record + index + active-list writes, the ledger read that confirms the copy and the
+#: same writes again if a newer change landed meanwhile; or, when it changed nothing,
+#: the read of KV's copy and that copy's repair; plus, once, the adoption of a record
+#: from before the ledger); hand a job to Prefect (its crew's pool from the catalog for a
+#: record older than the catalog, deployment lookup, create, then two changes); one
+#: Prefect request (each is tried up to 3 times); unstick a run (read it, read its pool's
+#: workers, re-read it, set its state, read it).
 RECONCILE_BUDGET = 800
 PREFECT_ATTEMPTS = 3
 COST_READ = 1
-COST_CHANGE = 10
+COST_CHANGE = 14
 COST_HAND_OVER = COST_READ + 2 * PREFECT_ATTEMPTS + 2 * COST_CHANGE
 COST_PREFECT_READ = PREFECT_ATTEMPTS
 COST_RECOVER = 5 * PREFECT_ATTEMPTS
@@ -153,7 +155,9 @@ class JobService:
             try:
                 job = await asyncio.wait_for(self._hand_over(job), SUBMIT_BUDGET_SECONDS)
             except TimeoutError:
-                pass  # a late run is found again: the retry uses the same idempotency key
+                # A late run is found again (the retry uses the same idempotency key), but
+                # Prefect may have made one: a cancel before the retry must stop it.
+                job = await self._unsure(job)
             finally:
                 self._direct -= 1
         if job["status"] == JobStatus.SUBMITTING.value:
@@ -184,8 +188,14 @@ class JobService:
         """
         job_id = job_id_for_key(tenant, idempotency_key)
         existing = await self._record(tenant, job_id)
-        if existing is not None and existing["fingerprint"] != fingerprint(request):
+        if existing is None:
+            return None
+        if existing["fingerprint"] != fingerprint(request):
             raise IdempotencyConflict(job_id)
+        # The first request may have failed after the ledger took the job: before KV's
+        # copy (and the active list the reconciler walks) or the queued hand-over.
+        if await self._repair(existing) and existing["status"] == JobStatus.SUBMITTING.value:
+            await self._defer(existing)
         return existing
 
     async def submit_pending(self, tenant: str, job_id: str) -> bool:
@@ -219,6 +229,8 @@ class JobService:
             before, after = await self._change(
                 job, {"type": "cancelled"}, if_status=(JobStatus.SUBMITTING.value,)
             )
+            if after is not None and before is not None and before.get("handover_unsure"):
+                await self._stop_unsure_run(after)
             if after is not None or before is None or JobStatus(before["status"]).terminal:
                 return after or before
             job = before  # handed over meanwhile: stop its run
@@ -346,21 +358,12 @@ class JobService:
             error = {"kind": "UnknownCrew", "message": message}
             return await self._apply(job, {"type": "failed", "error": error})
         try:
-            state = await self.orchestrator.submit(
-                f"{FLOW_NAME}/{pool}",
-                parameters={
-                    "job_id": job["id"],
-                    "tenant": job["tenant"],
-                    "crew": job["crew"],
-                    "inputs": job["inputs"],
-                },
-                idempotency_key=job.get("run_key") or job["id"],
-                tags=[f"tenant:{job['tenant']}", f"crew:{job['crew']}"],
-            )
+            state = await self._submit_run(job, pool)
         except DependencyUnavailable as exc:
             # Accepted all the same: the reconciler submits it later with the same key.
+            # The answer may be what was lost, not the request: note that a run may exist.
             log.warning("job %s stays submitting: %s", job["id"], exc)
-            return job
+            return await self._unsure(job)
         except OrchestratorRejected as exc:  # e.g. no such deployment: retrying cannot help
             error = {"kind": "SubmitRejected", "message": str(exc)}
             return await self._apply(job, {"type": "failed", "error": error})
@@ -375,6 +378,42 @@ class JobService:
                 await self._cancel_quietly(state.run_id)
             return before or job
         return await self._apply_run_state(queued, state)
+
+    async def _submit_run(self, job: Mapping[str, Any], pool: str) -> RunState:
+        """Ask for the job's run; the same key always answers with the same run."""
+        return await self.orchestrator.submit(
+            f"{FLOW_NAME}/{pool}",
+            parameters={
+                "job_id": job["id"],
+                "tenant": job["tenant"],
+                "crew": job["crew"],
+                "inputs": job["inputs"],
+            },
+            idempotency_key=job.get("run_key") or job["id"],
+            tags=[f"tenant:{job['tenant']}", f"crew:{job['crew']}"],
+        )
+
+    async def _unsure(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Mark a job whose hand-over got no answer: Prefect may have made its run."""
+        if job.get("handover_unsure"):
+            return job
+        before, after = await self._change(
+            job, None, if_status=(JobStatus.SUBMITTING.value,), handover_unsure=True
+        )
+        return after or before or job
+
+    async def _stop_unsure_run(self, job: Mapping[str, Any]) -> None:
+        """A job cancelled before Prefect's answer reached us: the run it may have made is
+        found with the same key (or made now) and stopped, so nothing runs for it."""
+        pool = job.get("pool") or await self._pool_from_catalog(job)
+        if pool is None:
+            return
+        try:
+            state = await self._submit_run(job, pool)
+        except (DependencyUnavailable, OrchestratorRejected) as exc:
+            log.warning("job %s cancelled; could not look for its run: %s", job["id"], exc)
+            return
+        await self._cancel_quietly(state.run_id)
 
     async def _pool_from_catalog(self, job: Mapping[str, Any]) -> str | None:
         """The work pool of a job recorded before jobs kept theirs: its crew's, now."""
@@ -471,19 +510,42 @@ class JobService:
             change["set"] = fields
         if if_status is not None:
             change["if_status"] = list(if_status)
-        before, after = await self.ledger.change(job["tenant"], job["id"], change, now=now)
+        tenant, job_id = job["tenant"], job["id"]
+        before, after = await self.ledger.change(tenant, job_id, change, now=now)
+        if before is None and "revision" not in job and await self._record(tenant, job_id):
+            before, after = await self.ledger.change(tenant, job_id, change, now=now)
+        if before is None:
+            return None, None
         if after is None:
+            await self._repair(before)
             return before, None
-        assert before is not None
-        await self._copy(after, previous=before)
         # Clients hear of moves and progress; a running job that only learnt its crew's
-        # version has nothing new to tell them (job.running was sent already). The ledger
-        # applies each move once, so each webhook is sent once.
+        # version has nothing new to tell them (job.running was sent already). Sent
+        # before KV's copy is written: a failure in between leaves the copy behind the
+        # ledger, which the next touch of the job sees (`_repair`) and sends again.
         if event is not None and (
             after["status"] != before["status"] or event["type"] == "progress"
         ):
             await self._notify(after, event["type"])
+        await self._copy(after, previous=before)
         return before, after
+
+    async def _repair(self, record: dict[str, Any]) -> bool:
+        """Bring KV's copy up to the ledger's record if a writer failed part-way (after
+        its ledger change, before its copy or its webhook); True if it had to.
+
+        A terminal webhook the copy does not show may not have gone: it is sent again,
+        with the same message id (`_notify`), so a receiver that had it can tell. The
+        webhooks of earlier moves (running, progress) are not sent again.
+        """
+        copy = await self.store.get(record["tenant"], record["id"])
+        if copy is not None and int(copy.get("revision") or 0) >= int(record["revision"]):
+            return False
+        status = JobStatus(record["status"])
+        if status.terminal and (copy is None or copy["status"] != status.value):
+            await self._notify(record, status.value)
+        await self._copy(record, previous=None)
+        return True
 
     async def _record(self, tenant: str, job_id: str) -> dict[str, Any] | None:
         """The ledger's record. A job recorded before the ledger existed (a KV record with
@@ -502,13 +564,11 @@ class JobService:
         copies land in either order; a newer change found in the ledger afterwards is
         copied again, so KV ends with the last change, not whichever write came last."""
         await self.store.save(record, previous=previous)
-        for _ in range(3):
-            latest = await self.ledger.read(record["tenant"], record["id"], now=self._clock())
-            if latest is None or latest["revision"] <= record["revision"]:
-                return
+        latest = await self.ledger.read(record["tenant"], record["id"], now=self._clock())
+        if latest is not None and latest["revision"] > record["revision"]:
+            # Its writer checks the same way after its own copy; a copy that still lands
+            # late is repaired by the next change, or no-change, of the job.
             await self.store.save(latest, previous=None)
-            record = latest
-        log.warning("job %s changes faster than its KV copy keeps up", record["id"])
 
     async def _notify(self, job: dict[str, Any], event_type: str) -> None:
         webhook = job.get("webhook")

@@ -33,11 +33,19 @@ class JobStore:
         return None if raw is None else dict(json.loads(raw))
 
     async def save(self, job: dict[str, Any], *, previous: dict[str, Any] | None) -> None:
-        """Write the record; keep the index and the active list in step with its status."""
+        """Write the record; keep the index and the active list in step with its status.
+
+        The record goes last: a record at some revision means its index entry and active
+        mark were written too, so a writer that failed part-way is seen by the revision
+        alone (`JobService._repair`).
+        """
         tenant, job_id = job["tenant"], job["id"]
+        if previous is None or previous["status"] != job["status"]:
+            await self._index(job)
         await self._kv.put(f"job:{tenant}:{job_id}", json.dumps(job), ttl_seconds=self._ttl)
-        if previous is not None and previous["status"] == job["status"]:
-            return
+
+    async def _index(self, job: dict[str, Any]) -> None:
+        tenant, job_id = job["tenant"], job["id"]
         await self._kv.put(
             job["index_key"],
             "",

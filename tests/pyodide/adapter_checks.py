@@ -685,7 +685,14 @@ async def check_the_job_ledger_object_expires_its_job_by_alarm(ctx: Ctx) -> None
 
     assert kept_object.state.storage.alarm == int((now + 3600) * 1000), "armed again"
     assert (await ledger.read("t", "job_kept", now=time.time())) is not None
-    rows = gone_object.state.storage.sql.exec("SELECT count(*) AS n FROM job").toArray()
-    assert rows.to_py()[0]["n"] == 0, "the expired record is deleted"
+    tables = "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'"
+    assert gone_object.state.storage.sql.exec(tables).toArray().to_py()[0]["n"] == 0, (
+        "the expired job's storage is all deleted"
+    )
+    assert gone_object.state.storage.alarm in (None, jsnull), "its alarm goes with it"
+    assert await ledger.read("t", "job_gone", now=time.time()) is None
+    assert gone_object.state.storage.sql.exec(tables).toArray().to_py()[0]["n"] == 0, (
+        "a read leaves no storage behind"
+    )
     again = {**gone, "expires_at": time.time() + 60}
     assert (await ledger.create(again, now=time.time()))[1], "a reused key starts afresh"

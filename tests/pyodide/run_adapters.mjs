@@ -473,6 +473,9 @@ class SqlStorageCursor {
 
 class SqlStorage {
   #db = new DatabaseSync(":memory:");
+  reset() {
+    this.#db = new DatabaseSync(":memory:");
+  }
   exec(query, ...bindings) {
     string("SqlStorage.exec query", query);
     if (/^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b/i.test(query)) {
@@ -500,6 +503,12 @@ class DurableObjectStorage extends Recorder {
     return this.alarm;
   }
   async deleteAlarm() {
+    this.alarm = null;
+  }
+  // SQLite-backed objects: every table and the alarm go (from compatibility date 2026-02-24).
+  async deleteAll() {
+    this.record("deleteAll", []);
+    this.sql.reset();
     this.alarm = null;
   }
 }

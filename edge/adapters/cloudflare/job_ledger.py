@@ -32,15 +32,19 @@ _SCHEMA = (
 
 
 class JobLedgerCell:
-    """One job's record in its Durable Object's SQLite storage (`ctx.storage.sql`)."""
+    """One job's record in its Durable Object's SQLite storage (`ctx.storage.sql`).
+
+    The table is made by the first `create`, not before: a read of a job that does not
+    exist (any client can ask for any id) must not leave storage behind in a new object.
+    """
 
     def __init__(self, sql: Any) -> None:
         self._sql = sql
-        self._sql.exec(_SCHEMA)
 
     def create(self, record_json: str, now: float) -> str:
         stored, created = ledger_create(self._row(), json.loads(record_json), float(now))
         if created:
+            self._sql.exec(_SCHEMA)
             self._write(stored)
         return json.dumps({"record": stored, "created": created})
 
@@ -58,15 +62,21 @@ class JobLedgerCell:
         row = self._row()
         return None if row is None else float(row.get("expires_at") or 0)
 
-    def clear(self) -> None:
-        self._sql.exec("DELETE FROM job")
-
     def _row(self) -> dict[str, Any] | None:
-        rows = to_py(self._sql.exec("SELECT record FROM job WHERE k = 1").toArray())
+        tables = self._rows("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'job'")
+        if not tables:  # a new object, or one whose storage its alarm deleted
+            return None
+        rows = self._rows("SELECT record FROM job WHERE k = 1")
         return dict(json.loads(rows[0]["record"])) if rows else None
 
+    def _rows(self, query: str) -> list[dict[str, Any]]:
+        return list(to_py(self._sql.exec(query).toArray()))
+
     def _write(self, record: Mapping[str, Any]) -> None:
-        self._sql.exec("INSERT OR REPLACE INTO job (k, record) VALUES (1, ?)", json.dumps(record))
+        # UTF-8 as it is (not \u escapes): a row holds at most 2 MB, and a result in
+        # Chinese or emoji would take 6-12 bytes a character escaped.
+        text = json.dumps(record, ensure_ascii=False)
+        self._sql.exec("INSERT OR REPLACE INTO job (k, record) VALUES (1, ?)", text)
 
 
 class DurableObjectJobLedger:
