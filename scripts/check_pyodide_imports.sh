@@ -10,7 +10,11 @@ VENV=.venv313
 if [ ! -x "$VENV/bin/python" ]; then
     "$PY313" -m venv "$VENV"
 fi
-# Base dependencies only: exactly what pywrangler would vendor for the Worker.
+# The Worker's packages at worker.lock's versions (CPython builds of them: the lock's own
+# files are Pyodide wheels), nothing else, then the project without its dependencies.
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e .
+sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\) --hash=.*/\1/p' worker.lock > "$VENV/worker-pins.txt"
+"$VENV/bin/python" -m pip install -q --no-deps -r "$VENV/worker-pins.txt"
+"$VENV/bin/python" -m pip install -q --no-deps -e .
+"$VENV/bin/python" -m pip check
 "$VENV/bin/python" scripts/import_worker_modules.py "$@"
