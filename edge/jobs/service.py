@@ -111,6 +111,7 @@ class JobService:
             "tenant": tenant,
             "crew": request["crew"],
             "pool": crew.pool,
+            "flow": crew.flow,
             "crew_version": crew.version or None,
             "status": JobStatus.SUBMITTING.value,
             "inputs": request["inputs"],
@@ -319,7 +320,7 @@ class JobService:
             return await self._apply(job, {"type": "failed", "error": error})
         try:
             state = await self.orchestrator.submit(
-                f"{FLOW_NAME}/{pool}",
+                f"{job.get('flow') or FLOW_NAME}/{pool}",  # records from before `flow`
                 parameters={
                     "job_id": job["id"],
                     "tenant": job["tenant"],
