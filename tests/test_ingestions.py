@@ -102,7 +102,8 @@ def edge(tmp_path: Path) -> Iterator[Edge]:
 
 
 def documents(count: int, *, prefix: str = "note") -> list[dict[str, Any]]:
-    """Small documents, each with one word no other has (`zq<n>x`) to search for."""
+    """Small documents, each with two words no other has (`<n>`, `zq<n>x`) to search for
+    (two: the fake embedder hashes words into 384 slots, one may share a common word's)."""
     return [
         {
             "id": f"{prefix}-{n}",
@@ -284,10 +285,10 @@ def test_three_hundred_documents_ingested_in_bulk_are_listed_searched_and_cited(
     assert len(listed) == 300 and {d["id"] for d in listed} == {f"note-{n}" for n in range(300)}
     record = edge.http.get("/v1/documents/note-42", headers=AUTH_A).json()
     assert record["metadata"] == {"source": "bulk", "n": 42}
-    found = edge.http.post("/v1/search", json={"query": "zq137x", "top_k": 1},
+    found = edge.http.post("/v1/search", json={"query": "zq137x 137", "top_k": 1},
                            headers=AUTH_A).json()["matches"]  # fmt: skip
     assert found[0]["document_id"] == "note-137" and found[0]["metadata"]["source"] == "bulk"
-    answer = edge.http.post("/v1/answers", json={"question": "What is zq137x?"},
+    answer = edge.http.post("/v1/answers", json={"question": "What is zq137x (137)?"},
                             headers=AUTH_A).json()  # fmt: skip
     assert answer["citations"][0]["document_id"] == "note-137"
     events = [message["event"] for message, _ in edge.queue.sent if "event" in message]
@@ -295,7 +296,7 @@ def test_three_hundred_documents_ingested_in_bulk_are_listed_searched_and_cited(
     # Another tenant sees none of it; DELETE works on a bulk-ingested document.
     assert edge.http.get("/v1/documents", headers=AUTH_B).json()["documents"] == []
     assert edge.http.delete("/v1/documents/note-137", headers=AUTH_A).status_code == 204
-    gone = edge.http.post("/v1/search", json={"query": "zq137x", "top_k": 1},
+    gone = edge.http.post("/v1/search", json={"query": "zq137x 137", "top_k": 1},
                           headers=AUTH_A).json()["matches"]  # fmt: skip
     assert not gone or gone[0]["document_id"] != "note-137"
 
