@@ -112,6 +112,7 @@ def test_a_bulk_ingestion_on_cloudflare_answers_through_the_workers_bindings(
 ) -> None:
     http, env, _ = worker
     batch = documents(250)
+    batch[0]["text"] = "Runbook.\n\nStep one: page the on-call.\nStep two: " + batch[0]["text"]
     accepted = http.post("/v1/ingestions", json={"documents": batch}, headers=AUTH_A).json()
     edge = EdgeClient(CLOUDFLARE, client=http, sleep=lambda _: None)
     with respx.mock(assert_all_called=True) as router:
@@ -122,7 +123,9 @@ def test_a_bulk_ingestion_on_cloudflare_answers_through_the_workers_bindings(
     assert sum(len(call["text"]) for call in api.embed_calls) == result["chunks"]
     first = document_chunks(batch[0]["id"], batch[0]["text"], batch[0]["metadata"],
                             size=800, overlap=120)  # fmt: skip
-    assert api.embed_calls[0]["text"][: len(first)] == [c.text for c in first]  # as is
+    # Embedded as the Worker embeds a chunk: as it is, newlines included.
+    assert api.embed_calls[0]["text"][: len(first)] == [c.text for c in first]
+    assert "\n" in api.embed_calls[0]["text"][0]
 
     listed = http.get("/v1/documents?limit=1000", headers=AUTH_A).json()["documents"]
     assert len(listed) == 250

@@ -353,3 +353,15 @@ def test_edge_calls_stay_under_the_body_limit(edge: Edge) -> None:
         f"d{n}", "word " * 800, {"k": "v" * 256}, size=4000, overlap=100)]  # fmt: skip
     EdgeIndexSink(RecordingEmbedder(), post, batch_size=300).write("tenant_a", chunks)
     assert sum(1 for _ in sent) > 1 and max(sent) < 1_048_576
+
+
+def test_vectors_sent_to_the_edge_are_exact_float32_in_fewer_bytes() -> None:
+    import numpy as np
+
+    from executor.sinks import _compact
+
+    vector = np.random.default_rng(7).standard_normal(384).astype(np.float32)
+    as_float64 = [float(x) for x in vector]
+    compact = _compact(as_float64)
+    assert np.array_equal(np.asarray(compact, dtype=np.float32), vector)
+    assert len(json.dumps(compact)) < 0.75 * len(json.dumps(as_float64))
