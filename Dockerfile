@@ -11,7 +11,7 @@ ENV PYTHONUNBUFFERED=1 \
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30
 
 WORKDIR /app
-COPY pyproject.toml README.md prefect.yaml edgecrew.toml ./
+COPY pyproject.toml README.md prefect.yaml prefect-ingest.yaml edgecrew.toml ./
 COPY shared ./shared
 COPY edge ./edge
 COPY executor ./executor

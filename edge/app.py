@@ -7,12 +7,13 @@ from starlette.types import Lifespan
 
 from edge.auth import ApiKeys
 from edge.guards import ApiKeyAuth, BodySizeLimit, ExecutorSignatureAuth
+from edge.ingestions import Ingestions
 from edge.jobs.service import JobService
 from edge.ports import Ports
 from edge.problems import document_problems, install_problem_handlers, problem_responses
 from edge.rag.knowledge import KnowledgeBase
 from edge.rate_limits import RateLimitGuard
-from edge.routes import answers, callbacks, documents, health, jobs, search
+from edge.routes import answers, callbacks, documents, health, ingestions, jobs, search
 from edge.settings import Settings, SettingsError
 from shared.limits import DEFAULT_LIMITS
 
@@ -36,10 +37,12 @@ def create_app(
     app.state.ports = ports
     app.state.knowledge = KnowledgeBase(ports, settings)
     app.state.jobs = JobService(ports, settings)
+    app.state.ingestions = Ingestions(app.state.jobs, app.state.knowledge, ports, settings)
     # The guards in front of every route can refuse a malformed or oversized body anywhere.
     guarded = problem_responses(400, 413)
-    for module in (health, documents, search, answers, jobs, callbacks):
+    for module in (health, documents, search, answers, jobs, ingestions, callbacks):
         app.include_router(module.router, responses=guarded)
+    app.include_router(ingestions.internal, responses=guarded)
     install_problem_handlers(app)
     document_problems(app)
     # Added last so it runs first: authenticate (an API key, or the executor's signature),

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.crews import NAME_PATTERN, POOL_PATTERN, schema_errors
+from shared.documents import INGESTION_POOL
 
 CONFIG_FILE = "edgecrew.toml"
 ENTRY_POINT_GROUP = "edgecrew.crews"
@@ -67,7 +68,9 @@ class EdgecrewConfig:
 
     @property
     def pools(self) -> list[str]:
-        return sorted({entry.pool for entry in self.crews.values()} | set(self.concurrency))
+        """The pools of the crews and of `[pools.*]`, and the bulk ingestions' (cpu)."""
+        crews = {entry.pool for entry in self.crews.values()}
+        return sorted(crews | set(self.concurrency) | {INGESTION_POOL})
 
     def concurrency_of(self, pool: str) -> int:
         return self.concurrency.get(pool, DEFAULT_CONCURRENCY)

@@ -21,6 +21,10 @@ from typing import Annotated
 import typer
 
 from executor.config import ConfigError, load_config
+from shared.documents import INGESTION_POOL
+
+#: The bulk-ingestion flow's deployment file (prefect.yaml holds the crews' one).
+INGESTION_PREFECT_FILE = "prefect-ingest.yaml"
 
 #: The pools' base job template: the process worker's settings at their defaults and no
 #: job variables. Prefect validates a pool's variables schema (jsonschema, against the
@@ -48,7 +52,9 @@ def deploy_pools(
     api_url: str, pools: Mapping[str, int], *, root: Path, zombie_seconds: int = 90
 ) -> None:
     """For each pool (→ its concurrency limit): a process work pool and the deployment
-    `run-crew-job/<pool>` from `root`'s prefect.yaml; then the zombie automation."""
+    `run-crew-job/<pool>` from `root`'s prefect.yaml; `ingest-documents/cpu` from
+    prefect-ingest.yaml (the cpu pool is always among the config's pools); then the
+    zombie automation."""
     env = {**os.environ, **QUIET, "PREFECT_API_URL": api_url, "EDGECREW_EXECUTOR_DIR": str(root)}
     prefect = [sys.executable, "-m", "prefect"]
     with tempfile.TemporaryDirectory() as folder:
@@ -61,6 +67,9 @@ def deploy_pools(
             # file's fields before it fills templates in, so the limit comes as an option.
             deploy = ["deploy", "--name", pool, "--concurrency-limit", str(concurrency)]
             _run([*prefect, "--no-prompt", *deploy], {**env, "EDGECREW_POOL": pool}, root)
+            if pool == INGESTION_POOL:
+                ingestion = [*deploy, "--prefect-file", INGESTION_PREFECT_FILE]
+                _run([*prefect, "--no-prompt", *ingestion], {**env, "EDGECREW_POOL": pool}, root)
     _run([sys.executable, "-m", "executor.zombies", "--within", str(zombie_seconds)], env, root)
 
 

@@ -82,6 +82,32 @@ class EdgeClient:
         answer = self._signed_post("/v1/internal/crews", message_id, payload)
         return list(answer["crews"])
 
+    # -- bulk ingestions (`executor.ingest`) ----------------------------------------------
+
+    def ingestion_source(self, job_id: str, tenant: str) -> dict[str, Any]:
+        """The ingestion's documents, and how the edge chunks and embeds them."""
+        return self._ingestion_call(job_id, tenant, "source", {})
+
+    def write_vectors(self, job_id: str, tenant: str, vectors: list[dict[str, Any]]) -> int:
+        """Upsert embedded chunks into the edge's own index; how many it took."""
+        return int(self._ingestion_call(job_id, tenant, "vectors", {"vectors": vectors})["written"])
+
+    def register_documents(
+        self, job_id: str, tenant: str, documents: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Record documents whose chunks are written (the edge drops stale chunks)."""
+        answer = self._ingestion_call(job_id, tenant, "documents", {"documents": documents})
+        return list(answer["documents"])
+
+    def _ingestion_call(
+        self, job_id: str, tenant: str, kind: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        # Each of these calls is idempotent on the edge (reads, upserts, records), so any
+        # id will do; a fresh one per call keeps retries of one call under one id.
+        message_id = f"ingest:{job_id}:{kind}:{time.time_ns()}"
+        path = f"/v1/internal/ingestions/{job_id}/{kind}"
+        return self._signed_post(path, message_id, {"tenant": tenant, **body})
+
     def _signed_post(
         self, path: str, message_id: str, payload: Mapping[str, Any]
     ) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The crew LLM: any OpenAI-compatible server by default, or a factory named in settings.
+"""The crew LLM: any OpenAI-compatible server by default, Workers AI
+(`EDGECREW_CREW_LLM_PROVIDER=workers-ai`), or a factory named in settings.
 
 `EDGECREW_CREW_LLM_FACTORY=package.module:callable` swaps in another LLM (tests use a
 recording fake this way, since flows run in worker subprocesses).
@@ -18,6 +19,10 @@ def build_llm(settings: ExecutorSettings) -> Any:
     if factory:
         module_name, _, attribute = factory.partition(":")
         return getattr(importlib.import_module(module_name), attribute)()
+    if settings.llm_provider == "workers-ai":
+        from executor.workers_ai import workers_ai_llm
+
+        return workers_ai_llm(settings)
     from crewai import LLM
 
     # "openai/<model>" makes CrewAI speak the OpenAI chat API to base_url (llama.cpp, vLLM,

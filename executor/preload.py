@@ -19,9 +19,14 @@ import prefect.flow_engine  # noqa: F401
 
 from executor.config import import_path, load_config
 from executor.flows import run_crew_job
+from executor.ingest import ingest_documents
 
-#: Deployment entrypoints (as in prefect.yaml) whose flow is already imported here.
-FLOWS = {"executor/flows.py:run_crew_job": run_crew_job}
+#: Deployment entrypoints (as in prefect.yaml and prefect-ingest.yaml) whose flow is
+#: already imported here.
+FLOWS = {
+    "executor/flows.py:run_crew_job": run_crew_job,
+    "executor/ingest.py:ingest_documents": ingest_documents,
+}
 
 
 def _warm_imports() -> None:

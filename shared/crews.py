@@ -60,11 +60,14 @@ class CrewSpec:
     kind: str = "crew"  # "crew" (tasks) or "flow" (steps)
     tasks: tuple[str, ...] = ()  # task names for a crew, step names for a flow
     version: str = ""  # "<package version>+<digest of the definition>"
+    #: The Prefect flow its jobs run: every published crew runs `run-crew-job`; only the
+    #: edge's own job kinds (the bulk ingestion) name another. Never published.
+    flow: str = FLOW_NAME
 
     @property
     def deployment(self) -> str:
         """The Prefect deployment, `<flow>/<deployment>`: one per work pool."""
-        return f"{FLOW_NAME}/{self.pool}"
+        return f"{self.flow}/{self.pool}"
 
     def public(self) -> dict[str, Any]:
         """The entry as `GET /v1/crews` lists it and as workers publish it."""

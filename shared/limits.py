@@ -11,6 +11,8 @@ class Limits:
 
     max_body_bytes: int = 1_048_576
     max_documents_per_request: int = 100
+    #: A bulk ingestion (`POST /v1/ingestions`) takes more documents, within the same body.
+    max_documents_per_ingestion: int = 1_000
     max_document_chars: int = 200_000
     max_document_id_chars: int = 128
     max_metadata_keys: int = 16

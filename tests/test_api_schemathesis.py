@@ -93,6 +93,24 @@ def test_existing_resources_are_answered_as_documented(api_schema: Any) -> None:
     event = {"tenant": "tenant_a", "type": "progress", "progress": {"completed_tasks": 1,
              "total_tasks": 2, "current_task": "summary"}}  # fmt: skip
     publish = {"worker": "w-1", "pool": "cpu", "crews": [SUMMARIZE.public()]}
+    ingestion = {"documents": [{"id": "doc-2", "text": "Rome is on the Tiber."}]}
+    ingestion_id = call("POST", "/v1/ingestions", body=ingestion).json()["id"]
+    on_ingestion = {"job_id": ingestion_id}
+    vector = {"id": "doc-2#0", "values": [0.5] * 384, "metadata": {"_document_id": "doc-2",
+              "_text": "Rome is on the Tiber."}}  # fmt: skip
+    ingested = [
+        call("GET", "/v1/ingestions/{job_id}", path_parameters=on_ingestion),
+        call("POST", "/v1/internal/ingestions/{job_id}/source", path_parameters=on_ingestion,
+             body={"tenant": "tenant_a"}),
+        call("POST", "/v1/internal/ingestions/{job_id}/vectors", path_parameters=on_ingestion,
+             body={"tenant": "tenant_a", "vectors": [vector]}),
+        call("POST", "/v1/internal/ingestions/{job_id}/documents", path_parameters=on_ingestion,
+             body={"tenant": "tenant_a", "documents": [{"id": "doc-2", "chunks": 1}]}),
+        call("POST", "/v1/jobs/{job_id}/cancel", path_parameters=on_ingestion),
+        call("POST", "/v1/internal/ingestions/{job_id}/source", path_parameters=on_ingestion,
+             body={"tenant": "tenant_a"}),
+    ]  # fmt: skip
+    assert [r.status_code for r in ingested] == [200, 200, 200, 200, 202, 409]
     answered = [
         call("POST", "/v1/internal/crews", body=publish),
         call("GET", "/v1/crews"),

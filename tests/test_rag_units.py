@@ -7,8 +7,8 @@ import itertools
 import pytest
 
 from edge.rag.cache import answer_cache_key, normalize_question
-from edge.rag.chunking import chunk_text
 from edge.rag.prompt import SYSTEM_PROMPT, Source, build_messages
+from shared.chunking import chunk_text
 
 TEXT = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(60))
 

@@ -125,6 +125,7 @@ class JobService:
             "tenant": tenant,
             "crew": request["crew"],
             "pool": crew.pool,
+            "flow": crew.flow,
             "crew_version": crew.version or None,
             "status": JobStatus.SUBMITTING.value,
             "inputs": request["inputs"],
@@ -197,6 +198,10 @@ class JobService:
         if await self._repair(existing) and existing["status"] == JobStatus.SUBMITTING.value:
             await self._defer(existing)
         return existing
+
+    async def current(self, tenant: str, job_id: str) -> dict[str, Any] | None:
+        """The job as its ledger has it now: what a decision must read, not KV's copy."""
+        return await self._record(tenant, job_id)
 
     async def submit_pending(self, tenant: str, job_id: str) -> bool:
         """Hand a deferred job to the orchestrator; False if it is still waiting for it."""
@@ -382,7 +387,7 @@ class JobService:
     async def _submit_run(self, job: Mapping[str, Any], pool: str) -> RunState:
         """Ask for the job's run; the same key always answers with the same run."""
         return await self.orchestrator.submit(
-            f"{FLOW_NAME}/{pool}",
+            f"{job.get('flow') or FLOW_NAME}/{pool}",  # records from before `flow`
             parameters={
                 "job_id": job["id"],
                 "tenant": job["tenant"],

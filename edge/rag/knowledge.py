@@ -11,20 +11,25 @@ from typing import Any
 
 from edge.ports import Metadata, Ports, VectorMatch, VectorRecord
 from edge.rag.cache import answer_cache_key
-from edge.rag.chunking import chunk_text
 from edge.rag.prompt import NO_SOURCES_ANSWER, Source, build_messages
 from edge.settings import Settings
+from shared.documents import DOCUMENT_FIELD, TEXT_FIELD, document_chunks
 from shared.timestamps import rfc3339
-
-# Reserved vector-metadata keys; client metadata keys may not start with "_".
-DOC_FIELD = "_document_id"
-TEXT_FIELD = "_text"
 
 
 @dataclass(frozen=True, slots=True)
 class Document:
     id: str
     text: str
+    metadata: Metadata = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedDocument:
+    """A document whose `chunks` chunks are in the index already, to be recorded."""
+
+    id: str
+    chunks: int
     metadata: Metadata = field(default_factory=dict)
 
 
@@ -62,6 +67,17 @@ class KnowledgeBase:
     async def ingest(self, tenant: str, documents: Sequence[Document]) -> list[dict[str, Any]]:
         """Chunk, embed and index documents; re-ingesting an id replaces its chunks."""
         results = [await self._ingest_one(tenant, document) for document in documents]
+        if documents:
+            await self._bump_corpus_version(tenant)
+        return results
+
+    async def register(
+        self, tenant: str, documents: Sequence[IndexedDocument]
+    ) -> list[dict[str, Any]]:
+        """Record documents whose chunks someone else wrote (a bulk ingestion's executor),
+        exactly as `ingest` records its own: stale chunks go, the record is written, the
+        corpus version moves on (so cached answers are not served from before)."""
+        results = [await self._record(tenant, document) for document in documents]
         if documents:
             await self._bump_corpus_version(tenant)
         return results
@@ -153,28 +169,34 @@ class KnowledgeBase:
     # --- helpers ----------------------------------------------------------------------------
 
     async def _ingest_one(self, tenant: str, document: Document) -> dict[str, Any]:
-        chunks = chunk_text(
-            document.text, size=self._settings.chunk_size, overlap=self._settings.chunk_overlap
+        chunks = document_chunks(
+            document.id,
+            document.text,
+            document.metadata,
+            size=self._settings.chunk_size,
+            overlap=self._settings.chunk_overlap,
         )
         vectors = await self._embed([c.text for c in chunks])
         records = [
-            VectorRecord(
-                id=f"{document.id}#{chunk.index}",
-                values=vector,
-                metadata={**document.metadata, DOC_FIELD: document.id, TEXT_FIELD: chunk.text},
-            )
+            VectorRecord(id=chunk.id, values=vector, metadata=chunk.metadata)
             for chunk, vector in zip(chunks, vectors, strict=True)
         ]
-        previous = await self.document(tenant, document.id)
         await self._ports.vectors.upsert(tenant, records)
+        return await self._record(
+            tenant, IndexedDocument(document.id, len(records), document.metadata)
+        )
+
+    async def _record(self, tenant: str, document: IndexedDocument) -> dict[str, Any]:
+        """Write a document's record once its chunks are in the index."""
+        previous = await self.document(tenant, document.id)
         # Chunks past the new count belong to the old version; the record is written last,
         # so a retry after a crash here still knows how many there were.
-        stale = range(len(records), previous["chunks"] if previous else 0)
+        stale = range(document.chunks, previous["chunks"] if previous else 0)
         await self._delete_chunks(tenant, document.id, stale)
         updated_at = rfc3339(timespec="seconds")
         record = {
             "id": document.id,
-            "chunks": len(records),
+            "chunks": document.chunks,
             "metadata": dict(document.metadata),
             "updated_at": updated_at,
         }
@@ -182,9 +204,9 @@ class KnowledgeBase:
         await self._ports.kv.put(
             _doc_key(tenant, document.id),
             json.dumps(record),
-            metadata={"chunks": len(records), "updated_at": updated_at},
+            metadata={"chunks": document.chunks, "updated_at": updated_at},
         )
-        return {"id": document.id, "chunks": len(records)}
+        return {"id": document.id, "chunks": document.chunks}
 
     async def _retrieve(
         self,
@@ -242,7 +264,7 @@ def _corpus_key(tenant: str) -> str:
 
 def _source_of(match: VectorMatch) -> Source:
     return Source(
-        document_id=str(match.metadata.get(DOC_FIELD, match.id.rsplit("#", 1)[0])),
+        document_id=str(match.metadata.get(DOCUMENT_FIELD, match.id.rsplit("#", 1)[0])),
         chunk_id=match.id,
         score=round(match.score, 4),
         text=str(match.metadata.get(TEXT_FIELD, "")),

@@ -13,6 +13,7 @@ from edge.jobs.schemas import (
     JobList,
     JobRequest,
     WebhookSecret,
+    WebhookSpec,
 )
 from edge.jobs.service import IdempotencyConflict, JobService, public
 from edge.jobs.webhook_urls import UnsafeWebhookUrl, check_webhook_url
@@ -70,24 +71,28 @@ async def submit_job(
     if errors := input_errors(crew.inputs, body.inputs):
         errors = [{**e, "loc": ["body", *e["loc"]]} for e in errors]  # as FastAPI's are
         raise Problem(422, "The inputs do not match the crew's schema", extra={"errors": errors})
-    if body.webhook is not None:
-        if not request.app.state.settings.secret_key:  # webhooks could not be signed
-            raise Problem(
-                503, "Webhooks need EDGECREW_SECRET_KEY on this edge", headers={"Retry-After": "60"}
-            )
-        try:
-            check_webhook_url(
-                body.webhook.url,
-                allow_loopback_http=request.app.state.settings.allow_loopback_webhooks,
-            )
-        except UnsafeWebhookUrl as exc:
-            errors = [{"loc": ["body", "webhook", "url"], "msg": str(exc)}]
-            raise Problem(422, f"Unusable webhook URL: {exc}", extra={"errors": errors}) from exc
+    check_webhook(request, body.webhook)
     try:
         job, _ = await jobs.submit(tenant, body.model_dump(mode="json"), idempotency_key, crew=crew)
     except IdempotencyConflict:
-        raise _key_reused() from None
+        raise key_reused() from None
     return _accepted(job)
+
+
+def check_webhook(request: Request, webhook: WebhookSpec | None) -> None:
+    """A 503 when webhooks could not be signed here, a 422 for an unsafe URL."""
+    if webhook is None:
+        return
+    settings = request.app.state.settings
+    if not settings.secret_key:  # webhooks could not be signed
+        raise Problem(
+            503, "Webhooks need EDGECREW_SECRET_KEY on this edge", headers={"Retry-After": "60"}
+        )
+    try:
+        check_webhook_url(webhook.url, allow_loopback_http=settings.allow_loopback_webhooks)
+    except UnsafeWebhookUrl as exc:
+        errors = [{"loc": ["body", "webhook", "url"], "msg": str(exc)}]
+        raise Problem(422, f"Unusable webhook URL: {exc}", extra={"errors": errors}) from exc
 
 
 async def _replayed(
@@ -96,10 +101,10 @@ async def _replayed(
     try:
         return await jobs.replay(tenant, body.model_dump(mode="json"), key)
     except IdempotencyConflict:
-        raise _key_reused() from None
+        raise key_reused() from None
 
 
-def _key_reused() -> Problem:
+def key_reused() -> Problem:
     msg = "already used with a different request body"
     errors = [{"loc": ["header", "Idempotency-Key"], "msg": msg}]
     return Problem(422, f"This Idempotency-Key was {msg}", extra={"errors": errors})

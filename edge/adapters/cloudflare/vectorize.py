@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edge.adapters.cloudflare._js import JsException, to_js, to_py
 from edge.ports import DependencyUnavailable, Metadata, MetadataValue, VectorMatch, VectorRecord
+from shared.documents import VECTORIZE_ID_FIELD as _ID_FIELD
+from shared.documents import vectorize_id
+
+__all__ = ["CloudflareVectorIndex", "vectorize_id"]
 
 VECTORIZE_UPSERT_BATCH = 1000
-_ID_FIELD = "_id"
 
 
 class CloudflareVectorIndex:
@@ -70,11 +72,6 @@ class CloudflareVectorIndex:
         except JsException as exc:
             raise DependencyUnavailable("Vectorize", f"{method} failed: {exc}") from exc
         return result if isinstance(result, dict) else {}
-
-
-def vectorize_id(namespace: str, record_id: str) -> str:
-    """A Vectorize id (<= 64 bytes) unique to this namespace and record id."""
-    return hashlib.sha256(f"{namespace}\x00{record_id}".encode()).hexdigest()[:48]
 
 
 def _metadata_with_id(record: VectorRecord) -> dict[str, object]:

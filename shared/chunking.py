@@ -1,4 +1,8 @@
-"""Split a document into overlapping chunks that end on natural boundaries."""
+"""Split a document into overlapping chunks that end on natural boundaries.
+
+In `shared/` because the edge (`POST /v1/documents`) and the executor (bulk ingestions)
+must cut a document into the very same chunks, so that both write the same chunk ids.
+"""
 
 from __future__ import annotations
 
