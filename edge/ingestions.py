@@ -45,6 +45,10 @@ class IngestionClosed(Exception):
     """The ingestion has ended (cancelled, failed, done): nothing more may be written."""
 
 
+class SourceNotVisible(Exception):
+    """The ingestion is open but its stored documents are not visible here yet."""
+
+
 class Ingestions:
     def __init__(
         self, jobs: JobService, knowledge: KnowledgeBase, ports: Ports, settings: Settings
@@ -102,7 +106,10 @@ class Ingestions:
             return None
         raw = await self._ports.kv.get(_batch_key(tenant, job["inputs"]["digest"]))
         if raw is None:
-            return None
+            # Written before the job was, but KV may not show it yet where the executor's
+            # call lands (up to ~60 s at another location): a 503, which the executor
+            # retries for longer than that, not a 404 that would fail the ingestion.
+            raise SourceNotVisible(job_id)
         return {
             "documents": json.loads(raw),
             "chunk_size": self._settings.chunk_size,
@@ -120,6 +127,16 @@ class Ingestions:
             return None
         await self._ports.vectors.upsert(tenant, records)
         return len(records)
+
+    async def prepare(
+        self, tenant: str, job_id: str, documents: Sequence[IndexedDocument]
+    ) -> list[dict[str, Any]] | None:
+        """Before a group's chunks are written: record each document with at least as many
+        chunks as it may soon have, so that whatever the run leaves behind if it stops
+        half-way (cancelled, crashed) is listed and deletable, never an orphan."""
+        if await self._open(tenant, job_id) is None:
+            return None
+        return await self._knowledge.prepare(tenant, documents)
 
     async def register(
         self, tenant: str, job_id: str, documents: Sequence[IndexedDocument]

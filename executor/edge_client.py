@@ -92,6 +92,13 @@ class EdgeClient:
         """Upsert embedded chunks into the edge's own index; how many it took."""
         return int(self._ingestion_call(job_id, tenant, "vectors", {"vectors": vectors})["written"])
 
+    def prepare_documents(
+        self, job_id: str, tenant: str, documents: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Before writing documents' chunks: the edge's records make room for them."""
+        answer = self._ingestion_call(job_id, tenant, "prepare", {"documents": documents})
+        return list(answer["documents"])
+
     def register_documents(
         self, job_id: str, tenant: str, documents: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
@@ -111,7 +118,9 @@ class EdgeClient:
     def _signed_post(
         self, path: str, message_id: str, payload: Mapping[str, Any]
     ) -> dict[str, Any]:
-        body = json.dumps(payload).encode()
+        # UTF-8 as it is: escaped, text in Chinese or emoji takes 6-12 bytes a character,
+        # and a body the edge would take comes back 413.
+        body = json.dumps(payload, ensure_ascii=False).encode()
         reason, status, detail = "", None, ""
         for attempt in range(self._settings.callback_attempts):
             if attempt:

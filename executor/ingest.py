@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 
 from executor.edge_client import EdgeClient
 from executor.settings import ExecutorSettings
-from executor.sinks import ChunkSink, CloudflareSink, EdgeIndexSink
+from executor.sinks import ChunkSink, CloudflareSink, EdgeIndexSink, packed
 from shared.documents import INGESTION_FLOW, document_chunks
 
 RETRIES = 1
@@ -83,6 +83,7 @@ def run_ingestion(
         source,
         sink,
         tenant=tenant,
+        prepare=lambda documents: edge.prepare_documents(job_id, tenant, documents),
         register=lambda documents: edge.register_documents(job_id, tenant, documents),
         progress=ProgressReporter(edge, job_id, tenant),
     )
@@ -93,19 +94,29 @@ def ingest(
     sink: ChunkSink,
     *,
     tenant: str,
+    prepare: Callable[[list[dict[str, Any]]], object],
     register: Callable[[list[dict[str, Any]]], object],
     progress: Callable[[int, int, int], None],
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """Chunk, embed, write and register every document; the counts for the job's result."""
+    """Chunk, embed, write and register every document; the counts for the job's result.
+
+    Each group is prepared at the edge before its chunks are written (its records make
+    room for them), so a run stopped between the write and the register (a cancel, a
+    crash) leaves documents that are listed and deletable, never chunks nothing reaches.
+    """
     documents = list(source["documents"])
     started = last_report = clock()
     done = chunks_written = 0
     for group in _groups(documents, source):
         chunks = [chunk for _, cut in group for chunk in cut]
+        records = [{"id": d["id"], "chunks": len(cut), "metadata": d.get("metadata") or {}}
+                   for d, cut in group]  # fmt: skip
+        for call in packed(records, most=GROUP_DOCUMENTS):
+            prepare(call)
         sink.write(tenant, chunks)
-        register([{"id": d["id"], "chunks": len(cut), "metadata": d.get("metadata") or {}}
-                  for d, cut in group])  # fmt: skip
+        for call in packed(records, most=GROUP_DOCUMENTS):
+            register(call)
         done += len(group)
         chunks_written += len(chunks)
         if done < len(documents) and clock() - last_report >= PROGRESS_SECONDS:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -35,6 +36,15 @@ EDGE_CALL_VECTORS = 500
 
 class SinkError(RuntimeError):
     """The vector store or the embedding model refused or failed; never quotes a token."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+#: Tries of one batch against Cloudflare: a timeout (langchain-cloudflare's client waits
+#: 5 s), a 429 (Workers AI at capacity) or a 5xx must not restart a whole ingestion.
+CLOUDFLARE_ATTEMPTS = 4
 
 
 class ChunkSink(Protocol):
@@ -55,7 +65,7 @@ class CloudflareSink:
 
     def __init__(
         self, *, account_id: str, api_token: str, index_name: str, model: str,
-        batch_size: int = CLOUDFLARE_BATCH,
+        batch_size: int = CLOUDFLARE_BATCH, sleep: Callable[[float], None] = time.sleep,
     ) -> None:  # fmt: skip
         from langchain_cloudflare import CloudflareVectorize, CloudflareWorkersAIEmbeddings
 
@@ -71,6 +81,7 @@ class CloudflareSink:
         )  # fmt: skip
         self._model = model
         self._batch = batch_size
+        self._sleep = sleep
 
     @property
     def model(self) -> str:
@@ -78,7 +89,14 @@ class CloudflareSink:
 
     def write(self, namespace: str, chunks: Sequence[ChunkRecord]) -> None:
         for batch in _batches(chunks, self._batch):
-            asyncio.run(self._upsert(namespace, batch))
+            for attempt in range(CLOUDFLARE_ATTEMPTS):
+                try:
+                    asyncio.run(self._upsert(namespace, batch))
+                    break
+                except SinkError as exc:  # upserts by id: a retry writes the same records
+                    if not exc.retryable or attempt == CLOUDFLARE_ATTEMPTS - 1:
+                        raise
+                    self._sleep(2.0**attempt)
 
     async def _upsert(self, namespace: str, batch: Sequence[ChunkRecord]) -> None:
         import httpx
@@ -97,9 +115,13 @@ class CloudflareSink:
         except httpx.HTTPStatusError as exc:
             service = "Workers AI" if "/ai/run/" in str(exc.request.url) else "Vectorize"
             said = cloudflare_error(exc.response)
-            raise SinkError(f"{service} answered {exc.response.status_code}{said}") from exc
+            status = exc.response.status_code
+            raise SinkError(
+                f"{service} answered {status}{said}", retryable=status == 429 or status >= 500
+            ) from exc
         except httpx.TransportError as exc:
-            raise SinkError(f"Cloudflare's API unreachable: {type(exc).__name__}") from exc
+            message = f"Cloudflare's API unreachable: {type(exc).__name__}"
+            raise SinkError(message, retryable=True) from exc
 
 
 class EdgeIndexSink:
@@ -126,7 +148,7 @@ class EdgeIndexSink:
                 {"id": c.id, "values": _compact(v), "metadata": c.metadata}
                 for c, v in zip(batch, vectors, strict=True)
             ]
-            for call in _packed(records):
+            for call in packed(records, most=EDGE_CALL_VECTORS):
                 self._post(call)
 
 
@@ -135,13 +157,14 @@ def _batches(items: Sequence[ChunkRecord], size: int) -> Iterator[Sequence[Chunk
         yield items[start : start + size]
 
 
-def _packed(records: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """Records in calls of at most EDGE_CALL_BYTES and EDGE_CALL_VECTORS each."""
+def packed(records: list[dict[str, Any]], *, most: int) -> Iterator[list[dict[str, Any]]]:
+    """Records in calls to the edge of at most EDGE_CALL_BYTES (as the edge client sends
+    them: UTF-8 JSON) and `most` records each."""
     call: list[dict[str, Any]] = []
     size = 0
     for record in records:
-        length = len(json.dumps(record)) + 2
-        if call and (size + length > EDGE_CALL_BYTES or len(call) == EDGE_CALL_VECTORS):
+        length = len(json.dumps(record, ensure_ascii=False).encode()) + 2
+        if call and (size + length > EDGE_CALL_BYTES or len(call) == most):
             yield call
             call, size = [], 0
         call.append(record)

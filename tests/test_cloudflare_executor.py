@@ -252,3 +252,27 @@ def test_workers_ai_settings_need_an_account_and_a_token_and_hide_the_token() ->
     with pytest.raises(ExecutorSettingsError, match="one of openai, workers-ai"):
         ExecutorSettings.from_env({**base, "EDGECREW_CREW_LLM_PROVIDER": "bedrock"})
     assert TOKEN not in repr(CLOUDFLARE)
+
+
+def test_a_busy_or_slow_cloudflare_is_retried_per_batch_not_the_whole_ingestion() -> None:
+    """Workers AI at capacity (429) twice: the batch is tried again after 1 s and 2 s and
+    goes in; a service that stays down ends the write after four tries."""
+    slept: list[float] = []
+    sink = CloudflareSink(account_id="acct-123", api_token=TOKEN, index_name="edgecrew-docs",
+                          model=EMBED_MODEL, sleep=slept.append)  # fmt: skip
+    chunks = document_chunks("a", "Some text.", {}, size=800, overlap=120)
+    with respx.mock(assert_all_called=False) as router:
+        vectorize = FakeVectorize(384)
+        api = FakeCloudflareAPI(router, vectorize)
+        busy = iter([refused(429, "Capacity temporarily exceeded")] * 2)
+        embed = api.embed
+        router.routes[0].mock(side_effect=lambda request: next(busy, None) or embed(request))
+        sink.write("tenant_a", chunks)
+        assert slept == [1.0, 2.0] and len(api.upserts) == 1
+
+        slept.clear()
+        api.fail_embeddings = refused(503, "Service unavailable")
+        router.routes[0].mock(side_effect=api.embed)
+        with pytest.raises(SinkError, match="Workers AI answered 503"):
+            sink.write("tenant_a", chunks)
+    assert slept == [1.0, 2.0, 4.0], "four tries, then the run's own retry decides"

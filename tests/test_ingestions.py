@@ -7,6 +7,7 @@ sink against Cloudflare's REST shapes."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from executor.ingest import IngestError, ProgressReporter, build_sink, ingest, r
 from executor.settings import ExecutorSettings
 from executor.sinks import EdgeIndexSink
 from shared.documents import INGESTION_CREW
-from shared.signing import new_secret
+from shared.signing import new_secret, signed_headers
 from tests.conftest import AUTH_A, AUTH_B, KEY_A, KEY_B
 from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.doubles.orchestrator import InMemoryOrchestrator
@@ -269,6 +270,7 @@ def test_three_hundred_documents_ingested_in_bulk_are_listed_searched_and_cited(
     )  # fmt: skip
     result = ingest(
         source, sink, tenant="tenant_a",
+        prepare=lambda docs: client.prepare_documents(accepted["id"], "tenant_a", docs),
         register=lambda docs: client.register_documents(accepted["id"], "tenant_a", docs),
         progress=ProgressReporter(client, accepted["id"], "tenant_a"),
         clock=lambda: float(next(clock)),
@@ -367,3 +369,92 @@ def test_vectors_sent_to_the_edge_are_exact_float32_in_fewer_bytes() -> None:
     compact = _compact(as_float64)
     assert np.array_equal(np.asarray(compact, dtype=np.float32), vector)
     assert len(json.dumps(compact)) < 0.75 * len(json.dumps(as_float64))
+
+
+# --- what a run that stops half-way, or odd input, leaves -------------------------------------
+
+
+def test_a_run_stopped_between_writing_and_registering_leaves_only_deletable_documents(
+    edge: Edge,
+) -> None:
+    """A cancel (or crash) after a group's chunks are in the index but before they are
+    registered: the documents are prepared first, so every chunk id the run wrote is
+    listed and DELETE removes it, for a new document and for a longer new version."""
+    (note,) = documents(1)
+    run_executor(edge, submit(edge, {"documents": [note]}).json()["id"])
+    short = edge.http.get(f"/v1/documents/{note['id']}", headers=AUTH_A).json()["chunks"]
+    longer = {**note, "text": note["text"] * 8}
+    fresh = {"id": "fresh", "text": "A fresh note about zqfreshx. " * 30}
+    job_id = submit(edge, {"documents": [longer, fresh]}).json()["id"]
+    client = edge.executor()
+    source = client.ingestion_source(job_id, "tenant_a")
+    sink = build_sink(EXECUTOR, source, lambda v: client.write_vectors(job_id, "tenant_a", v),
+                      local_embedder=RecordingEmbedder())  # fmt: skip
+
+    def stopped(_: object) -> None:
+        raise RuntimeError("cancelled: the run's process was stopped here")
+
+    prepare = lambda docs: client.prepare_documents(job_id, "tenant_a", docs)  # noqa: E731
+    with pytest.raises(RuntimeError, match="cancelled"):
+        ingest(source, sink, tenant="tenant_a", prepare=prepare, register=stopped,
+               progress=lambda *_: None)  # fmt: skip
+
+    written = index_rows(edge, "tenant_a")
+    assert any(i.startswith("fresh#") for i in written) and len(written) > short
+    page = edge.http.get("/v1/documents", headers=AUTH_A).json()["documents"]
+    listed = {d["id"]: d["chunks"] for d in page}
+    assert listed.keys() == {note["id"], "fresh"}
+    assert listed[note["id"]] >= sum(i.startswith(f"{note['id']}#") for i in written)
+    for document_id in listed:
+        assert edge.http.delete(f"/v1/documents/{document_id}", headers=AUTH_A).status_code == 204
+    assert index_rows(edge, "tenant_a") == {}, "no chunk is left that nothing reaches"
+
+
+def test_non_ascii_metadata_fits_the_edges_calls(edge: Edge) -> None:
+    """Sent as UTF-8, not \\u escapes (6 bytes a character), and in calls measured in
+    bytes: 60 documents with long Japanese metadata all land."""
+    docs = [{**d, "metadata": {f"k{k}": "語" * 256 for k in range(16)}} for d in documents(60)]
+    job_id = submit(edge, {"documents": docs}).json()["id"]
+    assert run_executor(edge, job_id)["documents"] == 60
+    listed = edge.http.get("/v1/documents?limit=100", headers=AUTH_A).json()["documents"]
+    assert len(listed) == 60
+
+
+@pytest.mark.parametrize("path", ["/v1/ingestions", "/v1/jobs"])
+def test_nan_and_infinity_are_not_json_and_are_refused(edge: Edge, path: str) -> None:
+    bodies = {
+        "/v1/ingestions": '{"documents": [{"id": "a", "text": "x", "metadata": {"x": NaN}}]}',
+        "/v1/jobs": '{"crew": "summarize", "inputs": {"text": "t"}, "metadata": {"m": Infinity}}',
+    }
+    headers = {**AUTH_A, "Content-Type": "application/json"}
+    response = edge.http.post(path, content=bodies[path], headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "not a JSON number" in response.json()["detail"]
+    assert edge.orchestrator.deployments == [], "nothing was handed to Prefect"
+
+
+def test_a_signed_call_cannot_be_replayed_to_another_ingestion(edge: Edge) -> None:
+    first = submit(edge, {"documents": documents(1)}).json()["id"]
+    second = submit(edge, {"documents": documents(2, prefix="other")}).json()["id"]
+    body = json.dumps({"tenant": "tenant_a"}).encode()
+    headers = signed_headers(SECRET, f"ingest:{first}:source:1", int(time.time()), body)
+    headers["Content-Type"] = "application/json"
+    own = edge.http.post(f"/v1/internal/ingestions/{first}/source", content=body, headers=headers)
+    assert own.status_code == 200
+    replayed = edge.http.post(
+        f"/v1/internal/ingestions/{second}/source", content=body, headers=headers
+    )
+    assert replayed.status_code == 401, replayed.text
+
+
+def test_documents_kv_does_not_show_yet_are_a_503_the_executor_retries(edge: Edge) -> None:
+    """On Cloudflare the executor's call may land where KV has not caught up with the
+    client's write: the ingestion is open, so the edge says retry, not 404."""
+    job_id = submit(edge, {"documents": documents(1)}).json()["id"]
+    keys = edge.http.portal.call(edge.ports.kv.list)  # type: ignore[union-attr]
+    (blob,) = [k.name for k in keys.keys if k.name.startswith("ingest:tenant_a:")]
+    edge.http.portal.call(edge.ports.kv.delete, blob)  # type: ignore[union-attr]
+    with pytest.raises(EdgeUnreachable) as later:
+        edge.executor().ingestion_source(job_id, "tenant_a")
+    assert later.value.status_code == 503

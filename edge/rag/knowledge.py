@@ -82,6 +82,26 @@ class KnowledgeBase:
             await self._bump_corpus_version(tenant)
         return results
 
+    async def prepare(
+        self, tenant: str, documents: Sequence[IndexedDocument]
+    ) -> list[dict[str, Any]]:
+        """Before someone else writes documents' chunks: give each record room for them
+        (`max(chunks it has, chunks to come)`), so that `delete`, or the next ingest of
+        the id, reaches every chunk id a writer that stops half-way may leave. A record
+        with more room than chunks is what `_record` trims once they are written."""
+        results = []
+        for document in documents:
+            previous = await self.document(tenant, document.id)
+            if previous is None or previous["chunks"] < document.chunks:
+                # A document there already keeps its metadata until the new chunks are in.
+                metadata = document.metadata if previous is None else previous["metadata"]
+                roomy = IndexedDocument(document.id, document.chunks, metadata)
+                await self._write_record(tenant, roomy)
+            results.append({"id": document.id, "chunks": document.chunks})
+        if documents:
+            await self._bump_corpus_version(tenant)  # the index is about to change
+        return results
+
     async def delete(self, tenant: str, document_id: str) -> bool:
         """Remove a document's chunks; False when the tenant has no such document."""
         record = await self.document(tenant, document_id)
@@ -193,6 +213,9 @@ class KnowledgeBase:
         # so a retry after a crash here still knows how many there were.
         stale = range(document.chunks, previous["chunks"] if previous else 0)
         await self._delete_chunks(tenant, document.id, stale)
+        return await self._write_record(tenant, document)
+
+    async def _write_record(self, tenant: str, document: IndexedDocument) -> dict[str, Any]:
         updated_at = rfc3339(timespec="seconds")
         record = {
             "id": document.id,

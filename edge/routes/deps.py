@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated
 
@@ -64,11 +65,33 @@ def document_id(document_id: Annotated[str, Path(description="The document's id"
     return document_id
 
 
-def json_body(request: Request) -> None:
-    """Refuse bodies that are not JSON before FastAPI tries to read them as such."""
+async def json_body(request: Request) -> None:
+    """Refuse bodies that are not JSON before FastAPI tries to read them as such.
+
+    Python's parser (FastAPI's) takes `NaN` and `Infinity`, which JSON does not have:
+    accepted, they would come back out as a 500 (no JSON encoder writes them) or travel
+    on to Prefect and the index. Refused here, for every route with a body.
+    """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise Problem(415, f"Send the body as application/json, not {media_type or 'nothing'!r}")
+    try:
+        json.loads(await request.body(), parse_constant=_not_json)  # cached for FastAPI
+    except _NotJson as exc:
+        msg = f"{exc} is not a JSON number"
+        raise Problem(
+            422, f"Invalid JSON: {msg}", extra={"errors": [{"loc": ["body"], "msg": msg}]}
+        ) from None
+    except ValueError:
+        pass  # malformed: FastAPI's own 400 says where
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _not_json(constant: str) -> object:
+    raise _NotJson(constant)
 
 
 #: What every API-key route can answer besides its own errors (the guards run first).

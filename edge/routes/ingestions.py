@@ -7,7 +7,7 @@ before routing), like its job events.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
@@ -23,7 +23,7 @@ from edge.ingestion_schemas import (
     VectorsRequest,
     VectorsWritten,
 )
-from edge.ingestions import IngestionClosed, Ingestions, view
+from edge.ingestions import IngestionClosed, Ingestions, SourceNotVisible, view
 from edge.jobs.service import IdempotencyConflict
 from edge.ports import VectorRecord
 from edge.problems import Problem, problem_responses
@@ -104,10 +104,15 @@ def _accepted(job: dict[str, Any]) -> JSONResponse:
 
 @internal.post("/{job_id}/source", response_model=IngestionSource)
 async def ingestion_source(
-    job_id: JobIdPath, body: SourceRequest, _: ExecutorMessageId, service: IngestionsDep
+    job_id: JobIdPath, body: SourceRequest, message_id: ExecutorMessageId, service: IngestionsDep
 ) -> IngestionSource:
     """The documents to ingest, and the chunking and embedding model the edge uses."""
-    source = await _open(service.source(body.tenant, job_id))
+    _bound(message_id, job_id, "source")
+    try:
+        source = await _open(service.source(body.tenant, job_id))
+    except SourceNotVisible:
+        raise Problem(503, "The ingestion's documents are not visible here yet; retry",
+                      headers={"Retry-After": "5"}) from None  # fmt: skip
     if source is None:
         raise Problem(404, f"No stored documents for ingestion {job_id!r} of {body.tenant!r}")
     return IngestionSource.model_validate(source)
@@ -115,10 +120,11 @@ async def ingestion_source(
 
 @internal.post("/{job_id}/vectors", response_model=VectorsWritten)
 async def ingestion_vectors(
-    job_id: JobIdPath, body: VectorsRequest, _: ExecutorMessageId, request: Request,
+    job_id: JobIdPath, body: VectorsRequest, message_id: ExecutorMessageId, request: Request,
     service: IngestionsDep,
 ) -> VectorsWritten:  # fmt: skip
     """Chunks the executor embedded, into the edge's own index (local mode's sink)."""
+    _bound(message_id, job_id, "vectors")
     dimensions = request.app.state.ports.vectors.dimensions
     if wrong := [i for i, v in enumerate(body.vectors) if len(v.values) != dimensions]:
         errors = [{"loc": ["body", "vectors", i, "values"], "msg": f"must have {dimensions} "
@@ -131,16 +137,45 @@ async def ingestion_vectors(
     return VectorsWritten(written=written)
 
 
+@internal.post("/{job_id}/prepare", response_model=Registered)
+async def ingestion_prepare(
+    job_id: JobIdPath, body: RegisterRequest, message_id: ExecutorMessageId,
+    service: IngestionsDep,
+) -> Registered:  # fmt: skip
+    """Documents whose chunks are about to be written: recorded with room for them first,
+    so a run that stops before `documents` leaves nothing that cannot be deleted."""
+    return await _record_documents("prepare", job_id, body, message_id, service.prepare)
+
+
 @internal.post("/{job_id}/documents", response_model=Registered)
 async def ingestion_documents(
-    job_id: JobIdPath, body: RegisterRequest, _: ExecutorMessageId, service: IngestionsDep
-) -> Registered:
+    job_id: JobIdPath, body: RegisterRequest, message_id: ExecutorMessageId,
+    service: IngestionsDep,
+) -> Registered:  # fmt: skip
     """Documents whose chunks are written: recorded as `POST /v1/documents` records them."""
+    return await _record_documents("documents", job_id, body, message_id, service.register)
+
+
+async def _record_documents(
+    kind: str,
+    job_id: str,
+    body: RegisterRequest,
+    message_id: str,
+    write: Callable[[str, str, list[IndexedDocument]], Awaitable[list[dict[str, Any]] | None]],
+) -> Registered:
+    _bound(message_id, job_id, kind)
     documents = [IndexedDocument(d.id, d.chunks, d.metadata) for d in body.documents]
-    registered = await _open(service.register(body.tenant, job_id, documents))
-    if registered is None:
+    recorded = await _open(write(body.tenant, job_id, documents))
+    if recorded is None:
         raise Problem(404, f"No ingestion {job_id!r} for tenant {body.tenant!r}")
-    return Registered(documents=registered)
+    return Registered(documents=recorded)
+
+
+def _bound(message_id: str, job_id: str, kind: str) -> None:
+    """The signature covers the message id, not the path: a call signed for one job or
+    kind of call must not be replayed to another (the executor names both in its ids)."""
+    if not message_id.startswith(f"ingest:{job_id}:{kind}:"):
+        raise Problem(401, "This signed message is for another call")
 
 
 async def _open(pending: Awaitable[_T]) -> _T:
