@@ -13,7 +13,16 @@ from edge.ports import Ports
 from edge.problems import document_problems, install_problem_handlers, problem_responses
 from edge.rag.knowledge import KnowledgeBase
 from edge.rate_limits import RateLimitGuard
-from edge.routes import answers, callbacks, documents, health, ingestions, jobs, search
+from edge.routes import (
+    answers,
+    callbacks,
+    documents,
+    health,
+    ingestions,
+    job_events,
+    jobs,
+    search,
+)
 from edge.settings import Settings, SettingsError
 from shared.limits import DEFAULT_LIMITS
 
@@ -40,7 +49,7 @@ def create_app(
     app.state.ingestions = Ingestions(app.state.jobs, app.state.knowledge, ports, settings)
     # The guards in front of every route can refuse a malformed or oversized body anywhere.
     guarded = problem_responses(400, 413)
-    for module in (health, documents, search, answers, jobs, ingestions, callbacks):
+    for module in (health, documents, search, answers, jobs, job_events, ingestions, callbacks):
         app.include_router(module.router, responses=guarded)
     app.include_router(ingestions.internal, responses=guarded)
     install_problem_handlers(app)

@@ -18,6 +18,9 @@ def _app_for(env):  # type: ignore[no-untyped-def]
     if _app is None:
         settings = Settings.from_env(env_mapping(env))
         _app = create_app(settings, build_cloudflare_ports(env, settings))
+        # A job's event stream must not be woken from the request that changed the job:
+        # it would resume in that request's I/O context (edge.jobs.events.JobChanges).
+        _app.state.jobs.changes.enabled = False
     return _app
 
 

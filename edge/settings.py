@@ -42,6 +42,9 @@ ENV_KEYS = (
     "EDGECREW_CLAIM_TIMEOUT_SECONDS",
     "EDGECREW_CANCEL_TIMEOUT_SECONDS",
     "EDGECREW_RATE_LIMIT_PER_MINUTE",
+    "EDGECREW_JOB_EVENTS_POLL_SECONDS",
+    "EDGECREW_JOB_EVENTS_HEARTBEAT_SECONDS",
+    "EDGECREW_JOB_EVENTS_MAX_SECONDS",
 )
 
 
@@ -79,6 +82,12 @@ class Settings:
     claim_timeout_seconds: int = 60
     cancel_timeout_seconds: int = 120
     rate_limit_per_minute: int = 600  # per tenant, local mode; 0 = off (Cloudflare: wrangler.toml)
+    # A job's event stream reads the ledger this often (sooner when this process made the
+    # change), comments `: ping` after this long without an event, and ends after this
+    # long with a `retry:` hint (docs/api.md, "Job events": why it is bounded).
+    job_events_poll_seconds: float = 1.0
+    job_events_heartbeat_seconds: float = 15.0
+    job_events_max_seconds: int = 300
 
     def __post_init__(self) -> None:
         if self.executor_secret and not self.executor_secret.startswith("whsec_"):
@@ -102,6 +111,20 @@ class Settings:
         ):
             if value < 1:
                 raise SettingsError(f"{name} must be >= 1 second, got {value}")
+        if not 0.05 <= self.job_events_poll_seconds <= 60:
+            raise SettingsError(
+                "EDGECREW_JOB_EVENTS_POLL_SECONDS must be 0.05..60, "
+                f"got {self.job_events_poll_seconds}"
+            )
+        if not 0 < self.job_events_heartbeat_seconds <= 60:
+            raise SettingsError(
+                "EDGECREW_JOB_EVENTS_HEARTBEAT_SECONDS must be above 0 and at most 60, "
+                f"got {self.job_events_heartbeat_seconds}"
+            )
+        if self.job_events_max_seconds < 1:
+            raise SettingsError(
+                f"EDGECREW_JOB_EVENTS_MAX_SECONDS must be >= 1, got {self.job_events_max_seconds}"
+            )
         if self.answer_cache_ttl and self.answer_cache_ttl < 60:
             # Workers KV refuses expirationTtl below 60 s; local mode keeps the same rule.
             raise SettingsError(
@@ -148,6 +171,15 @@ class Settings:
             ),
             rate_limit_per_minute=reader.integer(
                 "EDGECREW_RATE_LIMIT_PER_MINUTE", defaults.rate_limit_per_minute
+            ),
+            job_events_poll_seconds=reader.number(
+                "EDGECREW_JOB_EVENTS_POLL_SECONDS", defaults.job_events_poll_seconds
+            ),
+            job_events_heartbeat_seconds=reader.number(
+                "EDGECREW_JOB_EVENTS_HEARTBEAT_SECONDS", defaults.job_events_heartbeat_seconds
+            ),
+            job_events_max_seconds=reader.integer(
+                "EDGECREW_JOB_EVENTS_MAX_SECONDS", defaults.job_events_max_seconds
             ),
         )
 

@@ -51,6 +51,10 @@ EVENT_STATUS = {
 #: Client webhook events; a webhook with no `events` list gets the terminal ones.
 WEBHOOK_EVENTS = ("job.running", "job.progress", "job.succeeded", "job.failed", "job.cancelled")
 DEFAULT_WEBHOOK_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
+#: Events a job's record keeps (`apply_change`). A crew job makes a handful; an
+#: ingestion reports progress at most once a second, so 500 covers ~8 minutes of it, at
+#: ~150 bytes an event (~75 KB in the ledger's row, which holds 2 MB).
+EVENTS_KEPT = 500
 
 
 def can_transition(current: JobStatus, new: JobStatus) -> bool:
@@ -140,7 +144,35 @@ def apply_change(job: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str,
     updated.update(change.get("set") or {})
     updated["revision"] = int(job.get("revision") or 0) + 1
     updated["expires_at"] = change["expires_at"]
+    if event is not None and (
+        updated["status"] != job["status"] or event.get("type") == "progress"
+    ):
+        _log_event(updated, webhook_event_for(event["type"]))
     return updated
+
+
+def _log_event(job: dict[str, Any], name: str) -> None:
+    """Append the event a change made to the job's log (`GET /v1/jobs/{id}/events`).
+
+    Appended by the change itself, so the log and the state can never disagree, and the
+    change's revision is the event's id: it only grows, one writer assigns it. What the
+    event says is what a client needs to follow the job without a second read; a
+    succeeded job's result is not copied in (it may be large, and it is final), the
+    reader fills it in (`edge.jobs.events`). The log keeps the last `EVENTS_KEPT`;
+    `events_trimmed` is the id of the newest event dropped, so a reader resuming before
+    it knows events are missing.
+    """
+    data: dict[str, Any] = {"status": job["status"], "progress": job.get("progress")}
+    if job["status"] == JobStatus.FAILED.value:
+        data["error"] = job.get("error")
+    event = {"id": job["revision"], "type": name, "at": job["updated_at"], "data": data}
+    if "events" not in job:  # recorded before the log: what came before is not in it
+        job["events_trimmed"] = int(job["revision"]) - 1
+    log = [*(job.get("events") or []), event]
+    if len(log) > EVENTS_KEPT:
+        job["events_trimmed"] = log[-EVENTS_KEPT - 1]["id"]
+        log = log[-EVENTS_KEPT:]
+    job["events"] = log
 
 
 def ledger_create(
@@ -150,7 +182,10 @@ def ledger_create(
     there is none or the one there has expired."""
     if existing is not None and float(existing.get("expires_at") or 0) > now:
         return dict(existing), False
-    return {**record, "revision": 1}, True
+    created = {**record, "revision": 1}
+    if record.get("status") == JobStatus.SUBMITTING.value:  # a new job: its log starts here
+        created.setdefault("events", [])
+    return created, True
 
 
 def ledger_live(existing: Mapping[str, Any] | None, now: float) -> dict[str, Any] | None:

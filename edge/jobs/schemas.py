@@ -98,6 +98,30 @@ class Job(BaseModel):
     urls: JobUrls
 
 
+class JobEventData(BaseModel):
+    status: str
+    progress: Progress | None
+    result: Any = Field(default=None, description="On `job.succeeded` (and a snapshot of one)")
+    error: JobError | None = Field(default=None, description="On `job.failed`")
+
+
+class JobEvent(BaseModel):
+    id: int = Field(description="Increases with every event of the job; resume after it")
+    type: str = Field(
+        description="`job.queued`, `job.running`, `job.progress`, a terminal `job.succeeded`, "
+        "`job.failed` or `job.cancelled`; `job.snapshot` when events before it were dropped"
+    )
+    at: str
+    data: JobEventData
+
+
+class JobEventPage(BaseModel):
+    events: list[JobEvent]
+    next: int | None = Field(
+        description="`after` for the next page; null once the job has ended and all is read"
+    )
+
+
 class JobSummary(BaseModel):
     id: str
     crew: str

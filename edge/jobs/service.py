@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from edge.jobs.catalog import get_crew
+from edge.jobs.events import JobChanges
 from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.store import JobStore, index_key
 from edge.ports import (
@@ -89,6 +90,7 @@ class JobService:
         self.store = JobStore(ports.kv, ttl_seconds=settings.job_ttl_days * 86400)
         self.direct_limit = DIRECT_SUBMISSIONS
         self._direct = 0
+        self.changes = JobChanges()  # wakes this process's event streams (edge.jobs.events)
 
     @property
     def ledger(self) -> JobLedger:
@@ -519,6 +521,8 @@ class JobService:
         before, after = await self.ledger.change(tenant, job_id, change, now=now)
         if before is None and "revision" not in job and await self._record(tenant, job_id):
             before, after = await self.ledger.change(tenant, job_id, change, now=now)
+        if after is not None:
+            self.changes.notify(tenant, job_id)
         if before is None:
             return None, None
         if after is None:

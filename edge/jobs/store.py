@@ -16,6 +16,7 @@ from edge.ports import KeyValueStore
 from shared.jobs import JobStatus
 
 _MAX_MS = 10**13 - 1  # newest first: KV lists keys in ascending order
+_LEDGER_ONLY = frozenset({"events", "events_trimmed"})
 
 
 class JobStore:
@@ -42,7 +43,10 @@ class JobStore:
         tenant, job_id = job["tenant"], job["id"]
         if previous is None or previous["status"] != job["status"]:
             await self._index(job)
-        await self._kv.put(f"job:{tenant}:{job_id}", json.dumps(job), ttl_seconds=self._ttl)
+        # Without its event log: streams read events from the ledger (KV may be a minute
+        # behind elsewhere), and a copy carrying 500 events would make every write larger.
+        copy = {key: value for key, value in job.items() if key not in _LEDGER_ONLY}
+        await self._kv.put(f"job:{tenant}:{job_id}", json.dumps(copy), ttl_seconds=self._ttl)
 
     async def _index(self, job: dict[str, Any]) -> None:
         tenant, job_id = job["tenant"], job["id"]
