@@ -55,9 +55,23 @@ CancelAfter = Annotated[
     ),
 ]
 #: What `Prefer: wait=N` adds to a route's answers (docs/api.md, "Waiting for a job").
+_APPLIED = {
+    "Preference-Applied": {
+        "description": "`wait=N`: the wait applied (N clamped to 60)",
+        "schema": {"type": "string"},
+    }
+}
 WAITED = {
-    200: {"model": Job, "description": "`Prefer: wait`: the job ended within the wait"},
-    202: {"model": Job, "description": "`Prefer: wait`: the job as it is when the wait ran out"},
+    200: {
+        "model": Job,
+        "description": "`Prefer: wait`: the job ended within the wait",
+        "headers": _APPLIED,
+    },
+    202: {
+        "model": Job,
+        "description": "`Prefer: wait`: the job as it is when the wait ran out",
+        "headers": _APPLIED,
+    },
 }
 
 
