@@ -24,10 +24,12 @@ from tests.test_jobs_api import (  # noqa: F401
     JOB,
     FakePrefect,
     api,
+    held_by,
     jobs_app,
     post_event,
     prefect,
     queue,
+    unsticking,
 )
 
 HOOKED = {**JOB, "webhook": {"url": "https://app.example.com/hooks"}}
@@ -269,6 +271,24 @@ async def test_a_running_job_past_its_deadline_ends_when_its_worker_confirms(
     assert job["status"] == "cancelled" and job["error"]["kind"] == "DeadlineExceeded"
     assert [m["event"] for m, _ in queue.sent] == ["job.cancelled"]
     assert queue.sent[0][0]["payload"]["data"]["error"]["kind"] == "DeadlineExceeded"
+
+
+async def test_a_deadline_cancel_no_live_worker_confirms_is_recovered(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    unsticking(jobs_app, cancel_timeout_seconds=120)
+    headers = {**AUTH_A, "Cancel-After": "60s"}
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=headers)).json()["id"]
+    prefect.set("run-1", "RUNNING")
+    past_deadline(jobs_app, 61)
+    await jobs_app.state.jobs.reconcile()
+    assert prefect.runs["run-1"]["state"]["type"] == "CANCELLING"
+    held_by(prefect, "run-1", "w1", online=False)  # its worker died before it could stop
+    prefect.set("run-1", "CANCELLING", at=time.time() - 121)
+    await jobs_app.state.jobs.reconcile()
+    assert prefect.runs["run-1"]["state"]["type"] == "CANCELLED"
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert job["status"] == "cancelled" and job["error"]["kind"] == "DeadlineExceeded"
 
 
 async def test_a_job_not_handed_over_by_its_deadline_is_just_cancelled(
