@@ -67,7 +67,8 @@ def apply_event(job: Mapping[str, Any], event: Mapping[str, Any], at: str) -> di
 
     `event` is `{"type", "progress"?, "result"?, "error"?, "crew_version"?}`; `at` is the
     RFC 3339 time. A `running` event's `crew_version` (what the worker runs) replaces the
-    catalog's version the job was submitted with.
+    catalog's version the job was submitted with. A job `cancelled` keeps the error its
+    event or its `cancel_error` (the cause recorded when the edge asked) gives, else none.
     """
     kind = event.get("type")
     if kind not in EVENT_STATUS:
@@ -88,6 +89,10 @@ def apply_event(job: Mapping[str, Any], event: Mapping[str, Any], at: str) -> di
         updated["result"] = event.get("result")
     if new is JobStatus.FAILED:
         updated["error"] = dict(event.get("error") or {"kind": "unknown", "message": ""})
+    if new is JobStatus.CANCELLED and (cause := event.get("error") or job.get("cancel_error")):
+        # Why it was cancelled, when the edge asked for a reason (a deadline) before the
+        # cancel: whoever confirms it (Prefect, the worker, a reconciler pass) need not know.
+        updated["error"] = dict(cause)
     if new.terminal and updated.get("progress"):
         total = updated["progress"].get("total_tasks")
         if new is JobStatus.SUCCEEDED and total:

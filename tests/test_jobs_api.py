@@ -22,7 +22,7 @@ from edge.adapters.prefect import PrefectOrchestrator
 from edge.app import create_app
 from edge.handlers import task_handler
 from edge.jobs.delivery import WebhookSender
-from edge.jobs.service import COST_HAND_OVER, COST_PREFECT_READ, COST_READ, COST_STALE
+from edge.jobs.service import COST_PREFECT_READ, COST_READ, COST_STALE, COST_WORST_JOB
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.local.sqlite_ledger import SqliteJobLedger
@@ -571,7 +571,7 @@ async def test_the_reconciler_reads_stale_runs_in_batches_and_resumes_where_it_s
 
     # One page of two stale jobs at their worst case, and no room for a second: the
     # pass's reserve and its listing, the first job, then room for the second's worst.
-    worst = max(COST_STALE, COST_HAND_OVER)  # what the reconciler keeps room for, per job
+    worst = COST_WORST_JOB  # what the reconciler keeps room for, per job
     budget = 1 + 1 + (COST_READ + COST_STALE) + (COST_READ + worst + COST_PREFECT_READ)
     passes = [await jobs.reconcile(batch=2, budget=budget) for _ in range(4)]
 

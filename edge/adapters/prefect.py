@@ -87,7 +87,9 @@ class PrefectOrchestrator:
 
     async def cancel(self, run_id: str) -> RunState:
         current = await self.read(run_id)
-        if current.type in _FINAL:
+        # A run being cancelled already is not asked again: that would restart the clock
+        # the reconciler times an unconfirmed cancel by (`JobService._unstick`).
+        if current.type in _FINAL or current.type == "CANCELLING":
             return current
         if current.type in _NOT_STARTED:
             state = {"type": "CANCELLED", "name": "Cancelled", "message": "Cancelled by the API"}

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge.jobs.preferences import MAX_DEADLINE_SECONDS
 from shared.crews import MAX_CREWS_PER_PUBLISH, NAME_PATTERN
 from shared.jobs import WEBHOOK_EVENTS
 from shared.limits import DEFAULT_LIMITS as LIMITS
@@ -36,6 +37,11 @@ class JobRequest(_Strict):
     inputs: dict[str, Any]
     webhook: WebhookSpec | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    deadline_seconds: Annotated[int, Field(ge=1, le=MAX_DEADLINE_SECONDS)] | None = Field(
+        default=None,
+        description="Cancel the job (error kind `DeadlineExceeded`) if it has not ended this "
+        "many seconds after it was created; the `Cancel-After` header says the same",
+    )
 
     @field_validator("inputs")
     @classmethod
@@ -94,6 +100,9 @@ class Job(BaseModel):
     progress: Progress | None
     result: Any
     error: JobError | None
+    deadline_at: str | None = Field(
+        default=None, description="When the job is cancelled if it has not ended; null for none"
+    )
     deliveries: list[Delivery]
     urls: JobUrls
 

@@ -34,7 +34,7 @@ from edge.ports import (
 from edge.settings import Settings
 from shared.crews import FLOW_NAME, CrewSpec
 from shared.jobs import DEFAULT_WEBHOOK_EVENTS, JobStatus, webhook_event_for
-from shared.timestamps import rfc3339
+from shared.timestamps import parse_rfc3339, rfc3339
 
 log = logging.getLogger("edgecrew.jobs")
 
@@ -58,6 +58,15 @@ COST_RECOVER = 5 * PREFECT_ATTEMPTS
 #: A stale job at its worst: a change, an unstick, and its own read if the batched one
 #: is refused.
 COST_STALE = COST_CHANGE + COST_RECOVER + COST_PREFECT_READ
+#: A job past its deadline at its worst: the change that records why it is cancelled, a
+#: cancel of a job not handed over that finds it handed over meanwhile (a change that
+#: changes nothing), the run's cancel (read, set state, read), an unstick of a run whose
+#: cancel no live worker confirms, and the change that ends the job. (A job cancelled
+#: before Prefect's answer came costs less: a catalog read, a run lookup and a cancel.)
+COST_DEADLINE = 3 * COST_CHANGE + 3 * PREFECT_ATTEMPTS + COST_RECOVER
+#: What a pass keeps room for before it reads the next job: it cannot tell which of
+#: these the job needs until it has read it.
+COST_WORST_JOB = max(COST_HAND_OVER, COST_STALE, COST_DEADLINE)
 #: A run held by a worker whose liveness Prefect cannot tell (no label, no claim message)
 #: is recovered only after this many times the timeout, as a last resort.
 UNKNOWN_HOLDER_FACTOR = 10
@@ -70,10 +79,18 @@ RESULT_GRACE_SECONDS = 600
 DIRECT_SUBMISSIONS = 8
 #: How long a request may wait for Prefect before the job is left to the queue.
 SUBMIT_BUDGET_SECONDS = 2.0
+#: `Prefer: wait` reads the job's ledger after 0.25 s, then at twice the pause each time
+#: up to 1 s: a job ending during a wait is answered within a second, and a 60 s wait
+#: reads the ledger at most 63 times (on Cloudflare each read is one of the invocation's
+#: 1,000 subrequests; the waiting itself costs no CPU time).
+WAIT_FIRST_POLL_SECONDS = 0.25
+WAIT_MAX_POLL_SECONDS = 1.0
 PUBLIC_FIELDS = (
     "id", "crew", "crew_version", "status", "inputs", "metadata", "created_at", "updated_at",
-    "progress", "result", "error", "deliveries",
+    "progress", "result", "error", "deadline_at", "deliveries",
 )  # fmt: skip
+#: The statuses a deadline can still cancel.
+_OPEN = tuple(status.value for status in JobStatus if not status.terminal)
 
 
 class IdempotencyConflict(Exception):
@@ -122,6 +139,7 @@ class JobService:
         if idempotency_key and (existing := await self.replay(tenant, request, idempotency_key)):
             return existing, False
         now = self._clock()
+        deadline = request.get("deadline_seconds")
         record = {
             "id": job_id,
             "tenant": tenant,
@@ -138,6 +156,7 @@ class JobService:
             "progress": None,
             "result": None,
             "error": None,
+            "deadline_at": None if deadline is None else rfc3339(now + deadline),
             "fingerprint": digest,
             "flow_run_id": None,
             "run_key": self._run_key(job_id, now),
@@ -227,11 +246,37 @@ class JobService:
             job = await self.refresh(job)
         return {**job, "deliveries": await self.store.deliveries(tenant, job_id)}
 
+    async def wait(self, job: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """The job, with its delivery log, once it ends or `seconds` pass (`Prefer: wait`).
+
+        Read from the ledger: KV's copy may lag at another location by up to a minute.
+        The pause between reads is on the event loop's clock, which Cloudflare moves
+        on while a request waits (timers are I/O).
+        """
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        pause = WAIT_FIRST_POLL_SECONDS
+        latest: dict[str, Any] | None = job
+        while latest is not None and not JobStatus(latest["status"]).terminal:
+            left = until - loop.time()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(pause, left))
+            pause = min(2 * pause, WAIT_MAX_POLL_SECONDS)
+            latest = await self.ledger.read(job["tenant"], job["id"], now=self._clock())
+        found = latest or job  # gone meanwhile (expired): the last it was
+        deliveries = await self.store.deliveries(found["tenant"], found["id"])
+        return {**found, "deliveries": deliveries}
+
     async def cancel(self, tenant: str, job_id: str) -> dict[str, Any] | None:
         """Ask for cancellation; the job becomes `cancelled` once the orchestrator confirms."""
         job = await self._record(tenant, job_id)
         if job is None or JobStatus(job["status"]).terminal:
             return job
+        return await self._cancel(job)
+
+    async def _cancel(self, job: dict[str, Any], *, unstick: bool = False) -> dict[str, Any]:
+        """Stop a job that has not ended: its run, or the hand-over that has not happened."""
         if job["flow_run_id"] is None:  # not handed over yet: the hand-over will see this
             before, after = await self._change(
                 job, {"type": "cancelled"}, if_status=(JobStatus.SUBMITTING.value,)
@@ -239,13 +284,36 @@ class JobService:
             if after is not None and before is not None and before.get("handover_unsure"):
                 await self._stop_unsure_run(after)
             if after is not None or before is None or JobStatus(before["status"]).terminal:
-                return after or before
+                return after or before or job
             job = before  # handed over meanwhile: stop its run
         try:
             state = await self.orchestrator.cancel(job["flow_run_id"])
         except OrchestratorRejected:  # the run is gone: nothing left to stop
             return await self._apply(job, {"type": "cancelled"})
-        return await self._apply_run_state(job, state)
+        return await self._apply_run_state(job, state, unstick=unstick)
+
+    async def _exceed_deadline(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Cancel a job past its deadline, its error saying so (the reconciler's duty).
+
+        The cause is recorded before the run is asked to stop: whichever way the cancel
+        is then confirmed (Prefect's answer, the worker's callback, a later pass), the
+        job ends `cancelled` with it (`shared.jobs.apply_event`). Asked again on every
+        pass until the job ends, so a cancel Prefect did not get is retried; a run
+        Prefect is already cancelling is not asked again, and the unstick recovers one
+        whose worker died before it could confirm.
+        """
+        if not job.get("cancel_error"):
+            message = f"the job had not ended by its deadline, {job['deadline_at']}"
+            error = {"kind": "DeadlineExceeded", "message": message}
+            before, marked = await self._change(job, None, if_status=_OPEN, cancel_error=error)
+            if marked is None:  # ended meanwhile, or gone
+                return before or job
+            job = marked
+        try:
+            return await self._cancel(job, unstick=True)
+        except DependencyUnavailable as exc:
+            log.warning("could not cancel %s past its deadline: %s", job["id"], exc)
+            return job
 
     async def apply_event(
         self, tenant: str, job_id: str, event: Mapping[str, Any]
@@ -304,6 +372,10 @@ class JobService:
                 break
         return counts
 
+    def _past_deadline(self, job: Mapping[str, Any]) -> bool:
+        deadline = job.get("deadline_at")
+        return deadline is not None and parse_rfc3339(deadline) <= self._clock()
+
     def _quiet_for(self, job: Mapping[str, Any]) -> float:
         """Seconds since the executor (or Prefect) last told us about this job."""
         return self._clock() - float(job.get("heard_at", 0))
@@ -315,14 +387,19 @@ class JobService:
         stale: list[dict[str, Any]] = []
         complete = True
         for tenant, job_id in pairs:
-            if not pass_.allows(COST_READ + max(COST_HAND_OVER, COST_STALE) + COST_PREFECT_READ):
+            if not pass_.allows(COST_READ + COST_WORST_JOB + COST_PREFECT_READ):
                 complete = False
                 break
             pass_.charge(COST_READ)
             job = await self.store.get(tenant, job_id)
             if job is None or JobStatus(job["status"]).terminal:
                 continue
-            if job["flow_run_id"] is None:  # never reached Prefect: hand it over now
+            if self._past_deadline(job):
+                pass_.charge(COST_DEADLINE)
+                counts["checked"] += 1
+                ended = await self._exceed_deadline(job)
+                counts["changed"] += ended["status"] != job["status"]
+            elif job["flow_run_id"] is None:  # never reached Prefect: hand it over now
                 pass_.charge(COST_HAND_OVER)
                 counts["checked"] += 1
                 handed = await self.refresh(job)

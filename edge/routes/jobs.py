@@ -6,6 +6,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from edge.jobs import catalog
+from edge.jobs.preferences import duration_seconds, preferred_wait
 from edge.jobs.schemas import (
     CrewList,
     Job,
@@ -44,6 +45,34 @@ IdempotencyKey = Annotated[
         pattern=r"^[\x21-\x7e]+$",
     ),
 ]
+CancelAfter = Annotated[
+    str | None,
+    Header(
+        alias="Cancel-After",
+        max_length=64,
+        description="A deadline for the job, as `90s`, `5m`, `1h30m` or seconds: "
+        "the same as the body's `deadline_seconds`",
+    ),
+]
+#: What `Prefer: wait=N` adds to a route's answers (docs/api.md, "Waiting for a job").
+_APPLIED = {
+    "Preference-Applied": {
+        "description": "`wait=N`: the wait applied (N clamped to 60)",
+        "schema": {"type": "string"},
+    }
+}
+WAITED = {
+    200: {
+        "model": Job,
+        "description": "`Prefer: wait`: the job ended within the wait",
+        "headers": _APPLIED,
+    },
+    202: {
+        "model": Job,
+        "description": "`Prefer: wait`: the job as it is when the wait ran out",
+        "headers": _APPLIED,
+    },
+}
 
 
 @router.get("/crews", response_model=CrewList, dependencies=[ApiKey], responses=UNAVAILABLE)
@@ -58,25 +87,57 @@ async def list_crews(request: Request) -> CrewList:
     status_code=202,
     response_model=JobAccepted,
     dependencies=[JsonBody],
-    responses={**JSON_BODY, **UNAVAILABLE},
+    responses={200: WAITED[200], **JSON_BODY, **UNAVAILABLE},
 )
 async def submit_job(
     body: JobRequest, request: Request, tenant: Tenant, jobs: JobsDep,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKey = None, cancel_after: CancelAfter = None,
 ) -> Response:  # fmt: skip
-    """Accept a crew job: 202 at once, then poll, stream or wait for the webhook."""
-    if idempotency_key and (job := await _replayed(jobs, tenant, body, idempotency_key)):
-        return _accepted(job)
+    """Accept a crew job: 202 at once, then poll, stream or wait for the webhook.
+
+    With `Prefer: wait=N` (N ≤ 60) the answer comes once the job ends (`200`, the job)
+    or after N seconds (`202`, the job as it is then), with `Preference-Applied`.
+    """
+    job_request = _job_request(body, cancel_after)
+    wait = preferred_wait(request.headers.getlist("prefer"))
+    if idempotency_key and (job := await _replayed(jobs, tenant, job_request, idempotency_key)):
+        return await _answer(jobs, job, wait)
     crew = await _published_crew(request, body.crew)
     if errors := input_errors(crew.inputs, body.inputs):
         errors = [{**e, "loc": ["body", *e["loc"]]} for e in errors]  # as FastAPI's are
         raise Problem(422, "The inputs do not match the crew's schema", extra={"errors": errors})
     check_webhook(request, body.webhook)
     try:
-        job, _ = await jobs.submit(tenant, body.model_dump(mode="json"), idempotency_key, crew=crew)
+        job, _ = await jobs.submit(tenant, job_request, idempotency_key, crew=crew)
     except IdempotencyConflict:
         raise key_reused() from None
-    return _accepted(job)
+    return await _answer(jobs, job, wait)
+
+
+def _job_request(body: JobRequest, cancel_after: str | None) -> dict[str, Any]:
+    """The request as the job keeps it (and its idempotency fingerprint covers it).
+
+    `Cancel-After` is folded into `deadline_seconds`, so the header and the body field
+    are one request, and a retry under one key with another deadline is a key reuse.
+    A request with no deadline leaves the field out: its fingerprint is the one it had
+    before deadlines existed, so retries across the upgrade still find their job.
+    """
+    job_request = body.model_dump(mode="json")
+    deadline = job_request.pop("deadline_seconds")
+    if cancel_after is not None:
+        try:
+            from_header = duration_seconds(cancel_after)
+        except ValueError as exc:
+            errors = [{"loc": ["header", "Cancel-After"], "msg": str(exc)}]
+            raise Problem(422, f"Unusable Cancel-After: {exc}", extra={"errors": errors}) from exc
+        if deadline is not None and deadline != from_header:
+            msg = f"says {from_header} s, the body's deadline_seconds {deadline} s"
+            errors = [{"loc": ["header", "Cancel-After"], "msg": msg}]
+            raise Problem(422, "Two different deadlines", extra={"errors": errors})
+        deadline = from_header
+    if deadline is not None:
+        job_request["deadline_seconds"] = deadline
+    return job_request
 
 
 def check_webhook(request: Request, webhook: WebhookSpec | None) -> None:
@@ -96,10 +157,10 @@ def check_webhook(request: Request, webhook: WebhookSpec | None) -> None:
 
 
 async def _replayed(
-    jobs: JobService, tenant: str, body: JobRequest, key: str
+    jobs: JobService, tenant: str, job_request: dict[str, Any], key: str
 ) -> dict[str, Any] | None:
     try:
-        return await jobs.replay(tenant, body.model_dump(mode="json"), key)
+        return await jobs.replay(tenant, job_request, key)
     except IdempotencyConflict:
         raise key_reused() from None
 
@@ -114,6 +175,28 @@ def _accepted(job: dict[str, Any]) -> JSONResponse:
     accepted = {k: job[k] for k in ("id", "status", "crew", "created_at")}
     accepted["urls"] = public(job)["urls"]
     return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
+
+
+async def _answer(jobs: JobService, job: dict[str, Any], wait: int | None) -> JSONResponse:
+    """The answer to a submit: at once (`202`, accepted), or after `Prefer: wait`.
+
+    A wait answers the full job view either way, a superset of the accepted body: `200`
+    once the job ended, `202` when the wait ran out first.
+    """
+    if wait is None:
+        return _accepted(job)
+    waited = await _waited(jobs, job, wait)
+    waited.headers["Location"] = f"/v1/jobs/{job['id']}"
+    return waited
+
+
+async def _waited(jobs: JobService, job: dict[str, Any], wait: int) -> JSONResponse:
+    """The job once it ends or `wait` seconds pass, as RFC 7240 answers a `wait`."""
+    found = await jobs.wait(job, wait)
+    status = 200 if JobStatus(found["status"]).terminal else 202
+    headers = {"Preference-Applied": f"wait={wait}", "Vary": "Prefer"}
+    view = Job.model_validate(public(found)).model_dump(mode="json")
+    return JSONResponse(view, status_code=status, headers=headers)
 
 
 async def _published_crew(request: Request, name: str) -> CrewSpec:
@@ -144,13 +227,24 @@ async def list_jobs(
     return JobList.model_validate({"jobs": summaries, "cursor": next_cursor})
 
 
-@router.get("/jobs/{job_id}", response_model=Job, responses={**NOT_FOUND, **UNAVAILABLE})
-async def get_job(job_id: JobIdPath, tenant: Tenant, jobs: JobsDep) -> Job:
-    """The job now: status, progress, result or error, webhook deliveries."""
+@router.get(
+    "/jobs/{job_id}",
+    response_model=Job,
+    responses={202: WAITED[202], **NOT_FOUND, **UNAVAILABLE},
+)
+async def get_job(job_id: JobIdPath, request: Request, tenant: Tenant, jobs: JobsDep) -> Response:
+    """The job now: status, progress, result or error, webhook deliveries.
+
+    With `Prefer: wait=N` (N ≤ 60) a job that has not ended is answered once it ends
+    (`200`) or after N seconds (`202`, the job as it is then), with `Preference-Applied`.
+    """
     job = await jobs.get(tenant, job_id)
     if job is None:
         raise Problem(404, f"No job {job_id!r}")
-    return Job.model_validate(public(job))
+    wait = preferred_wait(request.headers.getlist("prefer"))
+    if wait is not None:
+        return await _waited(jobs, job, wait)
+    return JSONResponse(Job.model_validate(public(job)).model_dump(mode="json"))
 
 
 @router.post(
