@@ -168,8 +168,8 @@ def _log_event(job: dict[str, Any], name: str) -> None:
     it knows events are missing.
     """
     data: dict[str, Any] = {"status": job["status"], "progress": job.get("progress")}
-    if job["status"] == JobStatus.FAILED.value:
-        data["error"] = job.get("error")
+    if job.get("error") is not None:  # a failure's, or a cancel's reason (DeadlineExceeded)
+        data["error"] = job["error"]
     event = {"id": job["revision"], "type": name, "at": job["updated_at"], "data": data}
     if "events" not in job:  # recorded before the log: what came before is not in it
         job["events_trimmed"] = int(job["revision"]) - 1

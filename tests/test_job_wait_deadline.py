@@ -249,6 +249,10 @@ async def test_a_job_past_its_deadline_is_cancelled_by_the_reconciler(
     assert message["event"] == "job.cancelled"
     assert message["payload"]["data"]["error"]["kind"] == "DeadlineExceeded"
     assert message["payload"]["data"]["deadline_at"] == job["deadline_at"]
+    as_json = {**AUTH_A, "Accept": "application/json"}
+    log = (await api.get(f"/v1/jobs/{job_id}/events", headers=as_json)).json()
+    assert log["events"][-1]["type"] == "job.cancelled"
+    assert log["events"][-1]["data"]["error"]["kind"] == "DeadlineExceeded", "the stream says why"
     assert await jobs.reconcile() == {"checked": 0, "changed": 0}
 
 
