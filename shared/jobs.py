@@ -55,6 +55,8 @@ DEFAULT_WEBHOOK_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
 #: ingestion reports progress at most once a second, so 500 covers ~8 minutes of it, at
 #: ~150 bytes an event (~75 KB in the ledger's row, which holds 2 MB).
 EVENTS_KEPT = 500
+#: How much of a progress step's task text each logged event keeps.
+EVENT_TASK_CHARS = 256
 
 
 def can_transition(current: JobStatus, new: JobStatus) -> bool:
@@ -133,14 +135,17 @@ def _advances(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None)
 def apply_change(job: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str, Any] | None:
     """The job after one change, or None when the change changes nothing.
 
-    `change` is `{"at", "expires_at", "event"?, "set"?, "if_status"?}`: an executor-style
-    event (applied with `apply_event`), fields to set with it, and the statuses the job
-    must be in for the change to apply at all. A `set` rides on its event: when the event
+    `change` is `{"at", "expires_at", "event"?, "set"?, "if_status"?, "unless_set"?}`: an
+    executor-style event (applied with `apply_event`), fields to set with it, the
+    statuses the job must be in for the change to apply at all, and fields that must not
+    be set. A `set` rides on its event: when the event
     changes nothing, neither does the change. Each applied change bumps `revision` and
     pushes `expires_at` out, so a job lives its lifetime after its last change.
     """
     allowed = change.get("if_status")
     if allowed is not None and job["status"] not in allowed:
+        return None
+    if any(job.get(name) for name in change.get("unless_set") or ()):
         return None
     event = change.get("event")
     updated = dict(job) if event is None else apply_event(job, event, change["at"])
@@ -149,6 +154,8 @@ def apply_change(job: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str,
     updated.update(change.get("set") or {})
     updated["revision"] = int(job.get("revision") or 0) + 1
     updated["expires_at"] = change["expires_at"]
+    if "events" not in updated:  # recorded before the log: it starts here, whatever changed
+        updated["events"], updated["events_trimmed"] = [], updated["revision"] - 1
     if event is not None and (
         updated["status"] != job["status"] or event.get("type") == "progress"
     ):
@@ -167,12 +174,16 @@ def _log_event(job: dict[str, Any], name: str) -> None:
     `events_trimmed` is the id of the newest event dropped, so a reader resuming before
     it knows events are missing.
     """
-    data: dict[str, Any] = {"status": job["status"], "progress": job.get("progress")}
+    progress = job.get("progress")
+    if progress and len(str(progress.get("current_task") or "")) > EVENT_TASK_CHARS:
+        # Copied into each of up to EVENTS_KEPT events: a long task text would grow the
+        # record past what its Durable Object row holds (2 MB), and the job could not
+        # change any more.
+        progress = {**progress, "current_task": str(progress["current_task"])[:EVENT_TASK_CHARS]}
+    data: dict[str, Any] = {"status": job["status"], "progress": progress}
     if job.get("error") is not None:  # a failure's, or a cancel's reason (DeadlineExceeded)
         data["error"] = job["error"]
     event = {"id": job["revision"], "type": name, "at": job["updated_at"], "data": data}
-    if "events" not in job:  # recorded before the log: what came before is not in it
-        job["events_trimmed"] = int(job["revision"]) - 1
     log = [*(job.get("events") or []), event]
     if len(log) > EVENTS_KEPT:
         job["events_trimmed"] = log[-EVENTS_KEPT - 1]["id"]

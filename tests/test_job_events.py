@@ -355,3 +355,34 @@ def test_only_changes_that_move_a_job_log_an_event() -> None:
     assert moved is not None and [(e["id"], e["type"]) for e in moved["events"]] == [
         (5, "job.cancelled")
     ]
+
+
+async def test_a_reader_that_has_every_event_of_an_ended_job_gets_204(
+    api: httpx.AsyncClient,
+) -> None:
+    """A browser's EventSource reconnects after a stream that closes with 200; 204 is
+    what stops it once the terminal event has been seen."""
+    job_id = await submitted(api)
+    await post_event(api, job_id, {"type": "succeeded", "result": {"r": 1}}, "e1")
+    as_json = {**AUTH_A, "Accept": "application/json"}
+    log = (await api.get(f"/v1/jobs/{job_id}/events", headers=as_json)).json()
+    last = log["events"][-1]["id"]
+    again = await api.get(
+        f"/v1/jobs/{job_id}/events", headers={**AUTH_A, "Last-Event-ID": str(last)}
+    )
+    assert again.status_code == 204 and again.content == b""
+    earlier = await api.get(
+        f"/v1/jobs/{job_id}/events", headers={**AUTH_A, "Last-Event-ID": str(last - 1)}
+    )
+    assert earlier.status_code == 200 and "job.succeeded" in earlier.text
+
+
+def test_a_long_task_text_is_cut_in_the_log_not_copied_five_hundred_times() -> None:
+    job = {"id": "j", "tenant": "t", "status": "running", "progress": None, "events": [],
+           "revision": 3, "updated_at": "t0"}  # fmt: skip
+    step = {"completed_tasks": 1, "total_tasks": 3, "current_task": "x" * 100_000}
+    change = {"at": "t1", "expires_at": 1e12, "event": {"type": "progress", "progress": step}}
+    after = shared.jobs.apply_change(job, change)
+    assert after is not None
+    assert after["progress"]["current_task"] == "x" * 100_000, "the job keeps it whole"
+    assert len(after["events"][-1]["data"]["progress"]["current_task"]) == 256

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from edge.jobs.ids import fingerprint, job_id_for_key
 from edge.jobs.preferences import MAX_DEADLINE_SECONDS, duration_seconds, preferred_wait
 from edge.jobs.service import COST_DEADLINE, COST_WORST_JOB
+from edge.ports import DependencyUnavailable
 from shared.timestamps import parse_rfc3339
 from tests.conftest import AUTH_A
 from tests.doubles.queues import RecordingQueue
@@ -336,3 +337,41 @@ async def test_reading_a_job_past_its_deadline_leaves_the_cancel_to_the_reconcil
 
 def test_a_pass_keeps_room_for_a_deadline_cancel() -> None:
     assert COST_WORST_JOB >= COST_DEADLINE
+
+
+async def test_a_wait_the_ledger_stops_answering_still_answers_202_with_the_job(
+    api: httpx.AsyncClient, jobs_app: FastAPI
+) -> None:
+    """The job exists once the POST made it: a ledger hiccup during the wait must not
+    turn into a 503 that a client without a key would answer by submitting again."""
+    ledger = jobs_app.state.ports.ledger
+    read = ledger.read
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise DependencyUnavailable("job ledger", "reset", 1)
+
+    headers = {**AUTH_A, "Prefer": "wait=5"}
+    waiting = asyncio.create_task(api.post("/v1/jobs", json=JOB, headers=headers))
+    await asyncio.sleep(0.1)  # created and handed over; now waiting
+    ledger.read = down
+    response = await waiting
+    ledger.read = read
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued"
+
+
+async def test_a_clients_cancel_is_not_told_as_a_deadline_that_passed_meanwhile(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI, queue: RecordingQueue
+) -> None:
+    headers = {**AUTH_A, "Cancel-After": "60s"}
+    job_id = (await api.post("/v1/jobs", json=HOOKED, headers=headers)).json()["id"]
+    await post_event(api, job_id, {"type": "running"}, "e1")
+    prefect.set("run-1", "RUNNING")
+    assert (await api.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_A)).status_code == 202
+    past_deadline(jobs_app, 61)  # the worker is still stopping the run
+    await jobs_app.state.jobs.reconcile()
+    await post_event(api, job_id, {"type": "cancelled"}, "e2")
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert (job["status"], job["error"]) == ("cancelled", None)
+    assert [m["event"] for m, _ in queue.sent] == ["job.cancelled"]
+    assert queue.sent[0][0]["payload"]["data"]["error"] is None

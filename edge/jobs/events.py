@@ -175,8 +175,8 @@ def _snapshot(record: Mapping[str, Any]) -> dict[str, Any]:
     data = {"status": record["status"], "progress": record.get("progress")}
     if record["status"] == JobStatus.SUCCEEDED.value:
         data["result"] = record.get("result")
-    if record["status"] == JobStatus.FAILED.value:
-        data["error"] = record.get("error")
+    if record.get("error") is not None:  # a failure's, or a cancel's reason
+        data["error"] = record["error"]
     return {
         "id": int(record["revision"]),
         "type": "job.snapshot",

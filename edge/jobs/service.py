@@ -263,9 +263,19 @@ class JobService:
                 break
             await asyncio.sleep(min(pause, left))
             pause = min(2 * pause, WAIT_MAX_POLL_SECONDS)
-            latest = await self.ledger.read(job["tenant"], job["id"], now=self._clock())
-        found = latest or job  # gone meanwhile (expired): the last it was
-        deliveries = await self.store.deliveries(found["tenant"], found["id"])
+            try:
+                latest = await self.ledger.read(job["tenant"], job["id"], now=self._clock())
+            except DependencyUnavailable as exc:
+                # The job exists (a POST made it already): answer with what we saw, a
+                # 202, never a 503 that would have a client submit it a second time.
+                log.warning("stopped waiting for %s: %s", job["id"], exc)
+                latest = None
+                break
+        found = latest or job  # gone meanwhile (expired), or unreadable: the last it was
+        try:
+            deliveries = await self.store.deliveries(found["tenant"], found["id"])
+        except DependencyUnavailable:
+            deliveries = list(found.get("deliveries") or [])
         return {**found, "deliveries": deliveries}
 
     async def cancel(self, tenant: str, job_id: str) -> dict[str, Any] | None:
@@ -273,6 +283,10 @@ class JobService:
         job = await self._record(tenant, job_id)
         if job is None or JobStatus(job["status"]).terminal:
             return job
+        if job.get("deadline_at") and not job.get("cancel_error"):
+            # The client's own cancel: a deadline passing while the run stops must not
+            # say that the deadline cancelled it.
+            job = await self._apply(job, None, cancel_requested=True)
         return await self._cancel(job)
 
     async def _cancel(self, job: dict[str, Any], *, unstick: bool = False) -> dict[str, Any]:
@@ -305,7 +319,9 @@ class JobService:
         if not job.get("cancel_error"):
             message = f"the job had not ended by its deadline, {job['deadline_at']}"
             error = {"kind": "DeadlineExceeded", "message": message}
-            before, marked = await self._change(job, None, if_status=_OPEN, cancel_error=error)
+            before, marked = await self._change(
+                job, None, if_status=_OPEN, unless_set=("cancel_requested",), cancel_error=error
+            )
             if marked is None:  # ended meanwhile, or gone
                 return before or job
             job = marked
@@ -453,7 +469,11 @@ class JobService:
             return await self._apply(job, {"type": "failed", "error": error})
         # Only a job still waiting for Prefect takes the run: it may have been cancelled
         # (or handed over by another pass) while Prefect answered.
-        taken = {"pool": pool, "flow_run_id": state.run_id, "heard_at": self._clock()}
+        taken: dict[str, Any] = {
+            "pool": pool,
+            "flow_run_id": state.run_id,
+            "heard_at": self._clock(),
+        }
         before, queued = await self._change(
             job, {"type": "queued"}, if_status=(JobStatus.SUBMITTING.value,), **taken
         )
@@ -564,7 +584,7 @@ class JobService:
         return recovered
 
     async def _apply(
-        self, job: dict[str, Any], event: Mapping[str, Any], **fields: Any
+        self, job: dict[str, Any], event: Mapping[str, Any] | None, **fields: Any
     ) -> dict[str, Any]:
         """The job after `event` (and `fields` with it), as the ledger has it now."""
         before, after = await self._change(job, event, **fields)
@@ -576,6 +596,7 @@ class JobService:
         event: Mapping[str, Any] | None,
         *,
         if_status: tuple[str, ...] | None = None,
+        unless_set: tuple[str, ...] = (),
         **fields: Any,
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """One atomic ledger change, then KV's copy and the client's webhook.
@@ -594,6 +615,8 @@ class JobService:
             change["set"] = fields
         if if_status is not None:
             change["if_status"] = list(if_status)
+        if unless_set:
+            change["unless_set"] = list(unless_set)
         tenant, job_id = job["tenant"], job["id"]
         before, after = await self.ledger.change(tenant, job_id, change, now=now)
         if before is None and "revision" not in job and await self._record(tenant, job_id):

@@ -70,6 +70,10 @@ async def job_events(
             {"loc": [loc, name], "msg": msg}]})  # fmt: skip
     if _wants_json(request.headers.get("accept", "")):
         return JSONResponse(events.page(job, start, limit), headers={"Cache-Control": "no-store"})
+    if events.ended(job, start):
+        # Nothing will ever come: a browser's EventSource reconnects after any stream that
+        # closes with 200, and stops only on 204 (or an error status).
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
     settings = request.app.state.settings
 
     async def changed(seconds: float) -> None:
