@@ -605,6 +605,28 @@ async def publish_summarize_crew(client: _WorkerClient, secret: str) -> None:
     assert status == 200, (status, text)
 
 
+async def _its_event_stream(client: _WorkerClient, key: str, job_id: str) -> None:
+    """GET /v1/jobs/{id}/events of the ended job through the Worker: the stream (SSE
+    through the SDK's ASGI bridge) ends after the terminal event, the JSON page says the
+    same, and a reader that has the terminal event gets 204."""
+    path = f"/v1/jobs/{job_id}/events"
+    sse = {"accept": "text/event-stream"}
+    status, kind, text = await client.call("GET", path, key=key, headers=sse)
+    assert status == 200 and kind.startswith("text/event-stream"), (status, kind, text)
+    names = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+    assert names == ["job.queued", "job.succeeded"], names
+    status, _, text = await client.call(
+        "GET", path, key=key, headers={"accept": "application/json"}
+    )
+    page = json.loads(text)
+    assert status == 200 and [e["type"] for e in page["events"]] == names, text
+    last = str(page["events"][-1]["id"])
+    status, _, text = await client.call(
+        "GET", path, key=key, headers={**sse, "last-event-id": last}
+    )
+    assert status == 204 and text == "", (status, text)
+
+
 async def _a_jobs_life(client: _WorkerClient, key: str, helpers: Any) -> None:
     secret = helpers.executorSecret
     await publish_summarize_crew(client, secret)
@@ -625,6 +647,7 @@ async def _a_jobs_life(client: _WorkerClient, key: str, helpers: Any) -> None:
     assert status == 200, (status, text)
     assert json.loads(text)["status"] == "succeeded", text
     assert json.loads(text)["crew_version"] == "1.0.0+abc", text
+    await _its_event_stream(client, key, job_id)
     status, _, text = await client.call("GET", "/v1/jobs", key=key)
     assert [j["id"] for j in json.loads(text)["jobs"]] == [job_id], text
     job = {"crew": "summarize", "inputs": {"text": "Cancel me."}}
