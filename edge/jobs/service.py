@@ -187,15 +187,12 @@ class JobService:
         return job, True
 
     def _run_key(self, job_id: str, now: float) -> str:
-        """The idempotency key Prefect gets for this job (every hand-over uses it).
+        """The idempotency key Prefect gets for this job (every hand-over uses it: it is
+        kept in the record).
 
         Prefect keeps keys as long as the run exists, longer than our record lives, so a
         key reused after the record expired must not find the old run: the key carries
-        the record-lifetime window it was created in. It must not differ between two
-        submissions of one request that each failed to see the other's record (a retry
-        that lands on another Cloudflare location before KV has spread the first write),
-        so it is not the creation time itself: both fall in the same window unless they
-        straddle its edge (a chance of retry gap / TTL, ~1e-5 for a 30 s gap).
+        the record-lifetime window it was created in, not the job id alone.
         """
         window = int(now // self.store.ttl_seconds)
         return f"{job_id}.{window}"
@@ -209,7 +206,7 @@ class JobService:
         job gets that job even if its crew's schema changed (or it left) meanwhile.
         """
         job_id = job_id_for_key(tenant, idempotency_key)
-        existing = await self._record(tenant, job_id)
+        existing = await self.current(tenant, job_id)
         if existing is None:
             return None
         if existing["fingerprint"] != fingerprint(request):
@@ -220,13 +217,9 @@ class JobService:
             await self._defer(existing)
         return existing
 
-    async def current(self, tenant: str, job_id: str) -> dict[str, Any] | None:
-        """The job as its ledger has it now: what a decision must read, not KV's copy."""
-        return await self._record(tenant, job_id)
-
     async def submit_pending(self, tenant: str, job_id: str) -> bool:
         """Hand a deferred job to the orchestrator; False if it is still waiting for it."""
-        job = await self._record(tenant, job_id)
+        job = await self.current(tenant, job_id)
         if job is None or job["status"] != JobStatus.SUBMITTING.value:
             return True
         handed = await self._hand_over(job)
@@ -238,7 +231,7 @@ class JobService:
         Read from KV's copy; a job KV has not shown here yet (its write was made at
         another location moments ago) is read from the ledger, so it is never a 404.
         """
-        job = await self.store.get(tenant, job_id) or await self._record(tenant, job_id)
+        job = await self.store.get(tenant, job_id) or await self.current(tenant, job_id)
         if job is None:
             return None
         stale = self._quiet_for(job) >= self._settings.stale_after_seconds
@@ -280,7 +273,7 @@ class JobService:
 
     async def cancel(self, tenant: str, job_id: str) -> dict[str, Any] | None:
         """Ask for cancellation; the job becomes `cancelled` once the orchestrator confirms."""
-        job = await self._record(tenant, job_id)
+        job = await self.current(tenant, job_id)
         if job is None or JobStatus(job["status"]).terminal:
             return job
         if job.get("deadline_at") and not job.get("cancel_error"):
@@ -335,7 +328,7 @@ class JobService:
         self, tenant: str, job_id: str, event: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """Apply an executor callback; None when the job does not exist."""
-        job = await self._record(tenant, job_id)
+        job = await self.current(tenant, job_id)
         if job is None:
             return None
         return await self._apply(job, event, heard_at=self._clock())
@@ -619,7 +612,7 @@ class JobService:
             change["unless_set"] = list(unless_set)
         tenant, job_id = job["tenant"], job["id"]
         before, after = await self.ledger.change(tenant, job_id, change, now=now)
-        if before is None and "revision" not in job and await self._record(tenant, job_id):
+        if before is None and "revision" not in job and await self.current(tenant, job_id):
             before, after = await self.ledger.change(tenant, job_id, change, now=now)
         if after is not None:
             self.changes.notify(tenant, job_id)
@@ -656,9 +649,10 @@ class JobService:
         await self._copy(record, previous=None)
         return True
 
-    async def _record(self, tenant: str, job_id: str) -> dict[str, Any] | None:
-        """The ledger's record. A job recorded before the ledger existed (a KV record with
-        no `revision`) is taken into it on first use."""
+    async def current(self, tenant: str, job_id: str) -> dict[str, Any] | None:
+        """The job as its ledger has it now: what a decision must read, not KV's copy. A
+        job recorded before the ledger existed (a KV record with no `revision`) is taken
+        into it on first use."""
         now = self._clock()
         record = await self.ledger.read(tenant, job_id, now=now)
         if record is None:
