@@ -28,12 +28,11 @@ from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.local.sqlite_ledger import SqliteJobLedger
 from edge.ports import Ports
-from edge.settings import Settings
-from tests.conftest import AUTH_A, AUTH_B, KEY_A, KEY_B, asgi_client
+from tests.conftest import AUTH_A, AUTH_B, asgi_client
 from tests.doubles.catalog import publish_shipped_crews
 from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.doubles.queues import RecordingQueue
-from tests.test_jobs_api import EXECUTOR_SECRET, JOB, PREFECT, FakePrefect, post_event
+from tests.test_jobs_api import JOB, PREFECT, FakePrefect, jobs_settings, post_event
 
 WAIT = 5.0  # seconds a test waits for an event before it fails
 
@@ -53,15 +52,7 @@ async def make_app(tmp_path: Path, prefect: FakePrefect) -> AppFactory:
     await publish_shipped_crews(kv)
 
     def build(**stream_settings: Any) -> FastAPI:
-        settings = Settings(
-            api_keys={KEY_A: "tenant_a", KEY_B: "tenant_b"},
-            embed_model="fake-bow",
-            prefect_api_url=PREFECT,
-            executor_secret=EXECUTOR_SECRET,
-            secret_key="k" * 40,
-            stale_after_seconds=3600,
-            **stream_settings,
-        )
+        settings = jobs_settings(**stream_settings)
         ports = Ports(
             kv=kv,
             ledger=SqliteJobLedger(tmp_path / "jobs.sqlite3"),

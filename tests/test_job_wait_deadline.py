@@ -257,13 +257,19 @@ async def test_a_job_past_its_deadline_is_cancelled_by_the_reconciler(
     assert await jobs.reconcile() == {"checked": 0, "changed": 0}
 
 
+async def running_with_a_deadline(api: httpx.AsyncClient, prefect: FakePrefect) -> str:
+    """A job with a 60 s deadline (and a webhook), its run-1 running."""
+    headers = {**AUTH_A, "Cancel-After": "60s"}
+    job_id: str = (await api.post("/v1/jobs", json=HOOKED, headers=headers)).json()["id"]
+    await post_event(api, job_id, {"type": "running"}, "e1")
+    prefect.set("run-1", "RUNNING")
+    return job_id
+
+
 async def test_a_running_job_past_its_deadline_ends_when_its_worker_confirms(
     api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI, queue: RecordingQueue
 ) -> None:
-    headers = {**AUTH_A, "Cancel-After": "60s"}
-    job_id = (await api.post("/v1/jobs", json=HOOKED, headers=headers)).json()["id"]
-    await post_event(api, job_id, {"type": "running"}, "e1")
-    prefect.set("run-1", "RUNNING")
+    job_id = await running_with_a_deadline(api, prefect)
     past_deadline(jobs_app, 61)
     await jobs_app.state.jobs.reconcile()
     assert prefect.runs["run-1"]["state"]["type"] == "CANCELLING"
@@ -363,10 +369,7 @@ async def test_a_wait_the_ledger_stops_answering_still_answers_202_with_the_job(
 async def test_a_clients_cancel_is_not_told_as_a_deadline_that_passed_meanwhile(
     api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI, queue: RecordingQueue
 ) -> None:
-    headers = {**AUTH_A, "Cancel-After": "60s"}
-    job_id = (await api.post("/v1/jobs", json=HOOKED, headers=headers)).json()["id"]
-    await post_event(api, job_id, {"type": "running"}, "e1")
-    prefect.set("run-1", "RUNNING")
+    job_id = await running_with_a_deadline(api, prefect)
     assert (await api.post(f"/v1/jobs/{job_id}/cancel", headers=AUTH_A)).status_code == 202
     past_deadline(jobs_app, 61)  # the worker is still stopping the run
     await jobs_app.state.jobs.reconcile()

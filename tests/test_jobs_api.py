@@ -153,16 +153,22 @@ def queue() -> RecordingQueue:
     return RecordingQueue()
 
 
-@pytest.fixture
-async def jobs_app(tmp_path: Path, prefect: FakePrefect, queue: RecordingQueue) -> FastAPI:
-    settings = Settings(
+def jobs_settings(**overrides: Any) -> Settings:
+    """The jobs API's settings in these tests: two tenants, Prefect behind respx."""
+    return Settings(
         api_keys={KEY_A: "tenant_a", KEY_B: "tenant_b"},
         embed_model="fake-bow",
         prefect_api_url=PREFECT,
         executor_secret=EXECUTOR_SECRET,
         secret_key="k" * 40,
         stale_after_seconds=3600,
+        **overrides,
     )
+
+
+@pytest.fixture
+async def jobs_app(tmp_path: Path, prefect: FakePrefect, queue: RecordingQueue) -> FastAPI:
+    settings = jobs_settings()
     ports = Ports(
         kv=SqliteKV(tmp_path / "kv.sqlite3"),
         ledger=SqliteJobLedger(tmp_path / "jobs.sqlite3"),
