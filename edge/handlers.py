@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI
 
 from edge.jobs.delivery import WebhookSender, next_attempt
+from edge.jobs.records import is_submit
 
 log = logging.getLogger("edgecrew.handlers")
 
@@ -54,7 +55,7 @@ def task_handler(
     """One handler for the queue's two kinds of message: job hand-overs and webhooks."""
 
     async def handle(body: Mapping[str, Any]) -> int | None:
-        if body.get("kind") == "submit":
+        if is_submit(body):
             if await app.state.jobs.submit_pending(body["tenant"], body["job_id"]):
                 return None
             delay: int = min(5 * 2 ** (int(body["attempt"]) - 1), 300)  # Prefect struggles

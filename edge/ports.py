@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 #: Metadata values a vector or KV key may carry (what Vectorize can filter on).
@@ -193,13 +194,32 @@ class RateLimiter(Protocol):
 # --- orchestrator (Prefect) -------------------------------------------------------------------
 
 
+class RunPhase(StrEnum):
+    """Where a flow run is, in edgecrew's words: the orchestrator adapter maps its own
+    state names to these, so the jobs core never learns an orchestrator's vocabulary."""
+
+    QUEUED = "queued"  # waiting for a worker to take it (also: late, awaiting a retry)
+    CLAIMED = "claimed"  # a worker took it and is starting it
+    RUNNING = "running"
+    PAUSED = "paused"  # paused or suspended by its flow
+    STOPPING = "stopping"  # asked to cancel: ends once its worker confirms
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # failed, or crashed (its infrastructure died)
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"  # a state this adapter does not know
+
+    @property
+    def final(self) -> bool:
+        return self in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED)
+
+
 @dataclass(frozen=True, slots=True)
 class RunState:
-    """A flow run's state as the orchestrator reports it (Prefect state types, upper case)."""
+    """A flow run's state as the orchestrator reports it."""
 
     run_id: str
-    type: str  # SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CRASHED, CANCELLING, CANCELLED...
-    name: str = ""
+    phase: RunPhase
+    name: str = ""  # the orchestrator's own name for it ("Crashed", "Late"): errors and logs
     message: str = ""
     since: float | None = None  # when the run entered this state (epoch seconds), if known
     state_id: str = ""  # the orchestrator's id of this very state (a later one differs)

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from edge.jobs.ids import fingerprint, job_id_for_key
 from edge.jobs.preferences import MAX_DEADLINE_SECONDS, duration_seconds, preferred_wait
-from edge.jobs.service import COST_DEADLINE, COST_WORST_JOB
+from edge.jobs.reconciler import COST_DEADLINE, COST_WORST_JOB
 from edge.ports import DependencyUnavailable
 from shared.timestamps import parse_rfc3339
 from tests.conftest import AUTH_A

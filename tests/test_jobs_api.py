@@ -22,11 +22,11 @@ from edge.adapters.prefect import PrefectOrchestrator
 from edge.app import create_app
 from edge.handlers import task_handler
 from edge.jobs.delivery import WebhookSender
-from edge.jobs.service import COST_PREFECT_READ, COST_READ, COST_STALE, COST_WORST_JOB
+from edge.jobs.reconciler import COST_PREFECT_READ, COST_READ, COST_STALE, COST_WORST_JOB
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.local.sqlite_ledger import SqliteJobLedger
-from edge.ports import DependencyUnavailable, Ports
+from edge.ports import DependencyUnavailable, Ports, RunPhase
 from edge.settings import Settings
 from shared.crews import CATALOG_PREFIX, CrewSpec
 from shared.signing import new_secret, signed_headers
@@ -707,6 +707,20 @@ async def test_reading_a_job_never_changes_its_run(
     assert prefect.state_changes == [], "only the reconciler unsticks runs"
 
 
+async def test_reading_a_job_prefect_has_not_taken_never_submits_it(
+    api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI
+) -> None:
+    unsticking(jobs_app)  # every job is stale: a read that could submit would do it now
+    prefect.fail_next = [httpx.ConnectError("down")] * 3
+    job_id = (await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"]
+    calls = prefect.create_calls
+    read = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert read["status"] == "submitting" and prefect.create_calls == calls
+    assert prefect.runs == {}, "the hand-over is the queue's and the reconciler's"
+    await jobs_app.state.jobs.reconcile()
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()["status"] == "queued"
+
+
 async def test_a_cancel_no_live_worker_can_confirm_ends_the_job_cancelled(
     api: httpx.AsyncClient, prefect: FakePrefect, jobs_app: FastAPI, queue: RecordingQueue
 ) -> None:
@@ -735,7 +749,7 @@ async def test_a_run_that_moved_on_since_it_was_judged_stuck_is_left_alone(
     observed = await orchestrator.read("run-1")
     prefect.set("run-1", "PENDING", at=time.time())  # released and claimed again meanwhile
     state = await orchestrator.recover(observed)
-    assert state.type == "PENDING" and prefect.state_changes == []
+    assert state.phase is RunPhase.CLAIMED and prefect.state_changes == []
 
 
 # --- the crew catalog: workers publish, jobs follow it --------------------------------------

@@ -15,11 +15,24 @@ from typing import Any
 
 import httpx
 
-from edge.ports import DependencyUnavailable, OrchestratorRejected, RunState
+from edge.ports import DependencyUnavailable, OrchestratorRejected, RunPhase, RunState
 from shared.claims import WORK_POOL_LABEL, holder
 
-#: Prefect states from which a run has not started yet: cancel them outright.
-_NOT_STARTED = {"SCHEDULED", "PENDING", "PAUSED"}
+#: Prefect's state types in edgecrew's words. SCHEDULED covers Prefect's Late and
+#: AwaitingRetry (state names, not types); PAUSED its Suspended.
+PHASES = {
+    "SCHEDULED": RunPhase.QUEUED,
+    "PENDING": RunPhase.CLAIMED,
+    "RUNNING": RunPhase.RUNNING,
+    "PAUSED": RunPhase.PAUSED,
+    "CANCELLING": RunPhase.STOPPING,
+    "COMPLETED": RunPhase.SUCCEEDED,
+    "FAILED": RunPhase.FAILED,
+    "CRASHED": RunPhase.FAILED,
+    "CANCELLED": RunPhase.CANCELLED,
+}
+#: Phases from which a run has not started (or is not running) its flow: cancel outright.
+_NOT_STARTED = {RunPhase.QUEUED, RunPhase.CLAIMED, RunPhase.PAUSED}
 #: Flow runs read per `flow_runs/filter` request (Prefect's page size limit is 200).
 READ_BATCH = 200
 #: Pages of a pool's workers read when looking for the one holding a run.
@@ -27,8 +40,6 @@ WORKER_PAGES = 5
 _RELEASED = "Released by edgecrew: the worker that claimed it went offline before starting it."
 _NEVER_STARTED = "The worker that claimed it went offline; its process never reached Running."
 _CANCEL_UNCONFIRMED = "Cancelled by edgecrew: the worker holding it went offline."
-#: Final states: a cancel changes nothing (the edge learns the outcome from them).
-_FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 class PrefectOrchestrator:
@@ -89,9 +100,9 @@ class PrefectOrchestrator:
         current = await self.read(run_id)
         # A run being cancelled already is not asked again: that would restart the clock
         # the reconciler times an unconfirmed cancel by (`JobService._unstick`).
-        if current.type in _FINAL or current.type == "CANCELLING":
+        if current.phase.final or current.phase is RunPhase.STOPPING:
             return current
-        if current.type in _NOT_STARTED:
+        if current.phase in _NOT_STARTED:
             state = {"type": "CANCELLED", "name": "Cancelled", "message": "Cancelled by the API"}
         else:  # the worker stops the process and reports CANCELLED
             state = {"type": "CANCELLING", "name": "Cancelling", "message": "Cancelled by the API"}
@@ -128,17 +139,17 @@ class PrefectOrchestrator:
         current = _state(run)
         # Prefect has no compare-and-set on states: re-reading narrows the window to the
         # two requests below, and the caller only gets here for a worker that is gone.
-        if current.state_id != observed.state_id or current.type != observed.type:
+        if current.state_id != observed.state_id or current.phase is not observed.phase:
             return current
-        if current.type == "PENDING" and not run.get("infrastructure_pid"):
+        if current.phase is RunPhase.CLAIMED and not run.get("infrastructure_pid"):
             # Claimed, never started: another worker may take it. Forced, as Prefect's
             # workers force a release, so that no policy can refuse it.
             state = {"type": "SCHEDULED", "name": "Scheduled", "message": _RELEASED}
             force = True
-        elif current.type == "PENDING":  # a process was started and never reached Running
+        elif current.phase is RunPhase.CLAIMED:  # a process was started and never reached Running
             state = {"type": "CRASHED", "name": "Crashed", "message": _NEVER_STARTED}
             force = False
-        elif current.type == "CANCELLING":  # nobody is left to stop it and confirm
+        elif current.phase is RunPhase.STOPPING:  # nobody is left to stop it and confirm
             state = {"type": "CANCELLED", "name": "Cancelled", "message": _CANCEL_UNCONFIRMED}
             force = True
         else:
@@ -196,10 +207,11 @@ class PrefectOrchestrator:
 
 def _state(run: Mapping[str, Any]) -> RunState:
     state = run.get("state") or {}
+    kind = str(state.get("type") or run.get("state_type") or "").upper()
     return RunState(
         run_id=str(run["id"]),
-        type=str(state.get("type") or run.get("state_type") or "UNKNOWN"),
-        name=str(state.get("name") or ""),
+        phase=PHASES.get(kind, RunPhase.UNKNOWN),
+        name=str(state.get("name") or kind.title()),
         message=str(state.get("message") or ""),
         since=_epoch(state.get("timestamp")),
         state_id=str(state.get("id") or ""),

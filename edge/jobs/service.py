@@ -21,56 +21,28 @@ from typing import Any
 from edge.jobs.catalog import get_crew
 from edge.jobs.events import JobChanges
 from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
+from edge.jobs.reconciler import Reconciler
+from edge.jobs.records import delivery_message, new_job_record, submit_message
 from edge.jobs.store import JobStore, index_key
 from edge.ports import (
     DependencyUnavailable,
-    InvalidCursor,
     JobLedger,
     Orchestrator,
     OrchestratorRejected,
     Ports,
+    RunPhase,
     RunState,
 )
 from edge.settings import Settings
 from shared.crews import FLOW_NAME, CrewSpec
-from shared.jobs import DEFAULT_WEBHOOK_EVENTS, JobStatus, webhook_event_for
-from shared.timestamps import parse_rfc3339, rfc3339
+from shared.jobs import JobStatus, webhook_event_for
+from shared.timestamps import rfc3339
 
 log = logging.getLogger("edgecrew.jobs")
 
-#: Of the 1,000 subrequests (KV calls, Durable Object calls and fetches alike) a Worker
-#: invocation may make, what one reconciler pass may spend, and the worst case of each
-#: thing it does: read a job record; change a job (the ledger change, the delivery queue,
-#: record + index + active-list writes, the ledger read that confirms the copy and the
-#: same writes again if a newer change landed meanwhile; or, when it changed nothing,
-#: the read of KV's copy and that copy's repair; plus, once, the adoption of a record
-#: from before the ledger); hand a job to Prefect (its crew's pool from the catalog for a
-#: record older than the catalog, deployment lookup, create, then two changes); one
-#: Prefect request (each is tried up to 3 times); unstick a run (read it, read its pool's
-#: workers, re-read it, set its state, read it).
-RECONCILE_BUDGET = 800
-PREFECT_ATTEMPTS = 3
-COST_READ = 1
-COST_CHANGE = 14
-COST_HAND_OVER = COST_READ + 2 * PREFECT_ATTEMPTS + 2 * COST_CHANGE
-COST_PREFECT_READ = PREFECT_ATTEMPTS
-COST_RECOVER = 5 * PREFECT_ATTEMPTS
-#: A stale job at its worst: a change, an unstick, and its own read if the batched one
-#: is refused.
-COST_STALE = COST_CHANGE + COST_RECOVER + COST_PREFECT_READ
-#: A job past its deadline at its worst: the change that records why it is cancelled, a
-#: cancel of a job not handed over that finds it handed over meanwhile (a change that
-#: changes nothing), the run's cancel (read, set state, read), an unstick of a run whose
-#: cancel no live worker confirms, and the change that ends the job. (A job cancelled
-#: before Prefect's answer came costs less: a catalog read, a run lookup and a cancel.)
-COST_DEADLINE = 3 * COST_CHANGE + 3 * PREFECT_ATTEMPTS + COST_RECOVER
-#: What a pass keeps room for before it reads the next job: it cannot tell which of
-#: these the job needs until it has read it.
-COST_WORST_JOB = max(COST_HAND_OVER, COST_STALE, COST_DEADLINE)
 #: A run held by a worker whose liveness Prefect cannot tell (no label, no claim message)
 #: is recovered only after this many times the timeout, as a last resort.
 UNKNOWN_HOLDER_FACTOR = 10
-RECONCILE_CURSOR_KEY = "reconciler:cursor"
 #: How long a run may sit COMPLETED in Prefect without its result reaching the edge.
 RESULT_GRACE_SECONDS = 600
 #: Hand-overs to Prefect in flight in this process before new jobs go through the queue:
@@ -108,6 +80,14 @@ class JobService:
         self.direct_limit = DIRECT_SUBMISSIONS
         self._direct = 0
         self.changes = JobChanges()  # wakes this process's event streams (edge.jobs.events)
+        self.reconciler = Reconciler(self)
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def now(self) -> float:
+        return self._clock()
 
     @property
     def ledger(self) -> JobLedger:
@@ -140,33 +120,24 @@ class JobService:
             return existing, False
         now = self._clock()
         deadline = request.get("deadline_seconds")
-        record = {
-            "id": job_id,
-            "tenant": tenant,
-            "crew": request["crew"],
-            "pool": crew.pool,
-            "flow": crew.flow,
-            "crew_version": crew.version or None,
-            "status": JobStatus.SUBMITTING.value,
-            "inputs": request["inputs"],
-            "metadata": request.get("metadata") or {},
-            "webhook": _webhook(request.get("webhook")),
-            "created_at": rfc3339(now),
-            "updated_at": rfc3339(now),
-            "progress": None,
-            "result": None,
-            "error": None,
-            "deadline_at": None if deadline is None else rfc3339(now + deadline),
-            "fingerprint": digest,
-            "flow_run_id": None,
-            "run_key": self._run_key(job_id, now),
-            "index_key": index_key(tenant, int(now * 1000), job_id),
-            "heard_at": now,
-            "expires_at": now + self.store.ttl_seconds,
-        }
+        record = new_job_record(
+            job_id=job_id,
+            tenant=tenant,
+            request=request,
+            pool=crew.pool,
+            flow=crew.flow,
+            crew_version=crew.version or None,
+            fingerprint=digest,
+            run_key=self._run_key(job_id, now),
+            index_key=index_key(tenant, int(now * 1000), job_id),
+            created_at=rfc3339(now),
+            deadline_at=None if deadline is None else rfc3339(now + deadline),
+            now=now,
+            ttl_seconds=self.store.ttl_seconds,
+        )
         # The promise: recorded before anything else. Two first requests under one key
         # both got past `replay`; the ledger lets one of them create the job.
-        job, created = await self.ledger.create(record, now=now)
+        job, created = await self.ledger.create(dict(record), now=now)
         if not created:
             if job["fingerprint"] != digest:
                 raise IdempotencyConflict(job_id)
@@ -175,7 +146,7 @@ class JobService:
         if self._direct < self.direct_limit:
             self._direct += 1
             try:
-                job = await asyncio.wait_for(self._hand_over(job), SUBMIT_BUDGET_SECONDS)
+                job = await asyncio.wait_for(self.hand_over(job), SUBMIT_BUDGET_SECONDS)
             except TimeoutError:
                 # A late run is found again (the retry uses the same idempotency key), but
                 # Prefect may have made one: a cancel before the retry must stop it.
@@ -222,19 +193,22 @@ class JobService:
         job = await self.current(tenant, job_id)
         if job is None or job["status"] != JobStatus.SUBMITTING.value:
             return True
-        handed = await self._hand_over(job)
+        handed = await self.hand_over(job)
         return bool(handed["status"] != JobStatus.SUBMITTING.value)
 
     async def get(self, tenant: str, job_id: str) -> dict[str, Any] | None:
         """The job with its delivery log, refreshed from the orchestrator when stale.
 
         Read from KV's copy; a job KV has not shown here yet (its write was made at
-        another location moments ago) is read from the ledger, so it is never a 404.
+        another location moments ago) is read from the ledger, so it is never a 404. A
+        job Prefect has not taken yet is left to its queued hand-over and the reconciler:
+        a read never submits (it would make a GET's answer wait on Prefect, and make it
+        retry a hand-over the queue is already pacing).
         """
         job = await self.store.get(tenant, job_id) or await self.current(tenant, job_id)
         if job is None:
             return None
-        stale = self._quiet_for(job) >= self._settings.stale_after_seconds
+        stale = self.quiet_for(job) >= self._settings.stale_after_seconds
         if stale and not JobStatus(job["status"]).terminal:
             job = await self.refresh(job)
         return {**job, "deliveries": await self.store.deliveries(tenant, job_id)}
@@ -297,9 +271,9 @@ class JobService:
             state = await self.orchestrator.cancel(job["flow_run_id"])
         except OrchestratorRejected:  # the run is gone: nothing left to stop
             return await self._apply(job, {"type": "cancelled"})
-        return await self._apply_run_state(job, state, unstick=unstick)
+        return await self.apply_run_state(job, state, unstick=unstick)
 
-    async def _exceed_deadline(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def exceed_deadline(self, job: dict[str, Any]) -> dict[str, Any]:
         """Cancel a job past its deadline, its error saying so (the reconciler's duty).
 
         The cause is recorded before the run is asked to stop: whichever way the cancel
@@ -334,117 +308,34 @@ class JobService:
         return await self._apply(job, event, heard_at=self._clock())
 
     async def refresh(self, job: dict[str, Any], *, unstick: bool = False) -> dict[str, Any]:
-        """Bring a non-terminal job up to date with the orchestrator (submitting it if needed).
+        """Bring a job Prefect has taken up to date with its run (others are returned as
+        they are: `hand_over` is the queue's and the reconciler's).
 
         Only the reconciler unsticks runs (`unstick`): a read must not change Prefect.
         """
+        if job["flow_run_id"] is None:
+            return job
         try:
-            if job["flow_run_id"] is None:
-                return await self._hand_over(job)
             state = await self.orchestrator.read(job["flow_run_id"])
         except DependencyUnavailable as exc:
             log.warning("could not refresh %s: %s", job["id"], exc)
             return job
         except OrchestratorRejected as exc:  # e.g. the run was deleted from Prefect
-            return await self._lost(job, str(exc))
-        return await self._apply_run_state(job, state, unstick=unstick)
+            return await self.lost(job, str(exc))
+        return await self.apply_run_state(job, state, unstick=unstick)
 
-    async def reconcile(self, *, batch: int = 50, budget: int = RECONCILE_BUDGET) -> dict[str, int]:
-        """One pass over non-terminal jobs, within `budget` storage and network calls.
+    async def reconcile(self, **options: int) -> dict[str, int]:
+        """One reconciler pass (`edge.jobs.reconciler`)."""
+        return await self.reconciler.run(**options)
 
-        A Worker invocation may make 1,000 subrequests (KV calls and fetches alike): with
-        thousands of active jobs an unbounded pass would fail part-way every minute and
-        never reach the jobs at the end. So each action is charged its worst-case cost
-        up front, a pass stops when the next one may not fit, and the next pass resumes
-        from a cursor kept in KV (saved after every page). Stale runs are read from
-        Prefect in batches, not one by one. Returns counts for logs and tests.
-        """
-        counts = {"checked": 0, "changed": 0}
-        pass_ = _Budget(budget - 1)
-        cursor = await self._ports.kv.get(RECONCILE_CURSOR_KEY) or None
-        while pass_.allows(1 + batch * COST_READ + COST_CHANGE + 1):
-            page_start = cursor
-            pass_.charge(1)
-            try:
-                pairs, cursor = await self.store.active(limit=batch, cursor=cursor)
-            except InvalidCursor:  # expired or from another listing: start over
-                page_start = None
-                pairs, cursor = await self.store.active(limit=batch, cursor=None)
-            if not await self._reconcile_page(pairs, counts, pass_):
-                cursor = page_start  # ran out mid-page: this page again next time
-            pass_.charge(1)
-            if cursor is None:
-                await self._ports.kv.delete(RECONCILE_CURSOR_KEY)
-                break
-            await self._ports.kv.put(RECONCILE_CURSOR_KEY, cursor, ttl_seconds=86400)
-            if cursor == page_start:
-                break
-        return counts
-
-    def _past_deadline(self, job: Mapping[str, Any]) -> bool:
-        deadline = job.get("deadline_at")
-        return deadline is not None and parse_rfc3339(deadline) <= self._clock()
-
-    def _quiet_for(self, job: Mapping[str, Any]) -> float:
+    def quiet_for(self, job: Mapping[str, Any]) -> float:
         """Seconds since the executor (or Prefect) last told us about this job."""
         return self._clock() - float(job.get("heard_at", 0))
 
-    async def _reconcile_page(
-        self, pairs: list[tuple[str, str]], counts: dict[str, int], pass_: _Budget
-    ) -> bool:
-        """Reconcile one page of active jobs; False if the budget ran out part-way."""
-        stale: list[dict[str, Any]] = []
-        complete = True
-        for tenant, job_id in pairs:
-            if not pass_.allows(COST_READ + COST_WORST_JOB + COST_PREFECT_READ):
-                complete = False
-                break
-            pass_.charge(COST_READ)
-            job = await self.store.get(tenant, job_id)
-            if job is None or JobStatus(job["status"]).terminal:
-                continue
-            if self._past_deadline(job):
-                pass_.charge(COST_DEADLINE)
-                counts["checked"] += 1
-                ended = await self._exceed_deadline(job)
-                counts["changed"] += ended["status"] != job["status"]
-            elif job["flow_run_id"] is None:  # never reached Prefect: hand it over now
-                pass_.charge(COST_HAND_OVER)
-                counts["checked"] += 1
-                handed = await self.refresh(job)
-                counts["changed"] += handed["status"] != job["status"]
-            elif self._quiet_for(job) >= self._settings.stale_after_seconds:
-                pass_.charge(COST_STALE)  # its run may have moved on, or be stuck
-                stale.append(job)
-        if stale:
-            pass_.charge(COST_PREFECT_READ)
-            counts["checked"] += len(stale)
-            for job, refreshed in zip(stale, await self._refresh_stale(stale), strict=True):
-                counts["changed"] += refreshed["status"] != job["status"]
-        return complete
-
-    async def _refresh_stale(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Bring jobs up to date from one batched read of their runs."""
-        try:
-            states = await self.orchestrator.read_many([job["flow_run_id"] for job in jobs])
-        except DependencyUnavailable as exc:
-            log.warning("reconciler could not read %d runs: %s", len(jobs), exc)
-            return jobs
-        except OrchestratorRejected as exc:  # the batch refused: one run at a time
-            log.warning("batched read refused (%s); reading runs one by one", exc)
-            return [await self.refresh(job, unstick=True) for job in jobs]
-        refreshed = []
-        for job in jobs:
-            state = states.get(job["flow_run_id"])
-            if state is None:  # not in Prefect's answer: it no longer has the run
-                refreshed.append(await self._lost(job, "not found"))
-            else:
-                refreshed.append(await self._apply_run_state(job, state, unstick=True))
-        return refreshed
-
     # --- internals ---------------------------------------------------------------------------
 
-    async def _hand_over(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def hand_over(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Hand a `submitting` job to Prefect, with the same key every time."""
         pool = job.get("pool") or await self._pool_from_catalog(job)
         if pool is None:  # a record from before the catalog, for a crew no longer in it
             message = f"crew {job['crew']!r} is no longer in the catalog (GET /v1/crews)"
@@ -474,7 +365,7 @@ class JobService:
             if before is not None and before["status"] == JobStatus.CANCELLED.value:
                 await self._cancel_quietly(state.run_id)
             return before or job
-        return await self._apply_run_state(queued, state)
+        return await self.apply_run_state(queued, state)
 
     async def _submit_run(self, job: Mapping[str, Any], pool: str) -> RunState:
         """Ask for the job's run; the same key always answers with the same run."""
@@ -517,7 +408,7 @@ class JobService:
         spec = await get_crew(self._ports.kv, job["crew"])
         return None if spec is None else spec.pool
 
-    async def _lost(self, job: dict[str, Any], detail: str) -> dict[str, Any]:
+    async def lost(self, job: dict[str, Any], detail: str) -> dict[str, Any]:
         """End a job whose flow run the orchestrator no longer has."""
         error = {"kind": "RunLost", "message": f"the orchestrator no longer has the run: {detail}"}
         return await self._apply(job, {"type": "failed", "error": error})
@@ -531,10 +422,9 @@ class JobService:
     async def _defer(self, job: Mapping[str, Any]) -> None:
         """Queue the hand-over; without a queue the reconciler's next pass does it."""
         if self._ports.deliveries is not None:
-            message = {"kind": "submit", "tenant": job["tenant"], "job_id": job["id"], "attempt": 1}
-            await self._ports.deliveries.send(message)
+            await self._ports.deliveries.send(dict(submit_message(job)))
 
-    async def _apply_run_state(
+    async def apply_run_state(
         self, job: dict[str, Any], state: RunState, *, unstick: bool = False
     ) -> dict[str, Any]:
         if unstick:
@@ -552,10 +442,10 @@ class JobService:
         after many times the timeout.
         """
         limits = {
-            "PENDING": self._settings.claim_timeout_seconds,
-            "CANCELLING": self._settings.cancel_timeout_seconds,
+            RunPhase.CLAIMED: self._settings.claim_timeout_seconds,
+            RunPhase.STOPPING: self._settings.cancel_timeout_seconds,
         }
-        limit = limits.get(state.type)
+        limit = limits.get(state.phase)
         if limit is None or state.since is None:
             return state
         waited = self._clock() - state.since
@@ -572,7 +462,7 @@ class JobService:
         holder = "offline" if alive is False else "unknown"
         log.warning(
             "job %s: run %s was %s for %.0f s, its worker %s; now %s",
-            job["id"], state.run_id, state.type, waited, holder, recovered.type,
+            job["id"], state.run_id, state.name, waited, holder, recovered.name,
         )  # fmt: skip
         return recovered
 
@@ -681,18 +571,9 @@ class JobService:
         if self._ports.deliveries is None:
             log.warning("no delivery queue configured; %s for %s not sent", name, job["id"])
             return
-        await self._ports.deliveries.send(
-            {
-                "tenant": job["tenant"],
-                "job_id": job["id"],
-                "event": name,
-                "url": webhook["url"],
-                "message_id": f"msg_{job['id']}_{name}_{job['updated_at']}",
-                "attempt": 1,
-                "first_attempt_at": self._clock(),
-                "payload": {"type": name, "timestamp": job["updated_at"], "data": public(job)},
-            }
-        )
+        data = public(job)
+        message = delivery_message(job, name, webhook["url"], data=data, now=self._clock())
+        await self._ports.deliveries.send(dict(message))
 
 
 def public(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -703,54 +584,37 @@ def public(job: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
-#: Prefect states that say nothing new to a job that is already queued or running: a run
-#: waiting for a worker (SCHEDULED, incl. Late and AwaitingRetry), claimed (PENDING),
-#: paused or suspended (PAUSED), or being stopped (CANCELLING: the job ends once Prefect
-#: confirms). PENDING and CANCELLING are watched for a dead worker (`JobService._stuck`).
-_WAITING_STATES = frozenset({"SCHEDULED", "PENDING", "PAUSED", "CANCELLING"})
+#: Phases that say nothing new to a job that is already queued or running: a run waiting
+#: for a worker, claimed, paused or suspended, or being stopped (the job ends once the
+#: orchestrator confirms). CLAIMED and STOPPING are watched for a dead worker
+#: (`JobService._unstick`).
+_NOTHING_NEW = frozenset({RunPhase.QUEUED, RunPhase.CLAIMED, RunPhase.PAUSED, RunPhase.STOPPING})
 
 
 def _event_for_run_state(
     job: Mapping[str, Any], state: RunState, now: float
 ) -> dict[str, Any] | None:
-    """The job event a Prefect run state implies, if any."""
-    kind = state.type.upper()
-    if kind in _WAITING_STATES:
+    """The job event a run state implies, if any."""
+    phase = state.phase
+    if phase in _NOTHING_NEW:
         return None
-    if kind in {"FAILED", "CRASHED"}:
-        message = state.message or f"the flow run ended {state.name or kind}"
-        return {"type": "failed", "error": {"kind": state.name or kind.title(), "message": message}}
-    if kind == "CANCELLED":
+    if phase is RunPhase.FAILED:
+        kind = state.name or "Failed"
+        message = state.message or f"the flow run ended {kind}"
+        return {"type": "failed", "error": {"kind": kind, "message": message}}
+    if phase is RunPhase.CANCELLED:
         return {"type": "cancelled"}
-    if kind == "RUNNING":
+    if phase is RunPhase.RUNNING:
         return {"type": "running"}
-    # Measured from the run's end when Prefect says when that was: a long crew that has
-    # been quiet for an hour must not be declared lost the moment it completes.
-    ended = state.since if state.since is not None else float(job.get("heard_at", 0))
-    if kind == "COMPLETED":
+    if phase is RunPhase.SUCCEEDED:
+        # Measured from the run's end when the orchestrator says when that was: a long
+        # crew that has been quiet for an hour must not be declared lost the moment it
+        # completes.
+        ended = state.since if state.since is not None else float(job.get("heard_at", 0))
         if now - ended <= RESULT_GRACE_SECONDS:
             return None  # its `succeeded` callback may still be on its way
         error = {"kind": "ResultLost", "message": "the run completed but its result never arrived"}
         return {"type": "failed", "error": error}
     log.warning("job %s: run %s is in a state edgecrew does not know: %s", job.get("id"),
-                state.run_id, state.type)  # fmt: skip
+                state.run_id, state.name)  # fmt: skip
     return None
-
-
-def _webhook(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if not raw:
-        return None
-    return {"url": raw["url"], "events": list(raw.get("events") or DEFAULT_WEBHOOK_EVENTS)}
-
-
-class _Budget:
-    """Calls left to a reconciler pass."""
-
-    def __init__(self, calls: int) -> None:
-        self.left = calls
-
-    def allows(self, cost: int) -> bool:
-        return self.left >= cost
-
-    def charge(self, cost: int) -> None:
-        self.left -= cost

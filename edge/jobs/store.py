@@ -25,6 +25,10 @@ class JobStore:
         self._ttl = ttl_seconds
 
     @property
+    def kv(self) -> KeyValueStore:
+        return self._kv
+
+    @property
     def ttl_seconds(self) -> int:
         """How long a job's records live after their last write."""
         return self._ttl

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from edge.ports import RunState
+from edge.ports import RunPhase, RunState
 
 
 class InMemoryOrchestrator:
@@ -26,7 +26,7 @@ class InMemoryOrchestrator:
         if idempotency_key not in self.by_key:
             run_id = f"run-{len(self.runs) + 1}"
             self.by_key[idempotency_key] = run_id
-            self.runs[run_id] = RunState(run_id, "SCHEDULED", "Scheduled")
+            self.runs[run_id] = RunState(run_id, RunPhase.QUEUED, "Scheduled")
             self.submitted.append(parameters)
         return self.runs[self.by_key[idempotency_key]]
 
@@ -37,7 +37,7 @@ class InMemoryOrchestrator:
         return {run_id: self.runs[run_id] for run_id in run_ids if run_id in self.runs}
 
     async def cancel(self, run_id: str) -> RunState:
-        self.runs[run_id] = RunState(run_id, "CANCELLED", "Cancelled")
+        self.runs[run_id] = RunState(run_id, RunPhase.CANCELLED, "Cancelled")
         return self.runs[run_id]
 
     async def check(self) -> bool:

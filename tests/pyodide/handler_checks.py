@@ -18,7 +18,7 @@ from typing import Any
 from adapter_checks import Ctx, _WorkerClient, check, publish_summarize_crew
 from pyodide.ffi import jsnull
 
-from edge.jobs.service import RECONCILE_CURSOR_KEY
+from edge.jobs.reconciler import RECONCILE_CURSOR_KEY
 
 KEY = "key-a-0123456789"  # tenant_a's API key in the app env
 ACKED = {"batch": [], "messages": [["ack"]]}  # one message, acked, nothing retried
