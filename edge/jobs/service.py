@@ -113,11 +113,14 @@ class JobService:
 
         `crew` is the catalog's entry for `request["crew"]`: the job keeps its pool (so the
         hand-over never depends on the catalog again) and its version at submit time.
+
+        A caller with an Idempotency-Key asks `replay` first (the routes do, before they
+        check the request against the catalog), which also finishes what a failed first
+        request left undone; here the ledger's create alone settles a race between two
+        first requests.
         """
         digest = fingerprint(request)
         job_id = job_id_for_key(tenant, idempotency_key) if idempotency_key else new_job_id()
-        if idempotency_key and (existing := await self.replay(tenant, request, idempotency_key)):
-            return existing, False
         now = self._clock()
         deadline = request.get("deadline_seconds")
         record = new_job_record(

@@ -41,7 +41,7 @@ from edge.routes.deps import (
 from edge.routes.jobs import IdempotencyKey, check_webhook, key_reused
 
 
-def ingestions(request: Request) -> Ingestions:
+async def ingestions(request: Request) -> Ingestions:
     service: Ingestions = request.app.state.ingestions
     return service
 
