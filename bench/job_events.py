@@ -12,7 +12,8 @@ EventSourceResponse over an asyncio.Queue per client, nothing else) fed the same
    the event arriving on the stream. Then the same against the bare endpoint.
 2. Held streams: `--streams` jobs, one stream each, all open at once; the server's RSS
    before and while they are held, and one callback to each job: all must arrive.
-Prints markdown; docs/benchmarks.md records a run.
+With `--poll-only` the edge's streams are never woken in-process and poll the ledger
+every second, as they do on Cloudflare. Prints markdown; docs/benchmarks.md records a run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -49,14 +51,14 @@ def serve(port: int, data: Path, secret: str) -> None:
     from edge.local.numpy_index import NumpyVectorIndex
     from edge.local.sqlite_kv import SqliteKV
     from edge.local.sqlite_ledger import SqliteJobLedger
-    from edge.ports import Ports, RunState
+    from edge.ports import Ports, RunPhase, RunState
     from edge.settings import Settings
     from tests.doubles.catalog import publish_shipped_crews
     from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 
     class TakesEveryJob:
         async def submit(self, deployment: str, **_: Any) -> RunState:
-            return RunState(run_id=f"run-{time.monotonic_ns()}", type="SCHEDULED")
+            return RunState(run_id=f"run-{time.monotonic_ns()}", phase=RunPhase.QUEUED)
 
         async def check(self) -> bool:
             return True
@@ -74,6 +76,8 @@ def serve(port: int, data: Path, secret: str) -> None:
         orchestrator=TakesEveryJob(),  # type: ignore[arg-type]
     )  # fmt: skip
     app = create_app(settings, ports)
+    if os.environ.get("BENCH_POLL_ONLY"):  # as on Cloudflare: no in-process wake-up
+        app.state.jobs.changes.enabled = False
     bare = FastAPI()
     queues: set[asyncio.Queue[bytes]] = set()
 
@@ -152,7 +156,9 @@ async def _job(client: httpx.AsyncClient) -> str:
     return str((await client.post("/v1/jobs", json=body, headers=AUTH)).json()["id"])
 
 
-async def measure(base: str, secret: str, events: int, streams: int, pid: int) -> None:
+async def measure(
+    base: str, secret: str, events: int, streams: int, pid: int, jitter: float = 0.0
+) -> None:
     limits = httpx.Limits(max_connections=streams + 20, max_keepalive_connections=streams + 20)
     timeout = httpx.Timeout(30, read=None)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout) as client:
@@ -167,6 +173,8 @@ async def measure(base: str, secret: str, events: int, streams: int, pid: int) -
             await asyncio.sleep(0.2)
             samples = []
             for n in range(1, events + 1):
+                if jitter:  # a callback lands at any moment of a stream's poll interval
+                    await asyncio.sleep(random.uniform(0, jitter))
                 sent = time.perf_counter()
                 if name == "edgecrew":
                     await _callback(client, secret, job_id, n)
@@ -208,6 +216,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--cores", default="0,1")
     parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument("--poll-only", action="store_true",
+                        help="streams poll the ledger (every EDGECREW_JOB_EVENTS_POLL_SECONDS, "
+                        "1 s) and are never woken in-process, as on Cloudflare")  # fmt: skip
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -221,7 +232,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data:
         command = ["taskset", "-c", args.cores, sys.executable, __file__, "--serve",
                    "--port", str(args.port), "--data", data]  # fmt: skip
-        server = subprocess.Popen(command, env={**os.environ, "BENCH_SECRET": secret})
+        poll_only = {"BENCH_POLL_ONLY": "1"} if args.poll_only else {}
+        server = subprocess.Popen(command, env={**os.environ, "BENCH_SECRET": secret, **poll_only})
         try:
             base = f"http://127.0.0.1:{args.port}"
             for _ in range(100):
@@ -230,8 +242,11 @@ def main() -> None:
                     break
                 except httpx.HTTPError:
                     time.sleep(0.2)
-            print(f"server on cores {args.cores} (taskset), Python {sys.version.split()[0]}\n")
-            asyncio.run(measure(base, secret, args.events, args.streams, server.pid))
+            mode = "streams poll only, as on Cloudflare" if args.poll_only else "in-process wake"
+            print(f"server on cores {args.cores} (taskset), Python {sys.version.split()[0]}, "
+                  f"{mode}\n")  # fmt: skip
+            jitter = 1.0 if args.poll_only else 0.0  # the poll interval
+            asyncio.run(measure(base, secret, args.events, args.streams, server.pid, jitter))
         finally:
             server.terminate()
             server.wait(10)
