@@ -9,6 +9,7 @@ writes. The last publish of a crew wins.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -100,6 +101,10 @@ async def _read(kv: KeyValueStore, key: str) -> PublishedCrew | None:
         return None
 
 
+# Every POST /v1/jobs reads its crew's entry; the entry changes only when a worker
+# publishes, so the same text is parsed (and its schema checked) once, not per request.
+# The entries are frozen; a corrupt one raises again each time, so it is never cached.
+@functools.lru_cache(maxsize=256)
 def _parse(key: str, raw: str) -> PublishedCrew:
     data = json.loads(raw)
     if not isinstance(data, dict):
