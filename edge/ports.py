@@ -250,6 +250,12 @@ class Orchestrator(Protocol):
 
     async def cancel(self, run_id: str) -> RunState: ...
 
+    async def resume(self, run_id: str, *, run_input: Mapping[str, object]) -> RunState:
+        """Resume a run suspended for input, with that input: it is scheduled to run
+        again. OrchestratorRejected when the run cannot take it (it is not suspended,
+        its wait timed out, the input does not fit what it asked for)."""
+        ...
+
     async def check(self) -> bool:
         """Raise DependencyUnavailable unless the orchestrator answers (one cheap read)."""
         ...

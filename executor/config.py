@@ -34,7 +34,9 @@ ENTRY_POINT_GROUP = "edgecrew.crews"
 DEFAULT_POOL = "cpu"
 DEFAULT_CONCURRENCY = 4
 LLM_CHOICES = ("own", "executor")
-_CREW_KEYS = {"source", "path", "pool", "description", "inputs", "defaults", "llm"}
+_CREW_KEYS = {
+    "source", "path", "pool", "description", "inputs", "defaults", "llm", "input_timeout_seconds",
+}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -54,6 +56,9 @@ class CrewEntry:
     llm: str = "own"
     path: Path | None = None  # prepended to sys.path while the crew loads
     origin: str = CONFIG_FILE  # where the entry came from, for messages
+    #: How long a job of this crew may wait for a person's answer before it fails with
+    #: `InputTimeout`; None: the executor's EDGECREW_INPUT_TIMEOUT_SECONDS.
+    input_timeout_seconds: int | None = None
 
     @property
     def is_json(self) -> bool:
@@ -163,6 +168,11 @@ def _entry(name: str, table: Mapping[str, Any], origin: str, base: Path) -> Crew
     path = table.get("path")
     if path is not None and not isinstance(path, str):
         raise ConfigError(f"{where}: path must be a string")
+    timeout = table.get("input_timeout_seconds")
+    if timeout is not None and (
+        not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1
+    ):
+        raise ConfigError(f"{where}: input_timeout_seconds must be a positive integer")
     return CrewEntry(
         name=name,
         source=source,
@@ -173,6 +183,7 @@ def _entry(name: str, table: Mapping[str, Any], origin: str, base: Path) -> Crew
         llm=llm,
         path=(base / path).resolve() if path else None,
         origin=origin,
+        input_timeout_seconds=timeout,
     )
 
 

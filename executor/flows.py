@@ -9,16 +9,20 @@ idempotent on the edge, and `failed` is only reported once no retry is left.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from executor.catalog import crew_for_run
-from executor.edge_client import EdgeClient
+from executor.edge_client import EdgeClient, EdgeUnreachable
+from executor.human_input import InputRequested, fitted_request
 from executor.llm import build_llm
 from executor.results import fitted
-from executor.run_context import JobContext, run_directory, running_job
+from executor.run_context import JobContext, list_files, restore_files, run_directory, running_job
+from executor.run_input import RunQuestions
 from executor.settings import ExecutorSettings
 from shared.crews import FLOW_NAME
 
@@ -56,21 +60,59 @@ def run_crew(
     *,
     settings: ExecutorSettings,
     edge: EdgeClient,
+    questions: RunQuestions | None = None,
 ) -> dict[str, Any]:
     """Run the crew in a directory of its own, posting progress; returns the job result
-    with the files the run wrote."""
+    with the files the run wrote.
+
+    A task that asks for a person's review suspends the run (`executor.run_input`); the
+    resumed run restores what the crew had done and goes on from the answer."""
     loaded = crew_for_run(crew)
     job = JobContext(job_id, tenant, lambda query, top_k: edge.search(tenant, query, top_k))
     progress = ProgressReporter(edge, job_id, tenant)
+    timeout = loaded.entry.input_timeout_seconds or settings.input_timeout_seconds
+    questions = questions or RunQuestions(timeout, WaitingReporter(edge, job_id, tenant))
     with (
         running_job(job, lambda: build_llm(settings)),
         run_directory(job_id, loaded.project_root) as files,
     ):
-        result = loaded.kickoff(inputs, llm=build_llm(settings), progress=progress)
+        checkpoint = questions.checkpoint()
+        restore_files(Path.cwd(), checkpoint.files)
+        while True:
+            if checkpoint.question is not None:  # suspends the run unless answered
+                checkpoint = checkpoint.answered(questions.answer(checkpoint))
+            try:
+                result = loaded.kickoff(
+                    inputs, llm=build_llm(settings), progress=progress, checkpoint=checkpoint
+                )
+                break
+            except InputRequested as asked:
+                checkpoint = replace(asked.checkpoint, files=tuple(list_files(Path.cwd())))
+                questions.save(checkpoint)
     listed: dict[str, Any] = {"files": files.entries}
     if files.truncated:
         listed["files_truncated"] = True
     return fitted({**result, **listed})
+
+
+class WaitingReporter:
+    """Posts `waiting` once the run is suspended: the job's question, for its client.
+
+    Not left to chance like progress: every retry is made. If the edge still did not take
+    it, the run stays suspended all the same (failing it now would lose the crew's work);
+    the job then fails with `InputTimeout` once the question expires."""
+
+    def __init__(self, edge: EdgeClient, job_id: str, tenant: str) -> None:
+        self._edge = edge
+        self._job_id = job_id
+        self._tenant = tenant
+
+    def __call__(self, request: dict[str, Any]) -> None:
+        body = {"type": "waiting", "input_request": fitted_request(request)}
+        try:
+            self._edge.event(self._job_id, self._tenant, f"waiting:{request['id']}", body)
+        except EdgeUnreachable as exc:
+            get_run_logger().error("the edge did not take question %s: %s", request["id"], exc)
 
 
 class ProgressReporter:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.config import CrewEntry, import_path
+from executor.human_input import Checkpoint, PausingHumanInput, output_record, restore
 from shared.crews import INPUT_TYPES, CrewSpec, definition_digest
 
 #: A placeholder as CrewAI's interpolation finds it (`interpolate_only`): it also finds
@@ -58,24 +59,45 @@ class LoadedCrew:
     defaults: Mapping[str, Any]  # the schema's, then the project's, then edgecrew.toml's
     project_root: Path | None = None  # the folder of its pyproject.toml (or crew.jsonc)
 
-    def kickoff(self, inputs: Mapping[str, Any], *, llm: Any, progress: Progress) -> dict[str, Any]:
+    def kickoff(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        llm: Any,
+        progress: Progress,
+        checkpoint: Checkpoint | None = None,
+    ) -> dict[str, Any]:
         """Run on `inputs` (over the defaults); the job's result. Call it inside
-        `executor.run_context.running_job`, which gives unnamed agents their LLM."""
+        `executor.run_context.running_job`, which gives unnamed agents their LLM.
+
+        With a `checkpoint` the crew resumes after the tasks it records as finished. A
+        task with `human_input` raises `InputRequested` (`executor.human_input`)."""
         merged = {**self.defaults, **inputs}
         if self.kind == "flow":
             # A flow's `id` input would load that saved state (`@persist`): another job's.
             merged.pop("id", None)
             return _kickoff_flow(self.target, merged, progress, list(self.spec.tasks))
+        from crewai.core.providers.human_input import reset_provider, set_provider
+
         crew = self.build()
         if self.entry.llm == "executor":
             _use_llm_everywhere(crew, llm)
         _check_output_files(crew, merged)
-        counter = _TaskProgress(progress, list(self.spec.tasks))
-        for task in crew.tasks:
+        checkpoint = checkpoint or Checkpoint()
+        counter = _TaskProgress(progress, list(self.spec.tasks), done=restore(crew, checkpoint))
+        if checkpoint.completed:
+            counter.report()  # a task approved since the last run is done now
+        finished: list[dict[str, Any]] = []
+        for index, task in enumerate(crew.tasks):
             # On each task rather than as the crew's task_callback, which CrewAI gives
             # only to tasks without a callback of their own; theirs still run after.
-            task.callback = _AfterTask(counter, task.callback or crew.task_callback)
-        output = crew.kickoff(inputs=merged)
+            then = task.callback or crew.task_callback
+            task.callback = _AfterTask(counter, then, _Finished(finished, index, task))
+        token = set_provider(PausingHumanInput(crew, checkpoint, finished))
+        try:
+            output = crew.kickoff(inputs=merged)
+        finally:
+            reset_provider(token)
         result: dict[str, Any] = {
             "output": str(output.raw),
             "tasks": [{"name": t.name, "output": str(t.raw)} for t in output.tasks_output],
@@ -356,16 +378,19 @@ def _pyproject_version(folder: Path) -> str | None:
 class _TaskProgress:
     """Counts finished tasks and reports progress (tasks may finish on CrewAI's threads)."""
 
-    def __init__(self, progress: Progress, names: list[str]) -> None:
+    def __init__(self, progress: Progress, names: list[str], *, done: int = 0) -> None:
         self._progress = progress
         self._names = names
-        self._done = 0
+        self._done = done  # restored from a checkpoint: finished in an earlier run
         self._lock = threading.Lock()
 
     def task_done(self) -> None:
         with self._lock:
             self._done += 1
-            done = self._done
+        self.report()
+
+    def report(self) -> None:
+        done = self._done
         upcoming = self._names[done] if done < len(self._names) else None
         self._progress(done, max(len(self._names), done), upcoming)
 
@@ -377,14 +402,28 @@ class _AfterTask:
     serialized for its checkpoints.
     """
 
-    def __init__(self, counter: _TaskProgress, then: Any) -> None:
+    def __init__(self, counter: _TaskProgress, then: Any, finished: _Finished) -> None:
         self._counter = counter
         self._then = then
+        self._finished = finished
 
     def __call__(self, output: Any) -> None:
+        self._finished(output)
         self._counter.task_done()
         if callable(self._then):
             self._then(output)
+
+
+class _Finished:
+    """Records a finished task's output for the job's checkpoint (`executor.human_input`)."""
+
+    def __init__(self, into: list[dict[str, Any]], index: int, task: Any) -> None:
+        self._into = into
+        self._index = index
+        self._task = task
+
+    def __call__(self, output: Any) -> None:
+        self._into.append({"index": self._index, "output": output_record(self._task, output)})
 
 
 def _use_llm_everywhere(crew: Any, llm: Any) -> None:

@@ -182,6 +182,22 @@ def list_files(folder: Path) -> list[dict[str, Any]]:
     return entries
 
 
+def restore_files(folder: Path, entries: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> None:
+    """Write back the files an earlier run of the job left (`list_files` entries with
+    their text; a binary or large file, listed without it, cannot come back). Names stay
+    inside `folder`, whatever an entry says."""
+    for entry in entries:
+        name, text = entry.get("name"), entry.get("text")
+        if not isinstance(name, str) or not isinstance(text, str):
+            continue
+        path = Path(name)
+        if path.is_absolute() or ".." in path.parts or not path.parts:
+            continue
+        target = folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+
+
 def _files_under(folder: Path) -> list[Path]:
     found = []
     for root, dirs, names in os.walk(folder, followlinks=False):

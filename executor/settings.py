@@ -25,6 +25,9 @@ class ExecutorSettings:
     llm_api_key: str = field(default="not-needed", repr=False)
     llm_max_tokens: int = 256
     callback_attempts: int = 8
+    #: How long a job may wait for a person's answer (`human_input` tasks) before it
+    #: fails with `InputTimeout`; a crew's `input_timeout_seconds` overrides it.
+    input_timeout_seconds: int = 86400
     #: Cloudflare's REST API, for Workers AI (the crews' LLM, ingestion embeddings) and
     #: Vectorize (bulk ingestions write there when `vectorize_index` is set).
     cloudflare_account_id: str = ""
@@ -60,6 +63,9 @@ class ExecutorSettings:
             llm_model=env.get("EDGECREW_CREW_LLM_MODEL") or model_default,
             llm_api_key=env.get("EDGECREW_CREW_LLM_API_KEY") or defaults.llm_api_key,
             llm_max_tokens=int(env.get("EDGECREW_CREW_LLM_MAX_TOKENS") or defaults.llm_max_tokens),
+            input_timeout_seconds=_positive(
+                env, "EDGECREW_INPUT_TIMEOUT_SECONDS", defaults.input_timeout_seconds
+            ),
             cloudflare_account_id=(env.get("EDGECREW_CF_ACCOUNT_ID") or "").strip(),
             cloudflare_api_token=(env.get("EDGECREW_CF_API_TOKEN") or "").strip(),
             vectorize_index=(env.get("EDGECREW_VECTORIZE_INDEX") or "").strip(),
@@ -72,3 +78,12 @@ class ExecutorSettings:
                          if not (env.get(k) or "").strip()]  # fmt: skip
                 raise ExecutorSettingsError(f"{reason} needs {' and '.join(unset)} to be set")
         return settings
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ExecutorSettingsError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return int(raw)

@@ -18,25 +18,24 @@ NAME = "edgecrew: crash silent flow runs"
 
 
 def ensure_zombie_automation(within_seconds: int = 90) -> str:
-    """Create the automation unless one of that name exists; returns its id."""
+    """Create the automation, or bring the one of that name up to date; returns its id."""
     from prefect.automations import Automation
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
-    try:
-        # Prefect's sync/async dual methods are typed as either; called sync here.
-        return str(cast(Automation, Automation.read(name=NAME)).id)
-    except ValueError:  # not there yet
-        pass
-    automation = Automation(
+    wanted = Automation(
         name=NAME,
         trigger=EventTrigger(
             # Armed by Running too: a worker killed before its first heartbeat is caught.
             after={"prefect.flow-run.Running", "prefect.flow-run.heartbeat"},
             expect={
                 "prefect.flow-run.heartbeat",
+                # A run suspended for a person's answer has no process left to beat: it
+                # is waiting, not dead (it arms the trigger again once resumed).
+                "prefect.flow-run.Suspended",
+                "prefect.flow-run.Paused",
                 "prefect.flow-run.Completed",
                 "prefect.flow-run.Failed",
                 "prefect.flow-run.Cancelled",
@@ -56,8 +55,18 @@ def ensure_zombie_automation(within_seconds: int = 90) -> str:
                 message=f"No heartbeat for {within_seconds} s: the worker or its machine died",
             )
         ],
-    ).create()
-    return str(cast(Automation, automation).id)
+    )
+    try:
+        # Prefect's sync/async dual methods are typed as either; called sync here.
+        existing = cast(Automation, Automation.read(name=NAME))
+    except ValueError:  # not there yet
+        return str(cast(Automation, wanted.create()).id)
+    shape = [(getattr(t, "expect", None), getattr(t, "within", None))
+             for t in (existing.trigger, wanted.trigger)]  # fmt: skip
+    if shape[0] != shape[1]:  # made by an older edgecrew (which crashed suspended runs)
+        existing.trigger = wanted.trigger
+        existing.update()
+    return str(existing.id)
 
 
 if __name__ == "__main__":

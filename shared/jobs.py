@@ -5,6 +5,11 @@ Transitions only move forward: `submitting → queued → running → succeeded 
 cancelled`, any earlier status may jump to a terminal one, and a terminal status never
 changes. Events that would move a job backwards, or repeat what it already knows, are
 ignored, which makes every callback idempotent.
+
+One loop is allowed, and it is kept forward by numbering: a crew that asks a person
+(`waiting`, with question `qN`) goes back to `running` only when that very question is
+answered (`answered`, an event the edge makes), and it may wait again only for a later
+question. So a late or repeated `waiting`, `answered` or `running` changes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ class JobStatus(StrEnum):
     SUBMITTING = "submitting"
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING = "waiting"  # for a person's answer (`POST /v1/jobs/{id}/input`)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -32,36 +38,46 @@ _RANK = {
     JobStatus.SUBMITTING: 0,
     JobStatus.QUEUED: 1,
     JobStatus.RUNNING: 2,
+    JobStatus.WAITING: 2,  # running and waiting alternate by question number, not rank
     JobStatus.SUCCEEDED: 3,
     JobStatus.FAILED: 3,
     JobStatus.CANCELLED: 3,
 }
 
-#: Event types and the status each one leads to. The executor sends all but `queued`,
-#: which the edge applies itself once the orchestrator has taken the job.
+#: Event types and the status each one leads to. The executor sends all but `queued`
+#: and `answered`, which the edge applies itself: once the orchestrator has taken the
+#: job, and once a person's answer to the job's question is taken.
 EVENT_STATUS = {
     "queued": JobStatus.QUEUED,
     "running": JobStatus.RUNNING,
     "progress": JobStatus.RUNNING,
+    "waiting": JobStatus.WAITING,
+    "answered": JobStatus.RUNNING,
     "succeeded": JobStatus.SUCCEEDED,
     "failed": JobStatus.FAILED,
     "cancelled": JobStatus.CANCELLED,
 }
 
 #: Client webhook events; a webhook with no `events` list gets the terminal ones.
-WEBHOOK_EVENTS = ("job.running", "job.progress", "job.succeeded", "job.failed", "job.cancelled")
-DEFAULT_WEBHOOK_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
+WEBHOOK_EVENTS = (
+    "job.running", "job.progress", "job.waiting", "job.succeeded", "job.failed", "job.cancelled",
+)  # fmt: skip
+#: A job waiting for a person is told by default too: nobody else will answer it.
+DEFAULT_WEBHOOK_EVENTS = ("job.waiting", "job.succeeded", "job.failed", "job.cancelled")
 #: Events a job's record keeps (`apply_change`). A crew job makes a handful; an
 #: ingestion reports progress at most once a second, so 500 covers ~8 minutes of it, at
 #: ~150 bytes an event (~75 KB in the ledger's row, which holds 2 MB).
 EVENTS_KEPT = 500
 #: How much of a progress step's task text each logged event keeps.
 EVENT_TASK_CHARS = 256
+#: How much of the output a question asks about each logged `job.waiting` keeps.
+EVENT_OUTPUT_CHARS = 2048
 
 
 def can_transition(current: JobStatus, new: JobStatus) -> bool:
-    """Whether a job may move from `current` to `new` (forward only; terminal is final)."""
-    return not current.terminal and _RANK[new] > _RANK[current]
+    """Whether a job may move from `current` to `new` (forward only; terminal is final).
+    `waiting` is reached only by its numbered question (`apply_event`)."""
+    return not current.terminal and new is not JobStatus.WAITING and _RANK[new] > _RANK[current]
 
 
 def apply_event(job: Mapping[str, Any], event: Mapping[str, Any], at: str) -> dict[str, Any] | None:
@@ -78,10 +94,14 @@ def apply_event(job: Mapping[str, Any], event: Mapping[str, Any], at: str) -> di
     current = JobStatus(job["status"])
     new = EVENT_STATUS[kind]
     updated = dict(job)
+    if kind in ("waiting", "answered"):
+        return _question_event(job, event, at)
     if kind == "progress":
         if current.terminal or not _advances(job.get("progress"), event.get("progress")):
             return None
         updated["progress"] = dict(event["progress"])
+        if current is JobStatus.WAITING:  # sent before the question; it still waits
+            new = current
     elif not can_transition(current, new):
         return _with_crew_version(job, event, at) if kind == "running" else None
     updated["status"] = new.value
@@ -95,12 +115,41 @@ def apply_event(job: Mapping[str, Any], event: Mapping[str, Any], at: str) -> di
         # Why it was cancelled, when the edge asked for a reason (a deadline) before the
         # cancel: whoever confirms it (Prefect, the worker, a reconciler pass) need not know.
         updated["error"] = dict(cause)
+    if new.terminal:
+        updated["input_request"] = None  # nobody can answer it any more
     if new.terminal and updated.get("progress"):
         total = updated["progress"].get("total_tasks")
         if new is JobStatus.SUCCEEDED and total:
             updated["progress"] = {**updated["progress"], "completed_tasks": total}
     updated["updated_at"] = at
     return updated
+
+
+def _question_event(
+    job: Mapping[str, Any], event: Mapping[str, Any], at: str
+) -> dict[str, Any] | None:
+    """`waiting` for question `qN` (a later one than any asked), or `answered` for the
+    question the job waits on; anything else changes nothing."""
+    current = JobStatus(job["status"])
+    if current.terminal:
+        return None
+    if event["type"] == "waiting":
+        request = dict(event["input_request"])
+        if question_number(request.get("id")) <= int(job.get("questions_asked") or 0):
+            return None
+        return {**job, "status": JobStatus.WAITING.value, "input_request": request,
+                "questions_asked": question_number(request["id"]), "updated_at": at}  # fmt: skip
+    waiting_for = (job.get("input_request") or {}).get("id")
+    if current is not JobStatus.WAITING or event.get("question") != waiting_for:
+        return None
+    return {**job, "status": JobStatus.RUNNING.value, "input_request": None, "updated_at": at}
+
+
+def question_number(question: object) -> int:
+    """`q3` → 3; 0 for anything that is not a question id."""
+    text = str(question or "")
+    digits = text[1:]
+    return int(digits) if text.startswith("q") and digits.isdigit() else 0
 
 
 def _with_crew_version(
@@ -118,7 +167,8 @@ def _with_crew_version(
 
 
 def webhook_event_for(event_type: str) -> str:
-    """The client webhook event an applied job event fires (`progress` → `job.progress`)."""
+    """The client webhook event an applied job event fires (`progress` → `job.progress`,
+    `answered` → `job.running`)."""
     return "job.progress" if event_type == "progress" else f"job.{EVENT_STATUS[event_type].value}"
 
 
@@ -181,6 +231,8 @@ def _log_event(job: dict[str, Any], name: str) -> None:
         # change any more.
         progress = {**progress, "current_task": str(progress["current_task"])[:EVENT_TASK_CHARS]}
     data: dict[str, Any] = {"status": job["status"], "progress": progress}
+    if (request := job.get("input_request")) is not None:  # what a waiting job asks
+        data["input_request"] = _logged_request(request)
     if job.get("error") is not None:  # a failure's, or a cancel's reason (DeadlineExceeded)
         data["error"] = job["error"]
     event = {"id": job["revision"], "type": name, "at": job["updated_at"], "data": data}
@@ -189,6 +241,15 @@ def _log_event(job: dict[str, Any], name: str) -> None:
         job["events_trimmed"] = log[-EVENTS_KEPT - 1]["id"]
         log = log[-EVENTS_KEPT:]
     job["events"] = log
+
+
+def _logged_request(request: Mapping[str, Any]) -> dict[str, Any]:
+    """A question as the event log keeps it: the output under review cut to
+    EVENT_OUTPUT_CHARS (the job itself, and its webhook, have all of it)."""
+    output = str(request.get("output") or "")
+    if len(output) <= EVENT_OUTPUT_CHARS:
+        return dict(request)
+    return {**request, "output": output[:EVENT_OUTPUT_CHARS], "output_truncated": True}
 
 
 def ledger_create(

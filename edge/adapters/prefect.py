@@ -1,7 +1,7 @@
 """The Orchestrator port over Prefect's REST API (self-hosted server or Prefect Cloud).
 
 Plain httpx, never the `prefect` package: the Worker cannot import it, and the edge needs
-four calls. Timeouts and 5xx are retried with backoff, always with the same idempotency
+a few calls. Timeouts and 5xx are retried with backoff, always with the same idempotency
 key, so a retry can never create a second flow run.
 """
 
@@ -108,6 +108,19 @@ class PrefectOrchestrator:
             state = {"type": "CANCELLING", "name": "Cancelling", "message": "Cancelled by the API"}
         # Not forced: Prefect's own rules decide if the run moved on in the meantime.
         await self._request("POST", f"flow_runs/{run_id}/set_state", {"state": state})
+        return await self.read(run_id)
+
+    async def resume(self, run_id: str, *, run_input: Mapping[str, object]) -> RunState:
+        # Prefect validates the input against the schema the run saved when it suspended
+        # (`suspend_flow_run(wait_for_input=...)`), and refuses a run past its timeout.
+        body = {"run_input": dict(run_input)}
+        result = await self._request("POST", f"flow_runs/{run_id}/resume", body)
+        if result.get("status") != "ACCEPT":
+            details = result.get("details") or {}
+            reason = details.get("reason") if isinstance(details, dict) else None
+            raise OrchestratorRejected(
+                f"resume of run {run_id}: {result.get('status')} {reason or ''}".rstrip()
+            )
         return await self.read(run_id)
 
     async def check(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge.jobs.preferences import MAX_DEADLINE_SECONDS
 from shared.crews import MAX_CREWS_PER_PUBLISH, NAME_PATTERN
@@ -13,7 +13,7 @@ from shared.jobs import WEBHOOK_EVENTS
 from shared.limits import DEFAULT_LIMITS as LIMITS
 
 WebhookEvent = Literal[
-    "job.running", "job.progress", "job.succeeded", "job.failed", "job.cancelled"
+    "job.running", "job.progress", "job.waiting", "job.succeeded", "job.failed", "job.cancelled"
 ]
 assert set(WebhookEvent.__args__) == set(WEBHOOK_EVENTS)  # type: ignore[attr-defined]
 
@@ -24,7 +24,7 @@ class _Strict(BaseModel):
 
 class WebhookSpec(_Strict):
     url: Annotated[str, Field(min_length=1, max_length=LIMITS.max_webhook_url_chars)]
-    events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=5)] | None = None
+    events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=6)] | None = None
 
 
 class JobRequest(_Strict):
@@ -57,6 +57,9 @@ class JobRequest(_Strict):
 class JobUrls(BaseModel):
     self: str
     cancel: str
+    input: str | None = Field(
+        default=None, description="Where to answer the job's question, while it is `waiting`"
+    )
 
 
 class JobAccepted(BaseModel):
@@ -76,6 +79,21 @@ class Progress(BaseModel):
 class JobError(BaseModel):
     kind: str
     message: str
+
+
+class InputRequest(BaseModel):
+    """What a `waiting` job asks (`POST /v1/jobs/{id}/input` answers it)."""
+
+    id: str = Field(description="The question's id (`q1`, `q2`, ...): name it in the answer")
+    kind: str = Field(description="`review`: approve the output, or give feedback to redo it")
+    task: str = Field(description="The task (or step) whose output is to be reviewed")
+    prompt: str
+    output: str = Field(description="The output under review")
+    output_truncated: bool = Field(default=False, description="`output` was cut to a size")
+    round: int = Field(default=1, description="1, then one more after each feedback")
+    expires_at: str | None = Field(
+        default=None, description="After this the job fails with error kind `InputTimeout`"
+    )
 
 
 class Delivery(BaseModel):
@@ -103,6 +121,9 @@ class Job(BaseModel):
     deadline_at: str | None = Field(
         default=None, description="When the job is cancelled if it has not ended; null for none"
     )
+    input_request: InputRequest | None = Field(
+        default=None, description="While the job is `waiting`: what it asks; null otherwise"
+    )
     deliveries: list[Delivery]
     urls: JobUrls
 
@@ -112,13 +133,17 @@ class JobEventData(BaseModel):
     progress: Progress | None
     result: Any = Field(default=None, description="On `job.succeeded` (and a snapshot of one)")
     error: JobError | None = Field(default=None, description="On `job.failed`")
+    input_request: InputRequest | None = Field(
+        default=None, description="On `job.waiting`: the question (its output cut to 2 KB)"
+    )
 
 
 class JobEvent(BaseModel):
     id: int = Field(description="Increases with every event of the job; resume after it")
     type: str = Field(
-        description="`job.queued`, `job.running`, `job.progress`, a terminal `job.succeeded`, "
-        "`job.failed` or `job.cancelled`; `job.snapshot` when events before it were dropped"
+        description="`job.queued`, `job.running`, `job.progress`, `job.waiting`, a terminal "
+        "`job.succeeded`, `job.failed` or `job.cancelled`; `job.snapshot` when events before "
+        "it were dropped"
     )
     at: str
     data: JobEventData
@@ -177,8 +202,43 @@ class WebhookSecret(BaseModel):
     secret: str
 
 
+class ExecutorInputRequest(_Strict):
+    id: Annotated[str, Field(pattern=r"^q[1-9][0-9]{0,8}$")]
+    kind: Literal["review"]
+    task: Annotated[str, Field(max_length=1000)]
+    prompt: Annotated[str, Field(max_length=4000)]
+    output: Annotated[str, Field(max_length=20000)]
+    output_truncated: bool = False
+    round: Annotated[int, Field(ge=1)] = 1
+    expires_at: Annotated[str, Field(max_length=64)] | None = None
+
+
+class JobAnswer(_Strict):
+    """A person's answer to a `waiting` job's question: approve, or feedback to redo."""
+
+    question: Annotated[str, Field(pattern=r"^q[1-9][0-9]{0,8}$")] | None = Field(
+        default=None,
+        description="The `input_request.id` answered; an answer to an earlier question is "
+        "refused (409). Leave it out to answer whatever the job asks now",
+    )
+    approve: Literal[True] | None = Field(
+        default=None, description="`true`: the output is accepted as it is"
+    )
+    feedback: Annotated[str, Field(min_length=1, max_length=LIMITS.max_question_chars)] | None = (
+        Field(
+            default=None, description="What to change: the task runs again with it, and asks again"
+        )
+    )
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> JobAnswer:
+        if (self.approve is None) == (self.feedback is None or not self.feedback.strip()):
+            raise ValueError("give either `approve: true` or a non-empty `feedback`, not both")
+        return self
+
+
 class ExecutorEvent(_Strict):
-    type: Literal["running", "progress", "succeeded", "failed", "cancelled"]
+    type: Literal["running", "progress", "waiting", "succeeded", "failed", "cancelled"]
     tenant: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
     progress: Progress | None = None
     result: Any = None
@@ -186,6 +246,15 @@ class ExecutorEvent(_Strict):
     crew_version: Annotated[str, Field(max_length=200)] | None = Field(
         default=None, description="On `running`: the version of the crew the worker runs"
     )
+    input_request: ExecutorInputRequest | None = Field(
+        default=None, description="On `waiting`: the question the crew asks"
+    )
+
+    @model_validator(mode="after")
+    def _waiting_asks(self) -> ExecutorEvent:
+        if (self.type == "waiting") != (self.input_request is not None):
+            raise ValueError("`input_request` comes with `waiting`, and only with it")
+        return self
 
 
 class EventAck(BaseModel):

@@ -20,6 +20,7 @@ from typing import Any
 
 from edge.jobs.catalog import get_crew
 from edge.jobs.events import JobChanges
+from edge.jobs.human_input import NotAnswerable, question_to_answer, run_input, timed_out
 from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.reconciler import Reconciler
 from edge.jobs.records import delivery_message, new_job_record, submit_message
@@ -59,7 +60,7 @@ WAIT_FIRST_POLL_SECONDS = 0.25
 WAIT_MAX_POLL_SECONDS = 1.0
 PUBLIC_FIELDS = (
     "id", "crew", "crew_version", "status", "inputs", "metadata", "created_at", "updated_at",
-    "progress", "result", "error", "deadline_at", "deliveries",
+    "progress", "result", "error", "deadline_at", "input_request", "deliveries",
 )  # fmt: skip
 #: The statuses a deadline can still cancel.
 _OPEN = tuple(status.value for status in JobStatus if not status.terminal)
@@ -217,7 +218,8 @@ class JobService:
         return {**job, "deliveries": await self.store.deliveries(tenant, job_id)}
 
     async def wait(self, job: dict[str, Any], seconds: float) -> dict[str, Any]:
-        """The job, with its delivery log, once it ends or `seconds` pass (`Prefer: wait`).
+        """The job, with its delivery log, once it ends or waits for an answer, or once
+        `seconds` pass (`Prefer: wait`).
 
         Read from the ledger: KV's copy may lag at another location by up to a minute.
         The pause between reads is on the event loop's clock, which Cloudflare moves
@@ -227,7 +229,7 @@ class JobService:
         until = loop.time() + seconds
         pause = WAIT_FIRST_POLL_SECONDS
         latest: dict[str, Any] | None = job
-        while latest is not None and not JobStatus(latest["status"]).terminal:
+        while latest is not None and not _settled(latest):
             left = until - loop.time()
             if left <= 0:
                 break
@@ -300,6 +302,46 @@ class JobService:
         except DependencyUnavailable as exc:
             log.warning("could not cancel %s past its deadline: %s", job["id"], exc)
             return job
+
+    # --- a person's answer to the job's question (edge.jobs.human_input) ----------------
+
+    async def answer(
+        self, tenant: str, job_id: str, answer: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Take the answer to a waiting job's question and resume its run; None if there
+        is no such job. NotAnswerable if it waits for no answer (or for another one)."""
+        job = await self.current(tenant, job_id)
+        if job is None:
+            return None
+        question = question_to_answer(job, answer.get("question"))
+        pending = {"question": question, "run_input": run_input(answer)}
+        before, taken = await self._change(
+            job, {"type": "answered", "question": question},
+            heard_at=self._clock(), pending_answer=pending,
+        )  # fmt: skip
+        if taken is None:  # answered (or ended) meanwhile
+            raise NotAnswerable(before or job, "the question was answered already")
+        return await self._hand_answer_over(taken)
+
+    async def _hand_answer_over(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Resume the run with the recorded answer; one Prefect did not get stays
+        recorded, for the reconciler to hand over."""
+        try:
+            await self.orchestrator.resume(
+                job["flow_run_id"], run_input=job["pending_answer"]["run_input"]
+            )
+        except DependencyUnavailable as exc:
+            log.warning("answer to %s recorded, not handed over yet: %s", job["id"], exc)
+            return job
+        except OrchestratorRejected as exc:  # timed out, or resumed by someone else
+            log.warning("run of %s refused the answer: %s", job["id"], exc)
+            try:
+                state = await self.orchestrator.read(job["flow_run_id"])
+            except (DependencyUnavailable, OrchestratorRejected):
+                return job
+            if (event := timed_out(job, state)) is not None:
+                return await self._apply(job, event, pending_answer=None)
+        return await self._apply(job, None, pending_answer=None)
 
     async def apply_event(
         self, tenant: str, job_id: str, event: Mapping[str, Any]
@@ -431,8 +473,10 @@ class JobService:
         self, job: dict[str, Any], state: RunState, *, unstick: bool = False
     ) -> dict[str, Any]:
         if unstick:
+            if job.get("pending_answer") and state.phase is RunPhase.PAUSED:
+                return await self._hand_answer_over(job)  # Prefect was away when answered
             state = await self._unstick(job, state)
-        event = _event_for_run_state(job, state, self._clock())
+        event = timed_out(job, state) or _event_for_run_state(job, state, self._clock())
         return job if event is None else await self._apply(job, event)
 
     async def _unstick(self, job: Mapping[str, Any], state: RunState) -> RunState:
@@ -583,8 +627,17 @@ def public(job: Mapping[str, Any]) -> dict[str, Any]:
     """The job as the API shows it: no tenant, fingerprint or orchestrator internals."""
     view = {field: job.get(field) for field in PUBLIC_FIELDS}
     view["deliveries"] = list(job.get("deliveries") or [])
-    view["urls"] = {"self": f"/v1/jobs/{job['id']}", "cancel": f"/v1/jobs/{job['id']}/cancel"}
+    urls = {"self": f"/v1/jobs/{job['id']}", "cancel": f"/v1/jobs/{job['id']}/cancel"}
+    if job["status"] == JobStatus.WAITING.value:
+        urls["input"] = f"/v1/jobs/{job['id']}/input"
+    view["urls"] = urls
     return view
+
+
+def _settled(job: Mapping[str, Any]) -> bool:
+    """Whether a `Prefer: wait` is over: the job ended, or waits for its client."""
+    status = JobStatus(job["status"])
+    return status.terminal or status is JobStatus.WAITING
 
 
 #: Phases that say nothing new to a job that is already queued or running: a run waiting

@@ -6,11 +6,13 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from edge.jobs import catalog
+from edge.jobs.human_input import INPUT_TIMEOUT, NotAnswerable
 from edge.jobs.preferences import duration_seconds, preferred_wait
 from edge.jobs.schemas import (
     CrewList,
     Job,
     JobAccepted,
+    JobAnswer,
     JobList,
     JobRequest,
     WebhookSecret,
@@ -259,6 +261,35 @@ async def cancel_job(job_id: JobIdPath, tenant: Tenant, jobs: JobsDep) -> JSONRe
     if job is None:
         raise Problem(404, f"No job {job_id!r}")
     return JSONResponse(public(job), status_code=202)
+
+
+@router.post(
+    "/jobs/{job_id}/input",
+    status_code=202,
+    response_model=Job,
+    dependencies=[JsonBody],
+    responses={**JSON_BODY, **NOT_FOUND, **problem_responses(409), **UNAVAILABLE},
+)
+async def answer_job(
+    job_id: JobIdPath, body: JobAnswer, tenant: Tenant, jobs: JobsDep
+) -> JSONResponse:
+    """Answer a `waiting` job's question: approve the output, or give feedback to redo it.
+
+    202 once the answer is taken: the job is `running` again (and may ask again). 409 if
+    it waits for no answer, or for another question than `question` names.
+    """
+    try:
+        job = await jobs.answer(tenant, job_id, body.model_dump(exclude_none=True))
+    except NotAnswerable as exc:
+        raise Problem(
+            409, f"Not answerable: {exc.reason}", extra={"job_status": exc.job["status"]}
+        ) from None
+    if job is None:
+        raise Problem(404, f"No job {job_id!r}")
+    if (job.get("error") or {}).get("kind") == INPUT_TIMEOUT:
+        raise Problem(409, "Not answerable: the question expired before the answer came",
+                      extra={"job_status": job["status"]})  # fmt: skip
+    return JSONResponse(Job.model_validate(public(job)).model_dump(mode="json"), status_code=202)
 
 
 @router.get("/webhooks/secret", response_model=WebhookSecret, responses=UNAVAILABLE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from edge.ports import RunPhase, RunState
+from edge.ports import OrchestratorRejected, RunPhase, RunState
 
 
 class InMemoryOrchestrator:
@@ -14,6 +14,7 @@ class InMemoryOrchestrator:
         self.runs: dict[str, RunState] = {}
         self.by_key: dict[str, str] = {}
         self.submitted: list[Mapping[str, object]] = []
+        self.resumed: list[tuple[str, Mapping[str, object]]] = []
 
     async def submit(
         self,
@@ -38,6 +39,18 @@ class InMemoryOrchestrator:
 
     async def cancel(self, run_id: str) -> RunState:
         self.runs[run_id] = RunState(run_id, RunPhase.CANCELLED, "Cancelled")
+        return self.runs[run_id]
+
+    async def resume(self, run_id: str, *, run_input: Mapping[str, object]) -> RunState:
+        """As Prefect: only a suspended run resumes; one past its timeout fails instead."""
+        state = self.runs[run_id]
+        if state.phase is not RunPhase.PAUSED:
+            raise OrchestratorRejected(f"run {run_id} is {state.phase}, not paused")
+        if state.name == "Expired":  # a test's stand-in for a pause past its timeout
+            self.runs[run_id] = RunState(run_id, RunPhase.FAILED, "Failed", "never resumed")
+            raise OrchestratorRejected(f"run {run_id}: the pause timed out")
+        self.resumed.append((run_id, dict(run_input)))
+        self.runs[run_id] = RunState(run_id, RunPhase.QUEUED, "Resuming")
         return self.runs[run_id]
 
     async def check(self) -> bool:

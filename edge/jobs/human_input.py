@@ -1,0 +1,61 @@
+"""A person's answer to a job's question: the rules, apart from the service that applies them.
+
+A crew task with `human_input` makes its job `waiting` (`shared.jobs`): its record holds
+the `input_request`, and its Prefect run is suspended. `POST /v1/jobs/{id}/input` answers:
+the answer is recorded first, in the same ledger change that moves the job back to
+`running` (so of two answers at once exactly one is taken), then handed to Prefect as
+the run's input, which resumes it. An answer Prefect did not get (it was down) stays in
+the record as `pending_answer`, and the reconciler hands it over later, as it does a job
+Prefect did not take: what was accepted is not lost.
+
+Prefect fails a run left suspended past its timeout ("never resumed"); a job that was
+waiting (or whose answer was not handed over yet) and whose run failed so ends with
+error kind `InputTimeout`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from edge.ports import RunPhase, RunState
+from shared.jobs import JobStatus
+
+INPUT_TIMEOUT = "InputTimeout"
+
+
+class NotAnswerable(Exception):
+    """The job waits for no answer now, or for another question than the one answered."""
+
+    def __init__(self, job: Mapping[str, Any], reason: str) -> None:
+        super().__init__(reason)
+        self.job = dict(job)
+        self.reason = reason
+
+
+def question_to_answer(job: Mapping[str, Any], question: str | None) -> str:
+    """The id of the question an answer to `question` (None: the current one) answers."""
+    request = job.get("input_request")
+    if job["status"] != JobStatus.WAITING.value or not request:
+        raise NotAnswerable(job, f"the job is {job['status']}, not waiting for an answer")
+    asked = str(request["id"])
+    if question is not None and question != asked:
+        raise NotAnswerable(job, f"question {question} is not the one the job asks now ({asked})")
+    return asked
+
+
+def run_input(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """The answer as the run's input (`executor.run_input.HumanAnswer`)."""
+    feedback = str(answer.get("feedback") or "").strip()
+    return {"approve": not feedback, "feedback": feedback}
+
+
+def timed_out(job: Mapping[str, Any], state: RunState) -> dict[str, Any] | None:
+    """The `failed` event of a job whose question expired unanswered, else None."""
+    asked = job["status"] == JobStatus.WAITING.value or job.get("pending_answer")
+    # A suspended run has no process to crash: it fails only when its pause times out
+    # (or someone fails it by hand); a crash reported for it keeps its own kind.
+    if not asked or state.phase is not RunPhase.FAILED or state.name == "Crashed":
+        return None
+    message = state.message or "the job's question was not answered in time"
+    return {"type": "failed", "error": {"kind": INPUT_TIMEOUT, "message": message}}
