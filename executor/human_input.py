@@ -76,7 +76,8 @@ class Checkpoint:
         feedback = str(answer.get("feedback") or "").strip()
         if not feedback:
             output = dict(self.pending["output_record"])
-            done = {"index": self.pending["index"], "output": output}
+            # Approved in this run: its file and callbacks are still to come (loaded_crew).
+            done = {"index": self.pending["index"], "output": output, "approved": True}
             return replace(self, completed=(*self.completed, done), pending=None)
         return replace(self, pending={**self.pending, "feedback": feedback})
 
@@ -159,7 +160,10 @@ class PausingHumanInput:
             if (self._checkpoint.pending or {}).get("index") == index
             else 1,
         }
-        completed = (*self._checkpoint.completed, *self._completed)
+        completed = tuple(
+            {key: value for key, value in done.items() if key != "approved"}
+            for done in (*self._checkpoint.completed, *self._completed)
+        )
         return replace(self._checkpoint, asked=asked, completed=completed, pending=pending)
 
     def _index(self, context: Any) -> int:

@@ -88,10 +88,13 @@ class LoadedCrew:
         if checkpoint.completed:
             counter.report()  # a task approved since the last run is done now
         finished: list[dict[str, Any]] = []
+        approved = {int(done["index"]) for done in checkpoint.completed if done.get("approved")}
         for index, task in enumerate(crew.tasks):
             # On each task rather than as the crew's task_callback, which CrewAI gives
             # only to tasks without a callback of their own; theirs still run after.
             then = task.callback or crew.task_callback
+            if index in approved:  # done now: what CrewAI does when a task completes
+                _finish_approved(task, merged, then)
             task.callback = _AfterTask(counter, then, _Finished(finished, index, task))
         token = set_provider(PausingHumanInput(crew, checkpoint, finished))
         try:
@@ -441,13 +444,30 @@ def _use_llm_everywhere(crew: Any, llm: Any) -> None:
         crew.planning_llm = llm
 
 
+def _finish_approved(task: Any, inputs: Mapping[str, Any], callback: Any) -> None:
+    """A task whose answer was approved since the last run is restored, not run again:
+    write its `output_file` and call its callback, as CrewAI does when a task completes."""
+    output = task.output
+    if task.output_file:
+        path = Path(_file_name(task.output_file, inputs))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(output.json_dict) if output.json_dict else str(output.raw)
+        path.write_text(text, encoding="utf-8")
+    if callable(callback):
+        callback(output)
+
+
+def _file_name(template: str, inputs: Mapping[str, Any]) -> str:
+    return PLACEHOLDER.sub(lambda m: str(inputs.get(m.group(1), m.group(0))), template)
+
+
 def _check_output_files(crew: Any, inputs: Mapping[str, Any]) -> None:
     """Refuse inputs that would make a task's `output_file` leave the run's directory
     (CrewAI checks the template for `..`, not what the inputs make of it)."""
     for task in crew.tasks:
         if not task.output_file:
             continue
-        named = PLACEHOLDER.sub(lambda m: str(inputs.get(m.group(1), m.group(0))), task.output_file)
+        named = _file_name(task.output_file, inputs)
         path = Path(named)
         if path.is_absolute() or ".." in path.parts:
             raise ValueError(
