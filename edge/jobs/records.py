@@ -51,6 +51,10 @@ class JobRecord(TypedDict):
     cancel_error: NotRequired[dict[str, Any]]  # why the edge asked to cancel (a deadline)
     cancel_requested: NotRequired[bool]  # the client asked to cancel
     handover_unsure: NotRequired[bool]  # a hand-over got no answer: a run may exist
+    # A person's answers (edge.jobs.human_input):
+    input_request: NotRequired[dict[str, Any] | None]  # what a `waiting` job asks
+    questions_asked: NotRequired[int]  # the number of the last question (`q3` → 3)
+    pending_answer: NotRequired[dict[str, Any] | None]  # taken, not yet handed to Prefect
 
 
 def new_job_record(
