@@ -8,6 +8,7 @@ idempotent on the edge, and `failed` is only reported once no retry is left.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from executor.settings import ExecutorSettings
 from shared.crews import FLOW_NAME
 
 RETRIES = 1
+log = logging.getLogger("edgecrew.executor")
 
 
 @flow(name=FLOW_NAME, retries=RETRIES, retry_delay_seconds=5, log_prints=True, persist_result=False)
@@ -112,7 +114,7 @@ class WaitingReporter:
         try:
             self._edge.event(self._job_id, self._tenant, f"waiting:{request['id']}", body)
         except EdgeUnreachable as exc:
-            get_run_logger().error("the edge did not take question %s: %s", request["id"], exc)
+            log.error("the edge did not take question %s: %s", request["id"], exc)
 
 
 class ProgressReporter:
