@@ -51,6 +51,7 @@ class JobRecord(TypedDict):
     cancel_error: NotRequired[dict[str, Any]]  # why the edge asked to cancel (a deadline)
     cancel_requested: NotRequired[bool]  # the client asked to cancel
     handover_unsure: NotRequired[bool]  # a hand-over got no answer: a run may exist
+    schedule_id: NotRequired[str]  # the schedule whose run this job is (edge.schedules)
 
 
 def new_job_record(

@@ -57,6 +57,7 @@ class JobRequest(_Strict):
 class JobUrls(BaseModel):
     self: str
     cancel: str
+    schedule: str | None = Field(default=None, description="The schedule that made this job")
 
 
 class JobAccepted(BaseModel):
@@ -103,6 +104,9 @@ class Job(BaseModel):
     deadline_at: str | None = Field(
         default=None, description="When the job is cancelled if it has not ended; null for none"
     )
+    schedule_id: str | None = Field(
+        default=None, description="The schedule whose run this job is; null for a submitted job"
+    )
     deliveries: list[Delivery]
     urls: JobUrls
 
@@ -136,6 +140,7 @@ class JobSummary(BaseModel):
     crew: str
     status: str
     created_at: str
+    schedule_id: str | None = None
 
 
 class JobList(BaseModel):
