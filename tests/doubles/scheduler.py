@@ -1,0 +1,49 @@
+"""A CrewScheduler fake that records what it was asked and keeps Prefect-like state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.ports import DependencyUnavailable, ScheduleSpec
+
+
+@dataclass
+class FakeSchedule:
+    spec: ScheduleSpec
+    paused: bool
+    due: list[float] = field(default_factory=list)
+
+
+class RecordingScheduler:
+    """One schedule per `schedule_id` (creating it again remakes it, as Prefect upserts)."""
+
+    def __init__(self) -> None:
+        self.schedules: dict[str, FakeSchedule] = {}  # ref -> schedule
+        self.calls: list[tuple[str, Any]] = []
+        #: Method names that raise DependencyUnavailable on their next call.
+        self.down: set[str] = set()
+
+    def _call(self, name: str, arg: Any) -> None:
+        self.calls.append((name, arg))
+        if name in self.down:
+            self.down.discard(name)
+            raise DependencyUnavailable("Prefect", f"{name}: connection refused")
+
+    async def create(self, spec: ScheduleSpec, *, paused: bool) -> str:
+        self._call("create", spec)
+        ref = f"dep-{spec.schedule_id}"
+        self.schedules[ref] = FakeSchedule(spec, paused)
+        return ref
+
+    async def set_paused(self, ref: str, paused: bool) -> None:
+        self._call("set_paused", (ref, paused))
+        self.schedules[ref].paused = paused
+
+    async def delete(self, ref: str) -> None:
+        self._call("delete", ref)
+        self.schedules.pop(ref, None)
+
+    async def next_runs(self, ref: str, limit: int) -> list[float]:
+        self._call("next_runs", ref)
+        return self.schedules[ref].due[:limit]
