@@ -320,6 +320,10 @@ class CrewScheduler(Protocol):
         """Remove the schedule and the runs it scheduled; one already gone is fine."""
         ...
 
+    async def has_active_runs(self, ref: str) -> bool:
+        """Whether a run of the schedule has started and not ended yet."""
+        ...
+
     async def next_runs(self, ref: str, limit: int) -> list[float]:
         """When the schedule's next runs are due (epoch seconds), soonest first."""
         ...

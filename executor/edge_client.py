@@ -83,7 +83,8 @@ class EdgeClient:
         waited, pause = 0.0, 2.0
         while True:
             try:
-                answer = self._signed_post(path, f"schedule-run:{flow_run_id}", payload)
+                message_id = f"schedule-run:{schedule_id}:{flow_run_id}"  # the edge checks it
+                answer = self._signed_post(path, message_id, payload)
             except EdgeUnreachable as exc:
                 if exc.status_code == 410:
                     return None

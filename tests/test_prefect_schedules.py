@@ -156,3 +156,16 @@ async def test_prefect_away_is_dependency_unavailable(
     )
     with pytest.raises(DependencyUnavailable):
         await scheduler.create(spec(), paused=True)
+
+
+async def test_active_runs_are_those_holding_a_concurrency_slot(
+    router: respx.MockRouter, scheduler: PrefectCrewScheduler
+) -> None:
+    filtered = router.post(f"{PREFECT}/flow_runs/filter").mock(
+        side_effect=[httpx.Response(200, json=[{"id": "r1"}]), httpx.Response(200, json=[])]
+    )
+    assert await scheduler.has_active_runs("dep-1") is True
+    assert await scheduler.has_active_runs("dep-1") is False
+    query = json.loads(filtered.calls.last.request.content)["flow_runs"]
+    assert query["deployment_id"] == {"any_": ["dep-1"]}
+    assert set(query["state"]["type"]["any_"]) == {"PENDING", "RUNNING", "CANCELLING", "PAUSED"}

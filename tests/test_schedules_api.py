@@ -78,7 +78,8 @@ async def register(
     api: httpx.AsyncClient, schedule_id: str, run_id: str, tenant: str = "tenant_a"
 ) -> httpx.Response:
     body = json.dumps({"tenant": tenant, "flow_run_id": run_id}).encode()
-    headers = signed_headers(EXECUTOR_SECRET, f"schedule-run:{run_id}", int(time.time()), body)
+    message_id = f"schedule-run:{schedule_id}:{run_id}"
+    headers = signed_headers(EXECUTOR_SECRET, message_id, int(time.time()), body)
     headers["Content-Type"] = "application/json"
     url = f"/v1/internal/schedules/{schedule_id}/runs"
     return await api.post(url, content=body, headers=headers)
@@ -201,6 +202,26 @@ async def test_pause_resume_and_delete_go_to_prefect(
     assert gone.status_code == 410, "a run that started before the delete makes no job"
 
 
+async def test_a_deployment_with_a_run_under_way_is_removed_once_the_run_ends(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    """Prefect 3.9 cannot end a run whose deployment was deleted while the run held its
+    concurrency slot: the deployment is paused now and removed by a later sweep."""
+    schedule = await create(api, EVERY_HOUR)
+    ref = f"dep-{schedule['id']}"
+    scheduler.schedules[ref].active_runs = 1
+    assert (await api.delete(schedule["urls"]["self"], headers=AUTH_A)).status_code == 204
+    assert (await api.get(schedule["urls"]["self"], headers=AUTH_A)).status_code == 404
+    assert scheduler.schedules[ref].paused is True, "no new runs"
+    sweep = schedules_app.state.schedules.sweep
+    assert await sweep() == 0 and ref in scheduler.schedules, "its run is still under way"
+    scheduler.schedules[ref].active_runs = 0
+    scheduler.down.add("delete")
+    assert await sweep() == 0, "Prefect away: kept for the next sweep"
+    assert await sweep() == 1 and ref not in scheduler.schedules
+    assert await sweep() == 0
+
+
 async def test_the_same_idempotency_key_is_the_same_schedule(
     api: httpx.AsyncClient, scheduler: RecordingScheduler
 ) -> None:
@@ -301,6 +322,16 @@ async def test_a_run_registers_once_as_a_job_with_the_schedules_webhook(
 async def test_a_run_of_a_schedule_not_visible_yet_is_a_404_and_unsigned_calls_401(
     api: httpx.AsyncClient,
 ) -> None:
+    schedule = await create(api, EVERY_HOUR)
+    body = json.dumps({"tenant": "tenant_a", "flow_run_id": "run-1"}).encode()
+    signed_for_another = signed_headers(
+        EXECUTOR_SECRET, f"schedule-run:sch_{'1' * 26}:run-1", int(time.time()), body
+    )
+    replayed = await api.post(
+        f"/v1/internal/schedules/{schedule['id']}/runs", content=body,
+        headers={**signed_for_another, "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert replayed.status_code == 401, "a call signed for another schedule's run"
     unknown = await register(api, "sch_" + "0" * 26, "run-1")
     assert unknown.status_code == 404
     unsigned = await api.post(

@@ -32,6 +32,10 @@ _OVERLAP: dict[str, dict[str, Any]] = {
 }
 
 
+#: States of a run that holds its deployment's concurrency slot (a lease).
+_ACTIVE = ("PENDING", "RUNNING", "CANCELLING", "PAUSED")
+
+
 def deployment_name(schedule_id: str) -> str:
     """The schedule's deployment in Prefect, under the crew's flow."""
     return f"schedule-{schedule_id}"
@@ -74,6 +78,16 @@ class PrefectCrewScheduler:
         except OrchestratorRejected as exc:
             if exc.status_code != 404:  # gone already: what was asked
                 raise
+
+    async def has_active_runs(self, ref: str) -> bool:
+        body = {
+            "flow_runs": {
+                "deployment_id": {"any_": [ref]},
+                "state": {"type": {"any_": list(_ACTIVE)}},
+            },
+            "limit": 1,
+        }
+        return bool(await self._prefect.call("POST", "flow_runs/filter", body))
 
     async def next_runs(self, ref: str, limit: int) -> list[float]:
         body = {

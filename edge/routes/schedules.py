@@ -148,7 +148,7 @@ async def get_schedule(
 async def delete_schedule(
     schedule_id: ScheduleIdPath, tenant: Tenant, schedules: SchedulesDep
 ) -> Response:
-    """Stop and remove the schedule; the jobs its runs made stay, and a running one ends."""
+    """Stop and remove the schedule; the jobs its runs made stay (a run under way goes on)."""
     if not await schedules.delete(tenant, schedule_id):
         raise Problem(404, f"No schedule {schedule_id!r}")
     return Response(status_code=204)
@@ -194,10 +194,14 @@ async def _set_paused(
     responses={**JSON_BODY, **problem_responses(404, 410)},
 )
 async def register_scheduled_run(
-    schedule_id: ScheduleIdPath, body: ScheduledRun, _: ExecutorMessageId,
+    schedule_id: ScheduleIdPath, body: ScheduledRun, message_id: ExecutorMessageId,
     schedules: SchedulesDep,
 ) -> ScheduledRunJob:  # fmt: skip
     """A schedule's flow run starting (signed): the job it is, made once per run."""
+    # The signature covers the message id, not the path: one signed for another
+    # schedule's run must not register here.
+    if message_id != f"schedule-run:{schedule_id}:{body.flow_run_id}":
+        raise Problem(401, "This signed message is for another call")
     try:
         job = await schedules.register_run(body.tenant, schedule_id, body.flow_run_id)
     except ScheduleGone:

@@ -39,6 +39,12 @@ log = logging.getLogger("edgecrew.schedules")
 
 #: How many upcoming runs `GET /v1/schedules/{id}` shows.
 NEXT_RUNS_SHOWN = 3
+#: `schedule-deleting:{deployment ref}`: a deleted schedule's deployment, paused, that
+#: `ScheduleService.sweep` removes once its last run has ended.
+DELETING_PREFIX = "schedule-deleting:"
+#: Deployments one sweep looks at: each costs up to two Prefect calls (3 tries each) and
+#: a KV delete, within what a Cloudflare cron invocation has left after the reconciler.
+SWEEP_BATCH = 10
 PUBLIC_FIELDS = (
     "id", "crew", "inputs", "cron", "interval_seconds", "timezone", "overlap", "webhook",
     "metadata", "paused", "created_at", "updated_at",
@@ -156,14 +162,44 @@ class ScheduleService:
         return schedule
 
     async def delete(self, tenant: str, schedule_id: str) -> bool:
-        """Remove the deployment (and the runs it scheduled), then the record."""
+        """Stop the schedule and remove its deployment (and the runs it scheduled), then
+        its record.
+
+        A deployment with a run under way is only paused now and removed by a later
+        `sweep`, once that run has ended: Prefect 3.9 cannot end a run whose deployment
+        (and so its concurrency limit) was deleted while the run held a slot of it
+        (every state change is a 500: "Failed to release concurrency slots for lease").
+        """
         schedule = await self._live(tenant, schedule_id)
         if schedule is None:
             return False
-        await self.scheduler.delete(schedule["deployment_ref"])
+        ref = schedule["deployment_ref"]
+        await self.scheduler.set_paused(ref, True)
+        if await self.scheduler.has_active_runs(ref):
+            await self._ports.kv.put(DELETING_PREFIX + ref, schedule_id)
+        else:
+            await self.scheduler.delete(ref)
         now = self._clock()
         await self.store.bury({**schedule, "deleted_at": rfc3339(now), "updated_at": rfc3339(now)})
         return True
+
+    async def sweep(self, *, limit: int = SWEEP_BATCH) -> int:
+        """Remove the deployments of deleted schedules whose last runs have ended (the
+        reconciler's timer calls this); how many it removed."""
+        page = await self._ports.kv.list(prefix=DELETING_PREFIX, limit=limit)
+        removed = 0
+        for key in page.keys:
+            ref = key.name.removeprefix(DELETING_PREFIX)
+            try:
+                if await self.scheduler.has_active_runs(ref):
+                    continue
+                await self.scheduler.delete(ref)
+            except (DependencyUnavailable, OrchestratorRejected) as exc:
+                log.warning("deployment %s of a deleted schedule stays for now: %s", ref, exc)
+                continue
+            await self._ports.kv.delete(key.name)
+            removed += 1
+        return removed
 
     async def register_run(
         self, tenant: str, schedule_id: str, flow_run_id: str

@@ -13,6 +13,7 @@ class FakeSchedule:
     spec: ScheduleSpec
     paused: bool
     due: list[float] = field(default_factory=list)
+    active_runs: int = 0
 
 
 class RecordingScheduler:
@@ -43,6 +44,11 @@ class RecordingScheduler:
     async def delete(self, ref: str) -> None:
         self._call("delete", ref)
         self.schedules.pop(ref, None)
+
+    async def has_active_runs(self, ref: str) -> bool:
+        self._call("has_active_runs", ref)
+        found = self.schedules.get(ref)
+        return found is not None and found.active_runs > 0
 
     async def next_runs(self, ref: str, limit: int) -> list[float]:
         self._call("next_runs", ref)
