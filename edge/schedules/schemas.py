@@ -120,7 +120,9 @@ class ScheduledRun(_Strict):
     """The executor's call when a schedule's flow run starts (signed)."""
 
     tenant: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
-    flow_run_id: Annotated[str, Field(min_length=1, max_length=64)]
+    flow_run_id: Annotated[str, Field(pattern=r"^[0-9A-Za-z-]{1,64}$")] = Field(
+        description="Prefect's id of the run (a UUID)"
+    )
 
 
 class ScheduledRunJob(BaseModel):
