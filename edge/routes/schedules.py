@@ -37,12 +37,12 @@ internal = APIRouter(
 _SCHEDULE_ID = re.compile(r"sch_[0-9a-z]{26}")
 
 
-def schedule_service(request: Request) -> ScheduleService:
+async def schedule_service(request: Request) -> ScheduleService:
     service: ScheduleService = request.app.state.schedules
     return service
 
 
-def schedule_id(
+async def schedule_id(
     schedule_id: Annotated[str, Path(description="The id `POST /v1/schedules` returned")],
 ) -> str:
     """The schedule id in the path, or 404 when it cannot name a schedule."""
