@@ -18,7 +18,7 @@ from edge.app import create_app
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.local.sqlite_ledger import SqliteJobLedger
-from edge.ports import Ports
+from edge.ports import OrchestratorRejected, Ports
 from shared.signing import signed_headers
 from tests.conftest import AUTH_A, AUTH_B
 from tests.doubles.catalog import publish_shipped_crews
@@ -339,3 +339,29 @@ async def test_a_run_of_a_schedule_not_visible_yet_is_a_404_and_unsigned_calls_4
         json={"tenant": "tenant_a", "flow_run_id": "run-1"},
     )
     assert unsigned.status_code == 401
+
+
+async def test_a_deployment_removed_in_prefect_by_hand_is_a_503_and_can_still_be_deleted(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    schedule = await create(api, EVERY_HOUR)
+    del scheduler.schedules[f"dep-{schedule['id']}"]
+    url = schedule["urls"]["self"]
+    paused = await api.post(f"{url}/pause", headers=AUTH_A)
+    assert paused.status_code == 503 and "HTTP 404" in paused.json()["detail"]
+    assert (await api.get(url, headers=AUTH_A)).json()["next_runs"] == []
+    assert (await api.delete(url, headers=AUTH_A)).status_code == 204
+    assert (await api.get(url, headers=AUTH_A)).status_code == 404
+
+
+async def test_a_crew_deployment_prefect_does_not_have_is_a_503_leaving_nothing(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    async def refuse(spec: object, *, paused: bool) -> str:
+        raise OrchestratorRejected("GET deployments/name/run-crew-job/gpu: HTTP 404",
+                                   status_code=404)  # fmt: skip
+
+    scheduler.create = refuse  # type: ignore[method-assign]
+    response = await api.post("/v1/schedules", json=EVERY_HOUR, headers=AUTH_A)
+    assert response.status_code == 503 and response.headers["retry-after"] == "60"
+    assert (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"] == []

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from edge.ports import ScheduleRefused
+from edge.ports import OrchestratorRejected, ScheduleRefused
 from edge.problems import Problem, problem_responses
 from edge.routes.deps import (
     JSON_BODY,
@@ -30,6 +31,7 @@ from edge.schedules.schemas import (
 from edge.schedules.service import ScheduleGone, ScheduleKeyReused, ScheduleService, public
 from shared.crews import input_errors
 
+log = logging.getLogger("edgecrew.schedules")
 router = APIRouter(prefix="/v1", tags=["schedules"], responses=KEYED)
 internal = APIRouter(
     prefix="/v1/internal", tags=["executor callbacks"], responses=problem_responses(401, 503)
@@ -89,11 +91,23 @@ async def create_schedule(
     except ScheduleKeyReused:
         raise key_reused() from None
     except ScheduleRefused as exc:
-        if exc.field is None:  # not the request's fault: the crew's deployment, say
-            raise Problem(503, str(exc), headers={"Retry-After": "60"}) from exc
+        if exc.field is None:  # not the request's fault
+            raise _refused(exc) from exc
         errors = [{"loc": ["body", exc.field], "msg": str(exc)}]
         raise Problem(422, f"Unusable {exc.field}", extra={"errors": errors}) from exc
+    except OrchestratorRejected as exc:  # e.g. the crew's deployment is not in Prefect
+        raise _refused(exc) from exc
     return _created(schedule)
+
+
+def _refused(exc: OrchestratorRejected) -> Problem:
+    """Prefect refused a call the client's request was fine for: the deployment of the
+    crew (or of the schedule) is missing or was changed there. Its answer may echo the
+    request, so it goes to the log, not to the client."""
+    log.warning("Prefect refused a schedule call: %s", exc)
+    status = f" (HTTP {exc.status_code})" if exc.status_code else ""
+    detail = f"Prefect refused the call for this schedule's deployment{status}; see the edge log"
+    return Problem(503, detail, headers={"Retry-After": "60"})
 
 
 def _check_timing(body: ScheduleRequest, min_interval: int) -> None:
@@ -149,7 +163,11 @@ async def delete_schedule(
     schedule_id: ScheduleIdPath, tenant: Tenant, schedules: SchedulesDep
 ) -> Response:
     """Stop and remove the schedule; the jobs its runs made stay (a run under way goes on)."""
-    if not await schedules.delete(tenant, schedule_id):
+    try:
+        deleted = await schedules.delete(tenant, schedule_id)
+    except OrchestratorRejected as exc:
+        raise _refused(exc) from exc
+    if not deleted:
         raise Problem(404, f"No schedule {schedule_id!r}")
     return Response(status_code=204)
 
@@ -181,7 +199,10 @@ async def resume_schedule(
 async def _set_paused(
     schedules: ScheduleService, tenant: str, schedule_id: str, *, paused: bool
 ) -> Schedule:
-    schedule = await schedules.set_paused(tenant, schedule_id, paused)
+    try:
+        schedule = await schedules.set_paused(tenant, schedule_id, paused)
+    except OrchestratorRejected as exc:
+        raise _refused(exc) from exc
     if schedule is None:
         raise Problem(404, f"No schedule {schedule_id!r}")
     return Schedule.model_validate(public(schedule))

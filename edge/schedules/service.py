@@ -120,7 +120,7 @@ class ScheduleService:
         try:
             await self.scheduler.set_paused(ref, False)
             await self.store.save(record)
-        except DependencyUnavailable:
+        except (DependencyUnavailable, OrchestratorRejected):
             await self._discard(ref)
             raise
         return record, True
@@ -174,11 +174,17 @@ class ScheduleService:
         if schedule is None:
             return False
         ref = schedule["deployment_ref"]
-        await self.scheduler.set_paused(ref, True)
-        if await self.scheduler.has_active_runs(ref):
-            await self._ports.kv.put(DELETING_PREFIX + ref, schedule_id)
+        try:
+            await self.scheduler.set_paused(ref, True)
+        except OrchestratorRejected as exc:
+            if exc.status_code != 404:
+                raise
+            # Removed in Prefect already (by hand, say): nothing left to stop there.
         else:
-            await self.scheduler.delete(ref)
+            if await self.scheduler.has_active_runs(ref):
+                await self._ports.kv.put(DELETING_PREFIX + ref, schedule_id)
+            else:
+                await self.scheduler.delete(ref)
         now = self._clock()
         await self.store.bury({**schedule, "deleted_at": rfc3339(now), "updated_at": rfc3339(now)})
         return True

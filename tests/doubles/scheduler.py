@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.ports import DependencyUnavailable, ScheduleSpec
+from edge.ports import DependencyUnavailable, OrchestratorRejected, ScheduleSpec
 
 
 @dataclass
@@ -39,6 +39,8 @@ class RecordingScheduler:
 
     async def set_paused(self, ref: str, paused: bool) -> None:
         self._call("set_paused", (ref, paused))
+        if ref not in self.schedules:  # removed in Prefect behind the edge's back
+            raise OrchestratorRejected(f"PATCH deployments/{ref}: HTTP 404", status_code=404)
         self.schedules[ref].paused = paused
 
     async def delete(self, ref: str) -> None:
@@ -52,4 +54,5 @@ class RecordingScheduler:
 
     async def next_runs(self, ref: str, limit: int) -> list[float]:
         self._call("next_runs", ref)
-        return self.schedules[ref].due[:limit]
+        found = self.schedules.get(ref)  # Prefect's filter finds nothing for a gone one
+        return [] if found is None else found.due[:limit]
