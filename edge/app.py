@@ -21,8 +21,10 @@ from edge.routes import (
     ingestions,
     job_events,
     jobs,
+    schedules,
     search,
 )
+from edge.schedules.service import ScheduleService
 from edge.settings import Settings, SettingsError
 from shared.limits import DEFAULT_LIMITS
 
@@ -47,11 +49,23 @@ def create_app(
     app.state.knowledge = KnowledgeBase(ports, settings)
     app.state.jobs = JobService(ports, settings)
     app.state.ingestions = Ingestions(app.state.jobs, app.state.knowledge, ports, settings)
+    app.state.schedules = ScheduleService(ports, app.state.jobs)
     # The guards in front of every route can refuse a malformed or oversized body anywhere.
     guarded = problem_responses(400, 413)
-    for module in (health, documents, search, answers, jobs, job_events, ingestions, callbacks):
+    for module in (
+        health,
+        documents,
+        search,
+        answers,
+        jobs,
+        job_events,
+        ingestions,
+        schedules,
+        callbacks,
+    ):
         app.include_router(module.router, responses=guarded)
     app.include_router(ingestions.internal, responses=guarded)
+    app.include_router(schedules.internal, responses=guarded)
     install_problem_handlers(app)
     document_problems(app)
     # Added last so it runs first: authenticate (an API key, or the executor's signature),

@@ -68,5 +68,6 @@ def task_handler(
 async def reconcile(app: FastAPI) -> dict[str, int]:
     """The cron trigger: one reconciler pass over every non-terminal job."""
     counts: dict[str, int] = await app.state.jobs.reconcile()
+    counts["schedules_removed"] = await app.state.schedules.sweep()
     log.info("reconciler: %s", counts)
     return counts

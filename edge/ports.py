@@ -166,6 +166,7 @@ class Ports:
     embedder: Embedder
     generator: TextGenerator
     orchestrator: Orchestrator | None = None  # None: the jobs API answers 503
+    scheduler: CrewScheduler | None = None  # None: the schedules API answers 503
     ledger: JobLedger | None = None  # None: the jobs API answers 503
     deliveries: DeliveryQueue | None = None
     rate_limiter: RateLimiter | None = None  # None: no per-tenant request limit
@@ -226,7 +227,15 @@ class RunState:
 
 
 class OrchestratorRejected(RuntimeError):
-    """The orchestrator refused for good (unknown deployment, deleted run): do not retry."""
+    """The orchestrator refused for good (unknown deployment, deleted run): do not retry.
+
+    `status_code` and `detail` (its answer's JSON, when it sent some) say how it refused.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, detail: Any = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.detail = detail
 
 
 class Orchestrator(Protocol):
@@ -270,6 +279,59 @@ class Orchestrator(Protocol):
         its pool (or ends crashed if a process was started for it), one left cancelling
         ends cancelled. Nothing happens unless the run is still in the very state that
         was `observed`. Returns the state after."""
+        ...
+
+
+# --- crew schedules (Prefect deployments with schedules) ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """A crew run on a schedule, as the orchestrator is asked to make it."""
+
+    schedule_id: str
+    tenant: str
+    crew: str
+    deployment: str  # the crew's own deployment (`<flow>/<pool>`): the runs run as its do
+    parameters: Mapping[str, object]  # every run's flow parameters
+    cron: str | None
+    interval_seconds: int | None
+    timezone: str
+    overlap: str  # "skip" | "queue" | "allow" a run due while the last one has not ended
+
+
+class ScheduleRefused(OrchestratorRejected):
+    """The orchestrator refused the schedule itself; `field` is the request field it
+    named (`cron`, `timezone`), if it named one."""
+
+    def __init__(self, message: str, *, field: str | None) -> None:
+        super().__init__(message, status_code=422)
+        self.field = field
+
+
+class CrewScheduler(Protocol):
+    """Runs crews on a schedule: the orchestrator's own scheduler makes the runs."""
+
+    async def create(self, spec: ScheduleSpec, *, paused: bool) -> str:
+        """Make the schedule (making no runs while `paused`) and return the
+        orchestrator's id for it. Asking again with the same `schedule_id` makes nothing
+        new: it remakes that one (a retry after a lost answer is safe)."""
+        ...
+
+    async def set_paused(self, ref: str, paused: bool) -> None:
+        """Stop making runs (the ones scheduled already are dropped), or start again."""
+        ...
+
+    async def delete(self, ref: str) -> None:
+        """Remove the schedule and the runs it scheduled; one already gone is fine."""
+        ...
+
+    async def has_active_runs(self, ref: str) -> bool:
+        """Whether a run of the schedule has started and not ended yet."""
+        ...
+
+    async def next_runs(self, ref: str, limit: int) -> list[float]:
+        """When the schedule's next runs are due (epoch seconds), soonest first."""
         ...
 
 

@@ -23,6 +23,7 @@ _TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    410: "Gone",
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Invalid input",
@@ -36,6 +37,7 @@ _SLUGS = {
     404: "not-found",
     405: "method-not-allowed",
     409: "conflict",
+    410: "gone",
     413: "body-too-large",
     415: "unsupported-media-type",
     422: "invalid-input",
@@ -73,6 +75,7 @@ _WHEN = {
     413: "The body is over the size limit",
     409: "The resource is in a state that refuses this (an ingestion that has ended, a job "
     "that waits for no answer)",
+    410: "The resource was deleted (a schedule whose run asks to become a job)",
     415: "The body is not `application/json`",
     422: "The request does not match the schema; `errors` says where",
     429: "This tenant is over its request rate",

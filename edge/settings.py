@@ -45,6 +45,7 @@ ENV_KEYS = (
     "EDGECREW_JOB_EVENTS_POLL_SECONDS",
     "EDGECREW_JOB_EVENTS_HEARTBEAT_SECONDS",
     "EDGECREW_JOB_EVENTS_MAX_SECONDS",
+    "EDGECREW_SCHEDULE_MIN_INTERVAL_SECONDS",
 )
 
 
@@ -88,6 +89,9 @@ class Settings:
     job_events_poll_seconds: float = 1.0
     job_events_heartbeat_seconds: float = 15.0
     job_events_max_seconds: int = 300
+    # The shortest `interval_seconds` a schedule may have: each run is a flow run and a
+    # job, and Prefect schedules up to 100 runs ahead (tests shorten it).
+    schedule_min_interval_seconds: int = 60
 
     def __post_init__(self) -> None:
         if self.executor_secret and not self.executor_secret.startswith("whsec_"):
@@ -124,6 +128,11 @@ class Settings:
         if self.job_events_max_seconds < 1:
             raise SettingsError(
                 f"EDGECREW_JOB_EVENTS_MAX_SECONDS must be >= 1, got {self.job_events_max_seconds}"
+            )
+        if self.schedule_min_interval_seconds < 1:
+            raise SettingsError(
+                "EDGECREW_SCHEDULE_MIN_INTERVAL_SECONDS must be >= 1, "
+                f"got {self.schedule_min_interval_seconds}"
             )
         if self.answer_cache_ttl and self.answer_cache_ttl < 60:
             # Workers KV refuses expirationTtl below 60 s; local mode keeps the same rule.
@@ -180,6 +189,9 @@ class Settings:
             ),
             job_events_max_seconds=reader.integer(
                 "EDGECREW_JOB_EVENTS_MAX_SECONDS", defaults.job_events_max_seconds
+            ),
+            schedule_min_interval_seconds=reader.integer(
+                "EDGECREW_SCHEDULE_MIN_INTERVAL_SECONDS", defaults.schedule_min_interval_seconds
             ),
         )
 

@@ -19,6 +19,9 @@ from executor.settings import ExecutorSettings
 from shared.signing import signed_headers
 
 log = logging.getLogger("edgecrew.executor")
+#: How long a schedule's run waits for the edge to know its schedule (KV shows a new key
+#: everywhere within about a minute).
+SCHEDULE_VISIBLE_SECONDS = 90.0
 
 
 class EdgeUnreachable(RuntimeError):
@@ -67,6 +70,34 @@ class EdgeClient:
             self.event(job_id, tenant, event_id, body)
         except EdgeUnreachable as exc:
             log.warning("edge did not take %s for %s: %s", body.get("type"), job_id, exc)
+
+    def register_scheduled_run(self, schedule_id: str, tenant: str, flow_run_id: str) -> str | None:
+        """The job id of a starting run of a schedule (made once per run); None when the
+        schedule was deleted, or is still unknown after `SCHEDULE_VISIBLE_SECONDS`.
+
+        A 404 is waited out: Workers KV may take a minute to show a schedule made at
+        another location; a deleted one answers 410 at once.
+        """
+        path = f"/v1/internal/schedules/{schedule_id}/runs"
+        payload = {"tenant": tenant, "flow_run_id": flow_run_id}
+        waited, pause = 0.0, 2.0
+        while True:
+            try:
+                message_id = f"schedule-run:{schedule_id}:{flow_run_id}"  # the edge checks it
+                answer = self._signed_post(path, message_id, payload)
+            except EdgeUnreachable as exc:
+                if exc.status_code == 410:
+                    return None
+                if exc.status_code != 404:
+                    raise
+                if waited >= SCHEDULE_VISIBLE_SECONDS:
+                    log.warning("schedule %s unknown to the edge: %s", schedule_id, exc)
+                    return None
+                self._sleep(pause)
+                waited += pause
+                pause = min(2 * pause, 30.0)
+                continue
+            return str(answer["job_id"])
 
     def search(self, tenant: str, query: str, top_k: int = 5) -> list[dict[str, Any]]:
         """The tenant's knowledge-base matches for a query (the crews' knowledge tool)."""

@@ -32,11 +32,20 @@ log = logging.getLogger("edgecrew.executor")
 
 
 @flow(name=FLOW_NAME, retries=RETRIES, retry_delay_seconds=5, log_prints=True, persist_result=False)
-def run_crew_job(job_id: str, tenant: str, crew: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Run `crew` on `inputs` for `tenant`'s job `job_id`."""
+def run_crew_job(
+    job_id: str, tenant: str, crew: str, inputs: dict[str, Any], schedule_id: str | None = None
+) -> dict[str, Any]:
+    """Run `crew` on `inputs` for `tenant`'s job `job_id`; a run of schedule
+    `schedule_id` (which Prefect's scheduler made, with no job id) first becomes a job."""
     logger = get_run_logger()
     settings = ExecutorSettings.from_env(os.environ)
     edge = EdgeClient(settings)
+    if schedule_id:
+        registered = edge.register_scheduled_run(schedule_id, tenant, str(flow_run.id))
+        if registered is None:  # deleted before this run started: no job, nothing to run
+            logger.warning("schedule %s is gone; run %s does nothing", schedule_id, flow_run.id)
+            return {}
+        job_id = registered
     attempt = int(flow_run.run_count or 1)
     try:
         loaded = crew_for_run(crew)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Any
 
 import crewai  # noqa: F401 - the ~4 s import every run would otherwise pay
 import prefect.engine
 import prefect.flow_engine  # noqa: F401
+from prefect import Flow
 
 from executor.config import import_path, load_config
 from executor.flows import run_crew_job
@@ -23,7 +25,7 @@ from executor.ingest import ingest_documents
 
 #: Deployment entrypoints (as in prefect.yaml and prefect-ingest.yaml) whose flow is
 #: already imported here.
-FLOWS = {
+FLOWS: dict[str, Flow[..., Any]] = {
     "executor/flows.py:run_crew_job": run_crew_job,
     "executor/ingest.py:ingest_documents": ingest_documents,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -48,8 +49,17 @@ class ExecutorSignature(requests.auth.AuthBase):
         message_id = "fuzz"
         if path[1:4] == ["v1", "internal", "ingestions"] and len(path) == 6:
             message_id = f"ingest:{path[4]}:{path[5]}:fuzz"
+        if path[1:4] == ["v1", "internal", "schedules"] and len(path) == 6:
+            message_id = f"schedule-run:{path[4]}:{_flow_run_id(body)}"
         request.headers.update(signed_headers(EXECUTOR_SECRET, message_id, int(time.time()), body))
         return request
+
+
+def _flow_run_id(body: bytes) -> object:
+    try:
+        return json.loads(body).get("flow_run_id")
+    except (ValueError, AttributeError):
+        return None
 
 
 def credentials(case: Any) -> dict[str, Any]:
@@ -135,3 +145,20 @@ def test_existing_resources_are_answered_as_documented(api_schema: Any) -> None:
         call("DELETE", "/v1/documents/{document_id}", path_parameters={"document_id": "doc-1"}),
     ]
     assert [r.status_code for r in answered] == [200, 200, 200, 200, 200, 200, 200, 202, 204]
+    schedule = {"crew": "summarize", "inputs": {"text": "t"}, "cron": "0 9 * * mon-fri",
+                "timezone": "Europe/Oslo"}  # fmt: skip
+    on_schedule = {"schedule_id": call("POST", "/v1/schedules", body=schedule).json()["id"]}
+    run = {"tenant": "tenant_a", "flow_run_id": "run-1"}
+    scheduled = [
+        call("GET", "/v1/schedules"),
+        call("GET", "/v1/schedules/{schedule_id}", path_parameters=on_schedule),
+        call("POST", "/v1/schedules/{schedule_id}/pause", path_parameters=on_schedule),
+        call("POST", "/v1/schedules/{schedule_id}/resume", path_parameters=on_schedule),
+        call("POST", "/v1/internal/schedules/{schedule_id}/runs", path_parameters=on_schedule,
+             body=run),
+        call("GET", "/v1/jobs", query={"schedule_id": on_schedule["schedule_id"]}),
+        call("DELETE", "/v1/schedules/{schedule_id}", path_parameters=on_schedule),
+        call("POST", "/v1/internal/schedules/{schedule_id}/runs", path_parameters=on_schedule,
+             body=run),
+    ]  # fmt: skip
+    assert [r.status_code for r in scheduled] == [200, 200, 200, 200, 200, 200, 204, 410]

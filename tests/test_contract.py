@@ -25,6 +25,7 @@ from tests.doubles.catalog import SUMMARIZE, publish_shipped_crews
 from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.doubles.orchestrator import InMemoryOrchestrator
 from tests.doubles.queues import RecordingQueue
+from tests.doubles.scheduler import RecordingScheduler
 
 EXECUTOR_SECRET = new_secret()
 PROBLEM = "application/problem+json"
@@ -50,6 +51,7 @@ def contract_app(data_dir: Path) -> FastAPI:
         embedder=RecordingEmbedder(),
         generator=RecordingGenerator(),
         orchestrator=InMemoryOrchestrator(),
+        scheduler=RecordingScheduler(),
         deliveries=RecordingQueue(),
     )
     return create_app(settings, ports)
@@ -88,6 +90,7 @@ INTERNAL_PATHS = [
     "/v1/internal/jobs/%2e%2e/events",
     "/v1/internal/search",
     "/v1/internal/crews",
+    f"/v1/internal/schedules/sch_{'0' * 26}/runs",
     "/v1/internal/no-such-route",
 ]
 BODIES = [b"", b"{not json", b"[]", json.dumps(EVENT).encode(), b"\xff\xfe"]

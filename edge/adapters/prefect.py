@@ -174,6 +174,10 @@ class PrefectOrchestrator:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One Prefect REST call with this client's retries (`edge.adapters.prefect_schedules`)."""
+        return await self._request(method, path, body)
+
     async def _deployment_id(self, deployment: str) -> str:
         if deployment not in self._deployment_ids:
             found = await self._request("GET", f"deployments/name/{deployment}")
@@ -207,8 +211,12 @@ class PrefectOrchestrator:
             if response.status_code >= 400:
                 # Unknown deployment, deleted run, rejected body: retrying cannot help.
                 raise OrchestratorRejected(
-                    f"{method} {path}: HTTP {response.status_code} {response.text[:200]}"
+                    f"{method} {path}: HTTP {response.status_code} {response.text[:200]}",
+                    status_code=response.status_code,
+                    detail=_json_or_none(response),
                 )
+            if response.status_code == 204:  # DELETE and PATCH answer with no body
+                return {}
             try:
                 result: dict[str, Any] = response.json()
             except ValueError:  # seen from a loaded SQLite server: retry, same key
@@ -216,6 +224,13 @@ class PrefectOrchestrator:
                 continue
             return result
         raise DependencyUnavailable("Prefect", f"{method} {path} failed: {reason}", 5)
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def _state(run: Mapping[str, Any]) -> RunState:

@@ -55,6 +55,7 @@ class JobRecord(TypedDict):
     input_request: NotRequired[dict[str, Any] | None]  # what a `waiting` job asks
     questions_asked: NotRequired[int]  # the number of the last question (`q3` → 3)
     pending_answer: NotRequired[dict[str, Any] | None]  # taken, not yet handed to Prefect
+    schedule_id: NotRequired[str]  # the schedule whose run this job is (edge.schedules)
 
 
 def new_job_record(

@@ -60,6 +60,7 @@ class JobUrls(BaseModel):
     input: str | None = Field(
         default=None, description="Where to answer the job's question, while it is `waiting`"
     )
+    schedule: str | None = Field(default=None, description="The schedule that made this job")
 
 
 class JobAccepted(BaseModel):
@@ -124,6 +125,9 @@ class Job(BaseModel):
     input_request: InputRequest | None = Field(
         default=None, description="While the job is `waiting`: what it asks; null otherwise"
     )
+    schedule_id: str | None = Field(
+        default=None, description="The schedule whose run this job is; null for a submitted job"
+    )
     deliveries: list[Delivery]
     urls: JobUrls
 
@@ -161,6 +165,7 @@ class JobSummary(BaseModel):
     crew: str
     status: str
     created_at: str
+    schedule_id: str | None = None
 
 
 class JobList(BaseModel):

@@ -60,7 +60,8 @@ WAIT_FIRST_POLL_SECONDS = 0.25
 WAIT_MAX_POLL_SECONDS = 1.0
 PUBLIC_FIELDS = (
     "id", "crew", "crew_version", "status", "inputs", "metadata", "created_at", "updated_at",
-    "progress", "result", "error", "deadline_at", "input_request", "deliveries",
+    "progress", "result", "error", "deadline_at", "input_request", "schedule_id",
+    "deliveries",
 )  # fmt: skip
 #: The statuses a deadline can still cancel.
 _OPEN = tuple(status.value for status in JobStatus if not status.terminal)
@@ -377,6 +378,51 @@ class JobService:
         """Seconds since the executor (or Prefect) last told us about this job."""
         return self._clock() - float(job.get("heard_at", 0))
 
+    # --- runs the orchestrator made by itself (schedules: edge.schedules) ---------------------
+
+    async def adopt_run(
+        self,
+        tenant: str,
+        job_id: str,
+        request: Mapping[str, Any],
+        *,
+        crew: CrewSpec,
+        run_id: str,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Take a flow run Prefect started by itself (a schedule's) as a job of `tenant`.
+
+        Recorded with its run already (never `submitting` without one: no hand-over may
+        make a second run), then moved to `queued` as a submitted job is, so its event
+        log and webhooks are a job's. The same `job_id` twice is one job: the second call
+        finds it (and repairs its KV copy if the first stopped part-way).
+        """
+        now = self._clock()
+        record = new_job_record(
+            job_id=job_id,
+            tenant=tenant,
+            request=request,
+            pool=crew.pool,
+            flow=crew.flow,
+            crew_version=crew.version or None,
+            fingerprint=fingerprint(request),
+            run_key=self._run_key(job_id, now),
+            index_key=index_key(tenant, int(now * 1000), job_id),
+            created_at=rfc3339(now),
+            deadline_at=None,
+            now=now,
+            ttl_seconds=self.store.ttl_seconds,
+        )
+        record["flow_run_id"] = run_id
+        job, created = await self.ledger.create({**record, **fields}, now=now)
+        if created:
+            await self._copy(job, previous=None)
+        else:
+            await self._repair(job)
+        if job["status"] != JobStatus.SUBMITTING.value:
+            return job
+        return await self._apply(job, {"type": "queued"}, if_status=(JobStatus.SUBMITTING.value,))
+
     # --- internals ---------------------------------------------------------------------------
 
     async def hand_over(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -630,6 +676,8 @@ def public(job: Mapping[str, Any]) -> dict[str, Any]:
     urls = {"self": f"/v1/jobs/{job['id']}", "cancel": f"/v1/jobs/{job['id']}/cancel"}
     if job["status"] == JobStatus.WAITING.value:
         urls["input"] = f"/v1/jobs/{job['id']}/input"
+    if job.get("schedule_id"):
+        urls["schedule"] = f"/v1/schedules/{job['schedule_id']}"
     view["urls"] = urls
     return view
 

@@ -63,6 +63,7 @@ class JobStore:
                 "crew": job["crew"],
                 "status": job["status"],
                 "created_at": job["created_at"],
+                **({"schedule_id": job["schedule_id"]} if job.get("schedule_id") else {}),
             },
         )
         active_key = f"active:{tenant}:{job_id}"
@@ -88,13 +89,21 @@ class JobStore:
         await self._kv.put(f"deliveries:{tenant}:{job_id}", json.dumps(log), ttl_seconds=self._ttl)
 
     async def list_jobs(
-        self, tenant: str, *, status: str | None, limit: int, cursor: str | None
+        self,
+        tenant: str,
+        *,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        schedule_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first. With a status filter a page can hold fewer than `limit` jobs."""
+        """Newest first. With a filter a page can hold fewer than `limit` jobs."""
         page = await self._kv.list(prefix=f"jobs:{tenant}:", limit=limit, cursor=cursor)
         summaries = [dict(key.metadata or {}) for key in page.keys]
         if status is not None:
             summaries = [s for s in summaries if s.get("status") == status]
+        if schedule_id is not None:
+            summaries = [s for s in summaries if s.get("schedule_id") == schedule_id]
         return summaries, page.cursor
 
     async def active(

@@ -46,11 +46,12 @@ async def _reconcile_forever(app: FastAPI, every: float) -> None:
         await asyncio.sleep(every)
         try:
             counts = await app.state.jobs.reconcile()
+            counts["schedules_removed"] = await app.state.schedules.sweep()
             kv = app.state.ports.kv
             if isinstance(kv, SqliteKV):  # reads hide expired rows; this frees their space
                 kv.purge_expired()
         except Exception:  # one bad pass must not stop the timer; it is logged
             log.exception("reconciler pass failed")
             continue
-        if counts["changed"]:
+        if counts["changed"] or counts["schedules_removed"]:
             log.info("reconciler: %s", counts)

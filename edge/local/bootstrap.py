@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from edge.adapters.openai_compatible import OpenAICompatibleGenerator
 from edge.adapters.prefect import PrefectOrchestrator
+from edge.adapters.prefect_schedules import PrefectCrewScheduler
 from edge.app import create_app
 from edge.local.background import background_lifespan
 from edge.local.minilm_embedder import DIMENSIONS, MODEL_NAME, MiniLMEmbedder
@@ -56,6 +57,7 @@ def build_local_ports(
     limit = settings.rate_limit_per_minute
     return Ports(
         orchestrator=orchestrator,
+        scheduler=None if orchestrator is None else PrefectCrewScheduler(orchestrator),
         ledger=SqliteJobLedger(data_dir / "jobs.sqlite3"),
         deliveries=SqliteQueue(data_dir / "queue.sqlite3"),
         rate_limiter=GcraLimiter(limit, 60.0) if limit else None,

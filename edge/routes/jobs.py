@@ -104,7 +104,7 @@ async def submit_job(
     wait = preferred_wait(request.headers.getlist("prefer"))
     if idempotency_key and (job := await _replayed(jobs, tenant, job_request, idempotency_key)):
         return await _answer(jobs, job, wait)
-    crew = await _published_crew(request, body.crew)
+    crew = await published_crew(request, body.crew)
     if errors := input_errors(crew.inputs, body.inputs):
         errors = [{**e, "loc": ["body", *e["loc"]]} for e in errors]  # as FastAPI's are
         raise Problem(422, "The inputs do not match the crew's schema", extra={"errors": errors})
@@ -201,7 +201,7 @@ async def _waited(jobs: JobService, job: dict[str, Any], wait: int) -> JSONRespo
     return JSONResponse(view, status_code=status, headers=headers)
 
 
-async def _published_crew(request: Request, name: str) -> CrewSpec:
+async def published_crew(request: Request, name: str) -> CrewSpec:
     """The catalog's entry for `name`, or a 422 that names the crews there are."""
     kv = request.app.state.ports.kv
     crew = await catalog.get_crew(kv, name)
@@ -220,11 +220,14 @@ async def list_jobs(
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    schedule_id: Annotated[
+        str | None, Query(max_length=64, description="Only the runs of this schedule")
+    ] = None,
 ) -> JobList:
-    """The tenant's jobs, newest first; a status filter can make a page shorter than `limit`."""
+    """The tenant's jobs, newest first; a filter can make a page shorter than `limit`."""
     status_value = None if status is None else status.value
     summaries, next_cursor = await jobs.store.list_jobs(
-        tenant, status=status_value, limit=limit, cursor=cursor
+        tenant, status=status_value, limit=limit, cursor=cursor, schedule_id=schedule_id
     )
     return JobList.model_validate({"jobs": summaries, "cursor": next_cursor})
 

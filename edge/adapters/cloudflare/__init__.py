@@ -21,6 +21,7 @@ from edge.adapters.cloudflare.workers_ai import (
 )
 from edge.adapters.openai_compatible import OpenAICompatibleGenerator
 from edge.adapters.prefect import PrefectOrchestrator
+from edge.adapters.prefect_schedules import PrefectCrewScheduler
 from edge.ports import Ports, TextGenerator
 from edge.settings import ENV_KEYS, Settings
 
@@ -78,6 +79,7 @@ def build_cloudflare_ports(env: Any, settings: Settings) -> Ports:
     jobs = getattr(env, "JOBS", None)
     return Ports(
         orchestrator=orchestrator,
+        scheduler=None if orchestrator is None else PrefectCrewScheduler(orchestrator),
         ledger=None if jobs is None else DurableObjectJobLedger(jobs),
         deliveries=None if webhooks is None else CloudflareQueue(webhooks),
         rate_limiter=None if limiter is None else CloudflareRateLimiter(limiter),

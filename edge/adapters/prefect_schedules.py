@@ -1,0 +1,126 @@
+"""The CrewScheduler port over Prefect's REST API: each schedule is a deployment.
+
+A schedule's deployment is a copy of its crew's own (`run-crew-job/<pool>`: the same
+flow, entrypoint, pull steps, work pool and job variables), with the schedule's cron or
+interval, its runs' parameters, and the overlap policy as Prefect's deployment
+concurrency: `skip` is a limit of one with `CANCEL_NEW` (Prefect cancels a run due
+while the last one is active, before it starts), `queue` a limit of one with
+`ENQUEUE` (it waits for the slot), `allow` no limit. Prefect's scheduler makes the
+runs; edgecrew keeps no timer of its own. Pausing is the deployment's `paused`, which
+also drops the runs it had scheduled ahead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.adapters.prefect import PrefectOrchestrator, _epoch
+from edge.ports import OrchestratorRejected, ScheduleRefused, ScheduleSpec
+
+#: What a schedule's deployment takes over from its crew's deployment.
+COPIED = (
+    "flow_id", "work_pool_name", "work_queue_name", "entrypoint", "path", "pull_steps",
+    "job_variables", "parameter_openapi_schema", "enforce_parameter_schema", "version",
+    "storage_document_id", "infrastructure_document_id",
+)  # fmt: skip
+#: Tagged so that Prefect's UI (and an operator's filter) tells them from job runs.
+SCHEDULE_TAG = "edgecrew-schedule"
+_OVERLAP: dict[str, dict[str, Any]] = {
+    "skip": {"concurrency_limit": 1, "concurrency_options": {"collision_strategy": "CANCEL_NEW"}},
+    "queue": {"concurrency_limit": 1, "concurrency_options": {"collision_strategy": "ENQUEUE"}},
+    "allow": {"concurrency_limit": None, "concurrency_options": None},
+}
+
+
+#: States of a run that holds its deployment's concurrency slot (a lease).
+_ACTIVE = ("PENDING", "RUNNING", "CANCELLING", "PAUSED")
+
+
+def deployment_name(schedule_id: str) -> str:
+    """The schedule's deployment in Prefect, under the crew's flow."""
+    return f"schedule-{schedule_id}"
+
+
+class PrefectCrewScheduler:
+    """Shares the orchestrator's client (its connection pool, key and retries)."""
+
+    def __init__(self, prefect: PrefectOrchestrator) -> None:
+        self._prefect = prefect
+
+    async def create(self, spec: ScheduleSpec, *, paused: bool) -> str:
+        base = await self._prefect.call("GET", f"deployments/name/{spec.deployment}")
+        body: dict[str, Any] = {key: base.get(key) for key in COPIED if key in base}
+        body.update(
+            name=deployment_name(spec.schedule_id),
+            description=f"edgecrew schedule {spec.schedule_id}: crew {spec.crew}, "
+            f"tenant {spec.tenant}",
+            parameters=dict(spec.parameters),
+            tags=[*base.get("tags", []), SCHEDULE_TAG, *_tags(spec)],
+            schedules=[{"schedule": _schedule(spec), "active": True, "slug": "edgecrew"}],
+            paused=paused,
+        )
+        body.update(_OVERLAP[spec.overlap])
+        try:
+            # Prefect upserts by flow and name: asked twice, it keeps one deployment.
+            made = await self._prefect.call("POST", "deployments/", body)
+        except OrchestratorRejected as exc:
+            if exc.status_code == 422:
+                raise _refusal(exc) from exc
+            raise
+        return str(made["id"])
+
+    async def set_paused(self, ref: str, paused: bool) -> None:
+        await self._prefect.call("PATCH", f"deployments/{ref}", {"paused": paused})
+
+    async def delete(self, ref: str) -> None:
+        try:
+            await self._prefect.call("DELETE", f"deployments/{ref}")
+        except OrchestratorRejected as exc:
+            if exc.status_code != 404:  # gone already: what was asked
+                raise
+
+    async def has_active_runs(self, ref: str) -> bool:
+        body = {
+            "flow_runs": {
+                "deployment_id": {"any_": [ref]},
+                "state": {"type": {"any_": list(_ACTIVE)}},
+            },
+            "limit": 1,
+        }
+        return bool(await self._prefect.call("POST", "flow_runs/filter", body))
+
+    async def next_runs(self, ref: str, limit: int) -> list[float]:
+        body = {
+            "flow_runs": {
+                "deployment_id": {"any_": [ref]},
+                "state": {"type": {"any_": ["SCHEDULED"]}},
+            },
+            "sort": "EXPECTED_START_TIME_ASC",
+            "limit": limit,
+        }
+        runs = await self._prefect.call("POST", "flow_runs/filter", body)
+        due = (_epoch(run.get("expected_start_time")) for run in runs or [])
+        return [moment for moment in due if moment is not None]
+
+
+def _tags(spec: ScheduleSpec) -> list[str]:
+    return [f"tenant:{spec.tenant}", f"crew:{spec.crew}", f"schedule:{spec.schedule_id}"]
+
+
+def _schedule(spec: ScheduleSpec) -> dict[str, Any]:
+    if spec.cron is not None:
+        return {"cron": spec.cron, "timezone": spec.timezone}
+    return {"interval": spec.interval_seconds, "timezone": spec.timezone}
+
+
+def _refusal(exc: OrchestratorRejected) -> ScheduleRefused:
+    """Prefect's 422, naming the request field it refused when it says which."""
+    errors = exc.detail.get("exception_detail") if isinstance(exc.detail, dict) else None
+    # By the message, not the location: the schedule is a union, and Prefect reports
+    # each member's complaints (a cron body is "missing interval" to IntervalSchedule).
+    for error in errors if isinstance(errors, list) else []:
+        msg = str(error.get("msg") or "") if isinstance(error, dict) else ""
+        for field, says in (("timezone", "invalid timezone"), ("cron", "invalid cron")):
+            if says in msg.lower():
+                return ScheduleRefused(f"Prefect refused the {field}: {msg}", field=field)
+    return ScheduleRefused(f"Prefect refused the schedule: {exc}", field=None)

@@ -1,0 +1,273 @@
+"""The schedules core: create, read, list, pause, resume, delete; take a run as a job.
+
+A schedule is a Prefect deployment of its crew's flow (`Ports.scheduler`): Prefect's
+scheduler makes the runs and its deployment concurrency applies the overlap policy.
+Each run, when it starts, registers at the edge (`register_run`, a signed call from
+the flow) and from then on is an ordinary job of the schedule's tenant, with the
+schedule's webhook and a link back to it. The edge keeps the schedule's record in KV.
+
+Creation touches Prefect before KV: the deployment is made paused, started, and only
+then recorded, so a failure part-way leaves no record, and the deployment it made is
+removed (or, if Prefect is away for that too, left paused or finding no record: its
+runs register nothing and end). A retry under the same Idempotency-Key makes the same
+deployment (Prefect upserts it by name) and finishes the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from edge.jobs.catalog import get_crew
+from edge.jobs.ids import fingerprint, new_schedule_id, schedule_id_for_key, scheduled_job_id
+from edge.jobs.service import JobService
+from edge.ports import (
+    CrewScheduler,
+    DependencyUnavailable,
+    OrchestratorRejected,
+    Ports,
+    ScheduleSpec,
+)
+from edge.schedules.store import ScheduleStore, index_key
+from shared.crews import CrewSpec
+from shared.jobs import DEFAULT_WEBHOOK_EVENTS
+from shared.timestamps import rfc3339
+
+log = logging.getLogger("edgecrew.schedules")
+
+#: How many upcoming runs `GET /v1/schedules/{id}` shows.
+NEXT_RUNS_SHOWN = 3
+#: `schedule-deleting:{deployment ref}`: a deleted schedule's deployment, paused, that
+#: `ScheduleService.sweep` removes once its last run has ended.
+DELETING_PREFIX = "schedule-deleting:"
+#: Deployments one sweep looks at: each costs up to two Prefect calls (3 tries each) and
+#: a KV delete, within what a Cloudflare cron invocation has left after the reconciler.
+SWEEP_BATCH = 10
+PUBLIC_FIELDS = (
+    "id", "crew", "inputs", "cron", "interval_seconds", "timezone", "overlap", "webhook",
+    "metadata", "paused", "created_at", "updated_at",
+)  # fmt: skip
+
+
+class ScheduleKeyReused(Exception):
+    """The Idempotency-Key made a schedule before, from a different request body."""
+
+
+class ScheduleGone(Exception):
+    """The schedule was deleted: a run that started before that makes no job."""
+
+
+class ScheduleService:
+    def __init__(
+        self, ports: Ports, jobs: JobService, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._ports = ports
+        self._jobs = jobs
+        self._clock = clock
+        self.store = ScheduleStore(ports.kv)
+
+    @property
+    def scheduler(self) -> CrewScheduler:
+        if self._ports.scheduler is None:
+            raise DependencyUnavailable("scheduler", "EDGECREW_PREFECT_API_URL is not set", 60)
+        return self._ports.scheduler
+
+    async def create(
+        self, tenant: str, request: Mapping[str, Any], idempotency_key: str | None,
+        *, crew: CrewSpec,
+    ) -> tuple[dict[str, Any], bool]:  # fmt: skip
+        """Make the schedule in Prefect, then record it; (schedule, created)."""
+        if idempotency_key and (existing := await self.replay(tenant, request, idempotency_key)):
+            return existing, False
+        now = self._clock()
+        schedule_id = (
+            schedule_id_for_key(tenant, idempotency_key) if idempotency_key else new_schedule_id()
+        )
+        spec = ScheduleSpec(
+            schedule_id=schedule_id,
+            tenant=tenant,
+            crew=crew.name,
+            deployment=crew.deployment,
+            parameters=run_parameters(tenant, crew.name, request["inputs"], schedule_id),
+            cron=request.get("cron"),
+            interval_seconds=request.get("interval_seconds"),
+            timezone=request["timezone"],
+            overlap=request["overlap"],
+        )
+        ref = await self.scheduler.create(spec, paused=True)
+        record = {
+            "id": schedule_id,
+            "tenant": tenant,
+            "crew": crew.name,
+            "pool": crew.pool,
+            "flow": crew.flow,
+            "inputs": request["inputs"],
+            "cron": spec.cron,
+            "interval_seconds": spec.interval_seconds,
+            "timezone": spec.timezone,
+            "overlap": spec.overlap,
+            "webhook": _webhook(request.get("webhook")),
+            "metadata": request.get("metadata") or {},
+            "paused": False,
+            "created_at": rfc3339(now),
+            "updated_at": rfc3339(now),
+            "fingerprint": fingerprint(request),
+            "deployment_ref": ref,
+            "index_key": index_key(tenant, int(now * 1000), schedule_id),
+        }
+        try:
+            await self.scheduler.set_paused(ref, False)
+            await self.store.save(record)
+        except (DependencyUnavailable, OrchestratorRejected):
+            await self._discard(ref)
+            raise
+        return record, True
+
+    async def replay(
+        self, tenant: str, request: Mapping[str, Any], idempotency_key: str
+    ) -> dict[str, Any] | None:
+        """The schedule this key made already, if any (ScheduleKeyReused for another body)."""
+        found = await self.store.get(tenant, schedule_id_for_key(tenant, idempotency_key))
+        if found is None or found.get("deleted_at"):
+            return None  # a key whose schedule was deleted makes a new one
+        if found["fingerprint"] != fingerprint(request):
+            raise ScheduleKeyReused(found["id"])
+        return found
+
+    async def get(self, tenant: str, schedule_id: str) -> dict[str, Any] | None:
+        """The schedule with its next runs (None in `next_runs` when Prefect did not say)."""
+        schedule = await self._live(tenant, schedule_id)
+        if schedule is None:
+            return None
+        try:
+            due = await self.scheduler.next_runs(schedule["deployment_ref"], NEXT_RUNS_SHOWN)
+        except (DependencyUnavailable, OrchestratorRejected) as exc:
+            log.warning("next runs of %s unknown: %s", schedule_id, exc)
+            return {**schedule, "next_runs": None}
+        return {**schedule, "next_runs": [rfc3339(moment) for moment in due]}
+
+    async def set_paused(
+        self, tenant: str, schedule_id: str, paused: bool
+    ) -> dict[str, Any] | None:
+        """Pause (Prefect drops the runs it had scheduled) or resume; None if unknown."""
+        schedule = await self._live(tenant, schedule_id)
+        if schedule is None:
+            return None
+        await self.scheduler.set_paused(schedule["deployment_ref"], paused)
+        if schedule["paused"] != paused:
+            schedule = {**schedule, "paused": paused, "updated_at": rfc3339(self._clock())}
+            await self.store.save(schedule)
+        return schedule
+
+    async def delete(self, tenant: str, schedule_id: str) -> bool:
+        """Stop the schedule and remove its deployment (and the runs it scheduled), then
+        its record.
+
+        A deployment with a run under way is only paused now and removed by a later
+        `sweep`, once that run has ended: Prefect 3.9 cannot end a run whose deployment
+        (and so its concurrency limit) was deleted while the run held a slot of it
+        (every state change is a 500: "Failed to release concurrency slots for lease").
+        """
+        schedule = await self._live(tenant, schedule_id)
+        if schedule is None:
+            return False
+        ref = schedule["deployment_ref"]
+        try:
+            await self.scheduler.set_paused(ref, True)
+        except OrchestratorRejected as exc:
+            if exc.status_code != 404:
+                raise
+            # Removed in Prefect already (by hand, say): nothing left to stop there.
+        else:
+            if await self.scheduler.has_active_runs(ref):
+                await self._ports.kv.put(DELETING_PREFIX + ref, schedule_id)
+            else:
+                await self.scheduler.delete(ref)
+        now = self._clock()
+        await self.store.bury({**schedule, "deleted_at": rfc3339(now), "updated_at": rfc3339(now)})
+        return True
+
+    async def sweep(self, *, limit: int = SWEEP_BATCH) -> int:
+        """Remove the deployments of deleted schedules whose last runs have ended (the
+        reconciler's timer calls this); how many it removed."""
+        page = await self._ports.kv.list(prefix=DELETING_PREFIX, limit=limit)
+        removed = 0
+        for key in page.keys:
+            ref = key.name.removeprefix(DELETING_PREFIX)
+            try:
+                if await self.scheduler.has_active_runs(ref):
+                    continue
+                await self.scheduler.delete(ref)
+            except (DependencyUnavailable, OrchestratorRejected) as exc:
+                log.warning("deployment %s of a deleted schedule stays for now: %s", ref, exc)
+                continue
+            await self._ports.kv.delete(key.name)
+            removed += 1
+        return removed
+
+    async def register_run(
+        self, tenant: str, schedule_id: str, flow_run_id: str
+    ) -> dict[str, Any] | None:
+        """The job a starting run of the schedule is (made now, or found: once per run).
+
+        None when the schedule is not known here (yet: KV may not show a new one for a
+        minute); ScheduleGone when it was deleted.
+        """
+        schedule = await self.store.get(tenant, schedule_id)
+        if schedule is None:
+            return None
+        if schedule.get("deleted_at"):
+            raise ScheduleGone(schedule_id)
+        # The catalog's entry now, for the version; the schedule's own pool and flow
+        # when the crew left the catalog (the run exists: it is a job all the same).
+        crew = await get_crew(self._ports.kv, schedule["crew"]) or CrewSpec(
+            name=schedule["crew"], description="", pool=schedule["pool"],
+            inputs={"type": "object"}, flow=schedule["flow"],
+        )  # fmt: skip
+        request = {
+            "crew": schedule["crew"],
+            "inputs": schedule["inputs"],
+            "webhook": schedule["webhook"],
+            "metadata": schedule["metadata"],
+        }
+        job_id = scheduled_job_id(tenant, flow_run_id)
+        return await self._jobs.adopt_run(
+            tenant, job_id, request, crew=crew, run_id=flow_run_id, schedule_id=schedule_id
+        )
+
+    async def _live(self, tenant: str, schedule_id: str) -> dict[str, Any] | None:
+        found = await self.store.get(tenant, schedule_id)
+        return None if found is None or found.get("deleted_at") else found
+
+    async def _discard(self, ref: str) -> None:
+        """Best effort: a half-made schedule's deployment goes (a paused one makes no runs)."""
+        try:
+            await self.scheduler.delete(ref)
+        except (DependencyUnavailable, OrchestratorRejected) as exc:
+            log.warning("could not remove the deployment %s of a failed create: %s", ref, exc)
+
+
+def run_parameters(
+    tenant: str, crew: str, inputs: Mapping[str, Any], schedule_id: str
+) -> dict[str, Any]:
+    """The flow parameters of every run: no job id (the run gets one when it registers)."""
+    return {"job_id": "", "tenant": tenant, "crew": crew, "inputs": dict(inputs),
+            "schedule_id": schedule_id}  # fmt: skip
+
+
+def public(schedule: Mapping[str, Any]) -> dict[str, Any]:
+    """The schedule as the API shows it: no tenant, fingerprint or Prefect internals."""
+    view = {field: schedule.get(field) for field in PUBLIC_FIELDS}
+    view["next_runs"] = schedule.get("next_runs")
+    base = f"/v1/schedules/{schedule['id']}"
+    view["urls"] = {"self": base, "pause": f"{base}/pause", "resume": f"{base}/resume",
+                    "jobs": f"/v1/jobs?schedule_id={schedule['id']}"}  # fmt: skip
+    return view
+
+
+def _webhook(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    return {"url": raw["url"], "events": list(raw.get("events") or DEFAULT_WEBHOOK_EVENTS)}

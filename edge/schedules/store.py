@@ -1,0 +1,63 @@
+"""Schedule records in the key-value store, per tenant, with an index for listing.
+
+Keys (tenants match [A-Za-z0-9_-], so prefixes never collide):
+- `schedule:{tenant}:{id}` the record (JSON), kept until the schedule is deleted; then a
+  tombstone (`deleted_at`) for a day, so a run that started before the delete is told
+  the schedule is gone (410), not that it is not visible yet (KV takes up to a minute
+  to show a new key elsewhere, and the executor waits that out on a 404);
+- `schedules:{tenant}:{newest-first sort key}` an index entry whose KV metadata is the
+  summary (id, crew, paused, created_at), so a listing reads no records.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from edge.ports import KeyValueStore
+
+_MAX_MS = 10**13 - 1  # newest first: KV lists keys in ascending order
+TOMBSTONE_SECONDS = 86400
+
+
+class ScheduleStore:
+    def __init__(self, kv: KeyValueStore) -> None:
+        self._kv = kv
+
+    async def get(self, tenant: str, schedule_id: str) -> dict[str, Any] | None:
+        """The schedule, or its tombstone (a record with `deleted_at`) for a day after."""
+        raw = await self._kv.get(_record_key(tenant, schedule_id))
+        return None if raw is None else dict(json.loads(raw))
+
+    async def save(self, schedule: dict[str, Any]) -> None:
+        """Write the record and its index entry (the record last: it is what reads find)."""
+        await self._kv.put(
+            schedule["index_key"],
+            "",
+            metadata={key: schedule[key] for key in ("id", "crew", "paused", "created_at")},
+        )
+        await self._kv.put(_record_key(schedule["tenant"], schedule["id"]), json.dumps(schedule))
+
+    async def bury(self, schedule: dict[str, Any]) -> None:
+        """Out of the listing; the record becomes a tombstone for a day."""
+        await self._kv.delete(schedule["index_key"])
+        await self._kv.put(
+            _record_key(schedule["tenant"], schedule["id"]),
+            json.dumps(schedule),
+            ttl_seconds=TOMBSTONE_SECONDS,
+        )
+
+    async def list_schedules(
+        self, tenant: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first."""
+        page = await self._kv.list(prefix=f"schedules:{tenant}:", limit=limit, cursor=cursor)
+        return [dict(key.metadata or {}) for key in page.keys], page.cursor
+
+
+def index_key(tenant: str, created_ms: int, schedule_id: str) -> str:
+    return f"schedules:{tenant}:{_MAX_MS - created_ms:013d}:{schedule_id}"
+
+
+def _record_key(tenant: str, schedule_id: str) -> str:
+    return f"schedule:{tenant}:{schedule_id}"

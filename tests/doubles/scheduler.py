@@ -1,0 +1,58 @@
+"""A CrewScheduler fake that records what it was asked and keeps Prefect-like state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.ports import DependencyUnavailable, OrchestratorRejected, ScheduleSpec
+
+
+@dataclass
+class FakeSchedule:
+    spec: ScheduleSpec
+    paused: bool
+    due: list[float] = field(default_factory=list)
+    active_runs: int = 0
+
+
+class RecordingScheduler:
+    """One schedule per `schedule_id` (creating it again remakes it, as Prefect upserts)."""
+
+    def __init__(self) -> None:
+        self.schedules: dict[str, FakeSchedule] = {}  # ref -> schedule
+        self.calls: list[tuple[str, Any]] = []
+        #: Method names that raise DependencyUnavailable on their next call.
+        self.down: set[str] = set()
+
+    def _call(self, name: str, arg: Any) -> None:
+        self.calls.append((name, arg))
+        if name in self.down:
+            self.down.discard(name)
+            raise DependencyUnavailable("Prefect", f"{name}: connection refused")
+
+    async def create(self, spec: ScheduleSpec, *, paused: bool) -> str:
+        self._call("create", spec)
+        ref = f"dep-{spec.schedule_id}"
+        self.schedules[ref] = FakeSchedule(spec, paused)
+        return ref
+
+    async def set_paused(self, ref: str, paused: bool) -> None:
+        self._call("set_paused", (ref, paused))
+        if ref not in self.schedules:  # removed in Prefect behind the edge's back
+            raise OrchestratorRejected(f"PATCH deployments/{ref}: HTTP 404", status_code=404)
+        self.schedules[ref].paused = paused
+
+    async def delete(self, ref: str) -> None:
+        self._call("delete", ref)
+        self.schedules.pop(ref, None)
+
+    async def has_active_runs(self, ref: str) -> bool:
+        self._call("has_active_runs", ref)
+        found = self.schedules.get(ref)
+        return found is not None and found.active_runs > 0
+
+    async def next_runs(self, ref: str, limit: int) -> list[float]:
+        self._call("next_runs", ref)
+        found = self.schedules.get(ref)  # Prefect's filter finds nothing for a gone one
+        return [] if found is None else found.due[:limit]

@@ -1,0 +1,367 @@
+"""The schedules API against a recording fake of its port (the Prefect adapter has its own
+tests, tests/test_prefect_schedules.py; the real stack runs in tests/test_schedules_stack.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from edge.adapters.prefect import PrefectOrchestrator
+from edge.app import create_app
+from edge.local.numpy_index import NumpyVectorIndex
+from edge.local.sqlite_kv import SqliteKV
+from edge.local.sqlite_ledger import SqliteJobLedger
+from edge.ports import OrchestratorRejected, Ports
+from shared.signing import signed_headers
+from tests.conftest import AUTH_A, AUTH_B
+from tests.doubles.catalog import publish_shipped_crews
+from tests.doubles.models import RecordingEmbedder, RecordingGenerator
+from tests.doubles.queues import RecordingQueue
+from tests.doubles.scheduler import RecordingScheduler
+from tests.test_jobs_api import EXECUTOR_SECRET, PREFECT, jobs_settings
+
+EVERY_HOUR = {"crew": "research", "inputs": {"topic": "edge AI"}, "cron": "0 * * * *"}
+
+
+@pytest.fixture
+def scheduler() -> RecordingScheduler:
+    return RecordingScheduler()
+
+
+@pytest.fixture
+def queue() -> RecordingQueue:
+    return RecordingQueue()
+
+
+@pytest.fixture
+async def schedules_app(
+    tmp_path: Path, scheduler: RecordingScheduler, queue: RecordingQueue
+) -> FastAPI:
+    ports = Ports(
+        kv=SqliteKV(tmp_path / "kv.sqlite3"),
+        ledger=SqliteJobLedger(tmp_path / "jobs.sqlite3"),
+        vectors=NumpyVectorIndex(tmp_path / "v.sqlite3", dimensions=384),
+        embedder=RecordingEmbedder(),
+        generator=RecordingGenerator(),
+        # Never called by these tests: a scheduled run is in Prefect already.
+        orchestrator=PrefectOrchestrator(PREFECT, backoff=0.001),
+        scheduler=scheduler,
+        deliveries=queue,
+    )
+    await publish_shipped_crews(ports.kv)
+    return create_app(jobs_settings(schedule_min_interval_seconds=30), ports)
+
+
+@pytest.fixture
+async def api(
+    schedules_app: FastAPI, make_client: Callable[[FastAPI], httpx.AsyncClient]
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(schedules_app) as client:
+        yield client
+
+
+async def create(api: httpx.AsyncClient, body: dict[str, Any], **headers: str) -> dict[str, Any]:
+    response = await api.post("/v1/schedules", json=body, headers={**AUTH_A, **headers})
+    assert response.status_code == 201, response.text
+    assert response.headers["location"] == f"/v1/schedules/{response.json()['id']}"
+    return dict(response.json())
+
+
+async def register(
+    api: httpx.AsyncClient, schedule_id: str, run_id: str, tenant: str = "tenant_a"
+) -> httpx.Response:
+    body = json.dumps({"tenant": tenant, "flow_run_id": run_id}).encode()
+    message_id = f"schedule-run:{schedule_id}:{run_id}"
+    headers = signed_headers(EXECUTOR_SECRET, message_id, int(time.time()), body)
+    headers["Content-Type"] = "application/json"
+    url = f"/v1/internal/schedules/{schedule_id}/runs"
+    return await api.post(url, content=body, headers=headers)
+
+
+async def test_a_schedule_is_made_paused_in_prefect_then_started_and_recorded(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    body = {**EVERY_HOUR, "timezone": "Europe/Oslo", "overlap": "queue",
+            "metadata": {"team": "ops"}}  # fmt: skip
+    schedule = await create(api, body)
+    assert schedule["id"].startswith("sch_") and schedule["paused"] is False
+    assert (schedule["cron"], schedule["interval_seconds"]) == ("0 * * * *", None)
+    assert (schedule["timezone"], schedule["overlap"]) == ("Europe/Oslo", "queue")
+    assert schedule["urls"]["jobs"] == f"/v1/jobs?schedule_id={schedule['id']}"
+    assert "tenant" not in schedule and "deployment_ref" not in schedule
+    (name, spec), (second, (ref, paused)) = scheduler.calls
+    assert (name, second, paused) == ("create", "set_paused", False)
+    assert spec.deployment == "run-crew-job/gpu" and spec.overlap == "queue"
+    assert spec.parameters == {
+        "job_id": "", "tenant": "tenant_a", "crew": "research", "inputs": {"topic": "edge AI"},
+        "schedule_id": schedule["id"],
+    }  # fmt: skip
+    assert scheduler.schedules[ref].paused is False
+
+    scheduler.schedules[ref].due = [1_900_000_000.0, 1_900_003_600.0]
+    found = (await api.get(schedule["urls"]["self"], headers=AUTH_A)).json()
+    assert found["next_runs"] == ["2030-03-17T17:46:40.000Z", "2030-03-17T18:46:40.000Z"]
+    assert found["metadata"] == {"team": "ops"}
+    listed = (await api.get("/v1/schedules", headers=AUTH_A)).json()
+    assert listed["schedules"] == [{"id": schedule["id"], "crew": "research", "paused": False,
+                                    "created_at": schedule["created_at"]}]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ({"cron": "61 * * * *"}, "cron", "minute"),
+        ({"cron": "* * * *"}, "cron", "5"),
+        ({"cron": "@reboot"}, "cron", "macro"),
+        ({"timezone": "Mars/Olympus_Mons"}, "timezone", "IANA"),
+        ({"timezone": "utc"}, "timezone", "IANA"),
+        ({"interval_seconds": 60}, "interval_seconds", "not both"),
+        ({"cron": None}, "interval_seconds", "give cron or interval_seconds"),
+        ({"cron": None, "interval_seconds": 29}, "interval_seconds", "at least 30"),
+        ({"cron": None, "interval_seconds": 0}, "interval_seconds", "greater than"),
+        ({"cron": None, "interval_seconds": "60"}, "interval_seconds", "integer"),
+        ({"overlap": "sometimes"}, "overlap", "skip"),
+        ({"crew": "nope"}, "crew", "GET /v1/crews"),
+        ({"inputs": {}}, "topic", "required"),
+        ({"webhook": {"url": "http://10.0.0.1/hook"}}, "url", ""),
+    ],
+)
+async def test_bad_schedules_are_422_naming_the_field_and_make_nothing(
+    api: httpx.AsyncClient,
+    scheduler: RecordingScheduler,
+    change: dict[str, Any],
+    field: str,
+    says: str,
+) -> None:
+    body = {k: v for k, v in {**EVERY_HOUR, **change}.items() if v is not None}
+    response = await api.post("/v1/schedules", json=body, headers=AUTH_A)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    errors = response.json()["errors"]
+    assert any(e["loc"][0] == "body" and field in map(str, e["loc"]) for e in errors), errors
+    assert any(says in e["msg"] for e in errors), errors
+    assert scheduler.calls == []
+    assert (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"] == []
+
+
+async def test_an_interval_schedule_with_a_time_zone(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    body = {"crew": "summarize", "inputs": {"text": "t"}, "interval_seconds": 3600,
+            "timezone": "America/New_York"}  # fmt: skip
+    schedule = await create(api, body)
+    assert (schedule["cron"], schedule["interval_seconds"]) == (None, 3600)
+    assert schedule["overlap"] == "skip", "the default: no pile-up of runs"
+    ((_, spec), _) = scheduler.calls
+    assert (spec.deployment, spec.timezone, spec.cron) == ("run-crew-job/cpu", "America/New_York",
+                                                           None)  # fmt: skip
+
+
+async def test_another_tenants_schedule_is_a_404_everywhere(api: httpx.AsyncClient) -> None:
+    schedule = await create(api, EVERY_HOUR)
+    url = schedule["urls"]["self"]
+    assert (await api.get(url, headers=AUTH_B)).status_code == 404
+    assert (await api.post(f"{url}/pause", headers=AUTH_B)).status_code == 404
+    assert (await api.post(f"{url}/resume", headers=AUTH_B)).status_code == 404
+    assert (await api.delete(url, headers=AUTH_B)).status_code == 404
+    assert (await api.get("/v1/schedules", headers=AUTH_B)).json()["schedules"] == []
+    assert (await api.get(url, headers=AUTH_A)).json()["paused"] is False, "untouched"
+    assert (await register(api, schedule["id"], "run-1", tenant="tenant_b")).status_code == 404
+    not_an_id = await api.get("/v1/schedules/job_0123", headers=AUTH_A)
+    assert not_an_id.status_code == 404
+
+
+async def test_pause_resume_and_delete_go_to_prefect(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    schedule = await create(api, EVERY_HOUR)
+    url = schedule["urls"]["self"]
+    ref = f"dep-{schedule['id']}"
+    paused = await api.post(f"{url}/pause", headers=AUTH_A)
+    assert paused.status_code == 200 and paused.json()["paused"] is True
+    assert scheduler.schedules[ref].paused is True
+    assert (await api.get(url, headers=AUTH_A)).json()["paused"] is True
+    listed = (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"]
+    assert listed[0]["paused"] is True
+    resumed = await api.post(f"{url}/resume", headers=AUTH_A)
+    assert resumed.json()["paused"] is False and scheduler.schedules[ref].paused is False
+
+    assert (await api.delete(url, headers=AUTH_A)).status_code == 204
+    assert ref not in scheduler.schedules, "the deployment is removed"
+    assert (await api.get(url, headers=AUTH_A)).status_code == 404
+    assert (await api.delete(url, headers=AUTH_A)).status_code == 404
+    assert (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"] == []
+    gone = await register(api, schedule["id"], "run-late")
+    assert gone.status_code == 410, "a run that started before the delete makes no job"
+
+
+async def test_a_deployment_with_a_run_under_way_is_removed_once_the_run_ends(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    """Prefect 3.9 cannot end a run whose deployment was deleted while the run held its
+    concurrency slot: the deployment is paused now and removed by a later sweep."""
+    schedule = await create(api, EVERY_HOUR)
+    ref = f"dep-{schedule['id']}"
+    scheduler.schedules[ref].active_runs = 1
+    assert (await api.delete(schedule["urls"]["self"], headers=AUTH_A)).status_code == 204
+    assert (await api.get(schedule["urls"]["self"], headers=AUTH_A)).status_code == 404
+    assert scheduler.schedules[ref].paused is True, "no new runs"
+    sweep = schedules_app.state.schedules.sweep
+    assert await sweep() == 0 and ref in scheduler.schedules, "its run is still under way"
+    scheduler.schedules[ref].active_runs = 0
+    scheduler.down.add("delete")
+    assert await sweep() == 0, "Prefect away: kept for the next sweep"
+    assert await sweep() == 1 and ref not in scheduler.schedules
+    assert await sweep() == 0
+
+
+async def test_the_same_idempotency_key_is_the_same_schedule(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    first = await create(api, EVERY_HOUR, **{"Idempotency-Key": "hourly"})
+    again = await create(api, dict(reversed(EVERY_HOUR.items())), **{"Idempotency-Key": "hourly"})
+    assert again == first
+    assert [name for name, _ in scheduler.calls] == ["create", "set_paused"]
+    other = {**EVERY_HOUR, "cron": "0 0 * * *"}
+    keyed = {**AUTH_A, "Idempotency-Key": "hourly"}
+    reused = await api.post("/v1/schedules", json=other, headers=keyed)
+    assert reused.status_code == 422
+    assert reused.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+    mine = await create(api, EVERY_HOUR, **{"Idempotency-Key": "hourly-b"})
+    assert mine["id"] != first["id"]
+    theirs = await api.post("/v1/schedules", json=EVERY_HOUR,
+                            headers={**AUTH_B, "Idempotency-Key": "hourly"})  # fmt: skip
+    assert theirs.status_code == 201 and theirs.json()["id"] != first["id"], "keys are per tenant"
+
+
+@pytest.mark.parametrize("fails", ["create", "set_paused"])
+async def test_prefect_down_at_create_is_a_503_leaving_nothing_and_a_retry_finishes_it(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, fails: str
+) -> None:
+    scheduler.down.add(fails)
+    key = {"Idempotency-Key": "nightly"}
+    down = await api.post("/v1/schedules", json=EVERY_HOUR, headers={**AUTH_A, **key})
+    assert down.status_code == 503 and down.headers["retry-after"]
+    assert down.headers["content-type"] == "application/problem+json"
+    assert scheduler.schedules == {}, "what Prefect made is removed again"
+    assert (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"] == []
+    retried = await create(api, EVERY_HOUR, **key)
+    (made,) = scheduler.schedules.values()
+    assert made.spec.schedule_id == retried["id"] and made.paused is False
+
+
+async def test_no_orchestrator_configured_is_a_503(
+    tmp_path: Path, make_client: Callable[[FastAPI], httpx.AsyncClient]
+) -> None:
+    ports = Ports(
+        kv=SqliteKV(tmp_path / "kv.sqlite3"),
+        vectors=NumpyVectorIndex(tmp_path / "v.sqlite3", dimensions=384),
+        embedder=RecordingEmbedder(),
+        generator=RecordingGenerator(),
+    )
+    await publish_shipped_crews(ports.kv)
+    async with make_client(create_app(jobs_settings(), ports)) as client:
+        response = await client.post("/v1/schedules", json=EVERY_HOUR, headers=AUTH_A)
+    assert response.status_code == 503 and "scheduler" in response.json()["detail"]
+
+
+async def test_a_run_registers_once_as_a_job_with_the_schedules_webhook(
+    api: httpx.AsyncClient, queue: RecordingQueue
+) -> None:
+    hook = {"url": "https://hooks.example.com/in", "events": ["job.running", "job.succeeded"]}
+    schedule = await create(api, {**EVERY_HOUR, "webhook": hook, "metadata": {"k": 1}})
+    first = await register(api, schedule["id"], "3f0c2f4e-run-1")
+    assert first.status_code == 200, first.text
+    job_id = first.json()["job_id"]
+    assert first.json()["status"] == "queued"
+    again = await register(api, schedule["id"], "3f0c2f4e-run-1")
+    assert again.json() == first.json(), "one job per run, however often it registers"
+    other = await register(api, schedule["id"], "3f0c2f4e-run-2")
+    assert other.json()["job_id"] != job_id
+
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    assert (job["status"], job["crew"]) == ("queued", "research")
+    assert job["inputs"] == EVERY_HOUR["inputs"]
+    assert job["schedule_id"] == schedule["id"] and job["metadata"] == {"k": 1}
+    assert job["urls"]["schedule"] == schedule["urls"]["self"]
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_B)).status_code == 404
+    listed = (await api.get(schedule["urls"]["jobs"], headers=AUTH_A)).json()["jobs"]
+    assert {j["id"] for j in listed} == {job_id, other.json()["job_id"]}
+    assert all(j["schedule_id"] == schedule["id"] for j in listed)
+    submitted = await api.post("/v1/jobs", json={"crew": "research", "inputs": {"topic": "x"}},
+                               headers=AUTH_A)  # fmt: skip
+    assert submitted.status_code in (202, 503)  # Prefect is not there; the job is recorded
+    all_jobs = (await api.get("/v1/jobs", headers=AUTH_A)).json()["jobs"]
+    assert len(all_jobs) == 3
+    assert len((await api.get(schedule["urls"]["jobs"], headers=AUTH_A)).json()["jobs"]) == 2
+
+    # From here on it is a job like any other: the executor's events move it, and the
+    # schedule's webhook hears of it.
+    body = json.dumps({"tenant": "tenant_a", "type": "succeeded", "result": {"ok": 1}}).encode()
+    headers = signed_headers(EXECUTOR_SECRET, f"{job_id}:succeeded", int(time.time()), body)
+    headers["Content-Type"] = "application/json"
+    done = await api.post(f"/v1/internal/jobs/{job_id}/events", content=body, headers=headers)
+    assert done.json() == {"status": "succeeded"}
+    hooks = [m for m, _ in queue.sent if m.get("job_id") == job_id]
+    assert [m["event"] for m in hooks] == ["job.succeeded"]
+    assert hooks[0]["url"] == hook["url"]
+    assert hooks[0]["payload"]["data"]["schedule_id"] == schedule["id"]
+    as_json = {**AUTH_A, "Accept": "application/json"}
+    page = await api.get(f"/v1/jobs/{job_id}/events", headers=as_json)
+    events = page.json()["events"]
+    assert [e["type"] for e in events] == ["job.queued", "job.succeeded"]
+
+
+async def test_a_run_of_a_schedule_not_visible_yet_is_a_404_and_unsigned_calls_401(
+    api: httpx.AsyncClient,
+) -> None:
+    schedule = await create(api, EVERY_HOUR)
+    body = json.dumps({"tenant": "tenant_a", "flow_run_id": "run-1"}).encode()
+    signed_for_another = signed_headers(
+        EXECUTOR_SECRET, f"schedule-run:sch_{'1' * 26}:run-1", int(time.time()), body
+    )
+    replayed = await api.post(
+        f"/v1/internal/schedules/{schedule['id']}/runs", content=body,
+        headers={**signed_for_another, "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert replayed.status_code == 401, "a call signed for another schedule's run"
+    unknown = await register(api, "sch_" + "0" * 26, "run-1")
+    assert unknown.status_code == 404
+    unsigned = await api.post(
+        f"/v1/internal/schedules/sch_{'0' * 26}/runs",
+        json={"tenant": "tenant_a", "flow_run_id": "run-1"},
+    )
+    assert unsigned.status_code == 401
+
+
+async def test_a_deployment_removed_in_prefect_by_hand_is_a_503_and_can_still_be_deleted(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    schedule = await create(api, EVERY_HOUR)
+    del scheduler.schedules[f"dep-{schedule['id']}"]
+    url = schedule["urls"]["self"]
+    paused = await api.post(f"{url}/pause", headers=AUTH_A)
+    assert paused.status_code == 503 and "HTTP 404" in paused.json()["detail"]
+    assert (await api.get(url, headers=AUTH_A)).json()["next_runs"] == []
+    assert (await api.delete(url, headers=AUTH_A)).status_code == 204
+    assert (await api.get(url, headers=AUTH_A)).status_code == 404
+
+
+async def test_a_crew_deployment_prefect_does_not_have_is_a_503_leaving_nothing(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    async def refuse(spec: object, *, paused: bool) -> str:
+        raise OrchestratorRejected("GET deployments/name/run-crew-job/gpu: HTTP 404",
+                                   status_code=404)  # fmt: skip
+
+    scheduler.create = refuse  # type: ignore[method-assign]
+    response = await api.post("/v1/schedules", json=EVERY_HOUR, headers=AUTH_A)
+    assert response.status_code == 503 and response.headers["retry-after"] == "60"
+    assert (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"] == []
