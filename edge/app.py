@@ -8,6 +8,7 @@ from starlette.types import Lifespan
 from edge.auth import ApiKeys
 from edge.guards import ApiKeyAuth, BodySizeLimit, ExecutorSignatureAuth
 from edge.ingestions import Ingestions
+from edge.jobs.redelivery import Redeliveries
 from edge.jobs.service import JobService
 from edge.ports import Ports
 from edge.problems import document_problems, install_problem_handlers, problem_responses
@@ -16,12 +17,14 @@ from edge.rate_limits import RateLimitGuard
 from edge.routes import (
     answers,
     callbacks,
+    deliveries,
     documents,
     health,
     ingestions,
     job_events,
     jobs,
     search,
+    webhooks,
 )
 from edge.settings import Settings, SettingsError
 from shared.limits import DEFAULT_LIMITS
@@ -47,9 +50,12 @@ def create_app(
     app.state.knowledge = KnowledgeBase(ports, settings)
     app.state.jobs = JobService(ports, settings)
     app.state.ingestions = Ingestions(app.state.jobs, app.state.knowledge, ports, settings)
+    app.state.redeliveries = Redeliveries(app.state.jobs, ports)
     # The guards in front of every route can refuse a malformed or oversized body anywhere.
     guarded = problem_responses(400, 413)
-    for module in (health, documents, search, answers, jobs, job_events, ingestions, callbacks):
+    routers = (health, documents, search, answers, jobs, job_events, deliveries, webhooks,
+               ingestions, callbacks)  # fmt: skip
+    for module in routers:
         app.include_router(module.router, responses=guarded)
     app.include_router(ingestions.internal, responses=guarded)
     install_problem_handlers(app)

@@ -78,11 +78,44 @@ class JobError(BaseModel):
     message: str
 
 
+DeliveryOutcome = Literal["delivered", "retrying", "gave_up"]
+DeliveryError = Literal[
+    "http_status", "timeout", "connection_refused", "dns_failure", "tls_error",
+    "connection_failed", "network_error", "url_refused", "not_signed", "invalid_url",
+]  # fmt: skip
+
+
 class Delivery(BaseModel):
+    """One delivery attempt of one webhook (attempts logged before these fields existed
+    have the first four only)."""
+
     event: str
     attempt: int
-    status_code: int | None
-    at: str
+    status_code: int | None = Field(description="The receiver's HTTP status; null for none")
+    at: str = Field(description="When the attempt started")
+    message_id: str | None = Field(
+        default=None, description="The `webhook-id`: the same on every attempt of one webhook"
+    )
+    redelivery: bool = Field(default=False, description="Sent by `.../deliveries/redeliver`")
+    outcome: DeliveryOutcome | None = Field(
+        default=None,
+        description="`delivered` (2xx), `retrying` (see `next_attempt_at`) or `gave_up`",
+    )
+    error: DeliveryError | None = Field(default=None, description="Why it failed; null if not")
+    detail: str | None = Field(default=None, description="The failure, or answer, in words")
+    duration_ms: int | None = None
+    next_attempt_at: str | None = Field(
+        default=None, description="When the next attempt is due; null when none is"
+    )
+
+
+class JobWebhook(BaseModel):
+    url: str
+    events: list[str]
+    default: bool = Field(
+        default=False,
+        description="Taken from the tenant's default webhook (`PUT /v1/webhooks`) at submit",
+    )
 
 
 class Job(BaseModel):
@@ -102,6 +135,9 @@ class Job(BaseModel):
     error: JobError | None
     deadline_at: str | None = Field(
         default=None, description="When the job is cancelled if it has not ended; null for none"
+    )
+    webhook: JobWebhook | None = Field(
+        default=None, description="Where the job's webhooks go, as recorded at submit"
     )
     deliveries: list[Delivery]
     urls: JobUrls

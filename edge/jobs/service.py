@@ -24,6 +24,7 @@ from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.reconciler import Reconciler
 from edge.jobs.records import delivery_message, new_job_record, submit_message
 from edge.jobs.store import JobStore, index_key
+from edge.jobs.tenant_webhooks import webhook_for_job
 from edge.ports import (
     DependencyUnavailable,
     JobLedger,
@@ -59,7 +60,7 @@ WAIT_FIRST_POLL_SECONDS = 0.25
 WAIT_MAX_POLL_SECONDS = 1.0
 PUBLIC_FIELDS = (
     "id", "crew", "crew_version", "status", "inputs", "metadata", "created_at", "updated_at",
-    "progress", "result", "error", "deadline_at", "deliveries",
+    "progress", "result", "error", "deadline_at", "webhook", "deliveries",
 )  # fmt: skip
 #: The statuses a deadline can still cancel.
 _OPEN = tuple(status.value for status in JobStatus if not status.terminal)
@@ -123,6 +124,11 @@ class JobService:
         job_id = job_id_for_key(tenant, idempotency_key) if idempotency_key else new_job_id()
         now = self._clock()
         deadline = request.get("deadline_seconds")
+        # A job that names no webhook takes the tenant's default as it is now (kept in the
+        # record: a later change of the default leaves accepted jobs alone).
+        default_webhook = None
+        if not request.get("webhook"):
+            default_webhook = await webhook_for_job(self._ports.kv, tenant)
         record = new_job_record(
             job_id=job_id,
             tenant=tenant,
@@ -137,6 +143,7 @@ class JobService:
             deadline_at=None if deadline is None else rfc3339(now + deadline),
             now=now,
             ttl_seconds=self.store.ttl_seconds,
+            default_webhook=default_webhook,
         )
         # The promise: recorded before anything else. Two first requests under one key
         # both got past `replay`; the ledger lets one of them create the job.

@@ -4,16 +4,21 @@ Keys (tenants match [A-Za-z0-9_-], so prefixes never collide):
 - `job:{tenant}:{id}` the record (JSON), kept `ttl_seconds`;
 - `jobs:{tenant}:{newest-first sort key}` an index entry whose KV metadata is the
   summary (id, crew, status, created_at), so a listing reads no records;
-- `active:{tenant}:{id}` present while the job is not terminal: the reconciler's worklist.
+- `active:{tenant}:{id}` present while the job is not terminal: the reconciler's worklist;
+- `deliveries:{tenant}:{id}` the webhook delivery log (the last attempts);
+- `webhooks-sent:{tenant}:{id}` the last webhook of each event the job sent, as sent:
+  what a redelivery sends again.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from edge.ports import KeyValueStore
 from shared.jobs import JobStatus
+from shared.timestamps import rfc3339
 
 _MAX_MS = 10**13 - 1  # newest first: KV lists keys in ascending order
 _LEDGER_ONLY = frozenset({"events", "events_trimmed"})
@@ -86,6 +91,30 @@ class JobStore:
         never write an older copy of the job record over a newer one."""
         log = [*await self.deliveries(tenant, job_id), entry][-keep:]
         await self._kv.put(f"deliveries:{tenant}:{job_id}", json.dumps(log), ttl_seconds=self._ttl)
+
+    async def sent_webhooks(self, tenant: str, job_id: str) -> list[dict[str, Any]]:
+        """The latest webhook of each event the job sent, in the order first sent."""
+        raw = await self._kv.get(f"webhooks-sent:{tenant}:{job_id}")
+        return [] if raw is None else list(json.loads(raw))
+
+    async def remember_webhook(
+        self, tenant: str, job_id: str, message: Mapping[str, Any], *, at: float
+    ) -> None:
+        """Keep a webhook as it was sent (id, event, body), in place of the one of its
+        event before it: bounded by the number of events (five), while a job sending a
+        thousand `job.progress` webhooks keeps the last one."""
+        kept = {
+            "message_id": message["message_id"],
+            "event": message["event"],
+            "sent_at": rfc3339(at, timespec="seconds"),
+            "payload": message["payload"],
+        }
+        known = await self.sent_webhooks(tenant, job_id)
+        if any(m["message_id"] == kept["message_id"] for m in known):
+            return  # the same webhook again (a repair resends it): already kept
+        sent = [m for m in known if m["event"] != kept["event"]] + [kept]
+        key = f"webhooks-sent:{tenant}:{job_id}"
+        await self._kv.put(key, json.dumps(sent), ttl_seconds=self._ttl)
 
     async def list_jobs(
         self, tenant: str, *, status: str | None, limit: int, cursor: str | None

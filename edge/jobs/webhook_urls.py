@@ -27,6 +27,12 @@ class UnsafeWebhookUrl(ValueError):
     """The URL is not one edgecrew may call; the message says why."""
 
 
+class HostDoesNotResolve(UnsafeWebhookUrl):
+    """The host name has no address now: nothing to check, nor to call. Unlike the other
+    refusals this can change (a DNS outage, a record not yet published), so a delivery
+    is tried again later."""
+
+
 def check_webhook_url(url: str, *, allow_loopback_http: bool = False) -> None:
     """Raise UnsafeWebhookUrl unless `url` is an https URL of a public host.
 
@@ -97,7 +103,7 @@ async def check_resolved_host(host: str, port: int, *, allow_loopback: bool = Fa
     infos = await _resolve(host, port)
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
     if not addresses:
-        raise UnsafeWebhookUrl(f"{host!r} does not resolve")
+        raise HostDoesNotResolve(f"{host!r} does not resolve")
     for address in addresses:
         check_address(address, allow_loopback=allow_loopback)
     return [str(address) for address in addresses]
@@ -109,7 +115,7 @@ async def _resolve(host: str, port: int) -> list[Any]:
             await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         )
     except OSError as exc:
-        raise UnsafeWebhookUrl(f"{host!r} does not resolve: {exc}") from None
+        raise HostDoesNotResolve(f"{host!r} does not resolve: {exc}") from None
 
 
 def pinned_url(url: str, address: str) -> tuple[str, str]:

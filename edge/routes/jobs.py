@@ -140,8 +140,10 @@ def _job_request(body: JobRequest, cancel_after: str | None) -> dict[str, Any]:
     return job_request
 
 
-def check_webhook(request: Request, webhook: WebhookSpec | None) -> None:
-    """A 503 when webhooks could not be signed here, a 422 for an unsafe URL."""
+def check_webhook(
+    request: Request, webhook: WebhookSpec | None, loc: tuple[str, ...] = ("body", "webhook")
+) -> None:
+    """A 503 when webhooks could not be signed here, a 422 for an unsafe URL (at `loc`)."""
     if webhook is None:
         return
     settings = request.app.state.settings
@@ -152,7 +154,7 @@ def check_webhook(request: Request, webhook: WebhookSpec | None) -> None:
     try:
         check_webhook_url(webhook.url, allow_loopback_http=settings.allow_loopback_webhooks)
     except UnsafeWebhookUrl as exc:
-        errors = [{"loc": ["body", "webhook", "url"], "msg": str(exc)}]
+        errors = [{"loc": [*loc, "url"], "msg": str(exc)}]
         raise Problem(422, f"Unusable webhook URL: {exc}", extra={"errors": errors}) from exc
 
 
