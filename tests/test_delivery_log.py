@@ -302,9 +302,7 @@ async def test_the_first_attempt_of_each_webhook_is_kept_for_redelivery(
         (httpx.InvalidURL("bad"), "invalid_url"),
     ],
 )
-def test_runtime_errors_are_classified_by_kind_never_quoted(
-    error: Exception, kind: str
-) -> None:
+def test_runtime_errors_are_classified_by_kind_never_quoted(error: Exception, kind: str) -> None:
     """The Worker's fetch() errors carry words, not OS errors (`FetchTransport`); the
     log says the kind in edgecrew's words and never repeats the runtime's text."""
     attempt = delivery_log.failed(error, 15)
