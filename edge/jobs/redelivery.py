@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edge.jobs.records import SentWebhook, redelivery_message
 from edge.jobs.service import JobService
 from edge.ports import DependencyUnavailable, KeyValueStore, Ports
 from shared.timestamps import rfc3339
@@ -75,19 +76,7 @@ class Redeliveries:
             raise DependencyUnavailable("delivery queue", "no queue is configured", 60)
         now = self._clock()
         await self._claim_slot(tenant, job_id, now)
-        await self._ports.deliveries.send(
-            {
-                "tenant": tenant,
-                "job_id": job_id,
-                "event": chosen["event"],
-                "url": webhook["url"],
-                "message_id": chosen["message_id"],
-                "attempt": 1,
-                "first_attempt_at": now,
-                "payload": chosen["payload"],
-                "redelivery": True,
-            }
-        )
+        await self._ports.deliveries.send(redelivery_message(job, chosen, webhook["url"], now=now))
         return {
             "job_id": job_id,
             "message_id": chosen["message_id"],
@@ -117,9 +106,7 @@ class Redeliveries:
         await self._kv.put(key, repr(now), ttl_seconds=_MARK_TTL_SECONDS)
 
 
-def _choose(
-    sent: list[dict[str, Any]], *, message_id: str | None, event: str | None
-) -> dict[str, Any]:
+def _choose(sent: list[SentWebhook], *, message_id: str | None, event: str | None) -> SentWebhook:
     """The webhook asked for: by id, the last of an event, or the last one sent."""
     if message_id is not None:
         found = [m for m in sent if m["message_id"] == message_id]

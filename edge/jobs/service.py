@@ -22,7 +22,7 @@ from edge.jobs.catalog import get_crew
 from edge.jobs.events import JobChanges
 from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.reconciler import Reconciler
-from edge.jobs.records import delivery_message, new_job_record, submit_message
+from edge.jobs.records import Webhook, delivery_message, new_job_record, submit_message
 from edge.jobs.store import JobStore, index_key
 from edge.jobs.tenant_webhooks import webhook_for_job
 from edge.ports import (
@@ -126,7 +126,7 @@ class JobService:
         deadline = request.get("deadline_seconds")
         # A job that names no webhook takes the tenant's default as it is now (kept in the
         # record: a later change of the default leaves accepted jobs alone).
-        default_webhook = None
+        default_webhook: Webhook | None = None
         if not request.get("webhook"):
             default_webhook = await webhook_for_job(self._ports.kv, tenant)
         record = new_job_record(

@@ -16,6 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from edge.jobs.records import SentWebhook
 from edge.ports import KeyValueStore
 from shared.jobs import JobStatus
 from shared.timestamps import rfc3339
@@ -92,7 +93,7 @@ class JobStore:
         log = [*await self.deliveries(tenant, job_id), entry][-keep:]
         await self._kv.put(f"deliveries:{tenant}:{job_id}", json.dumps(log), ttl_seconds=self._ttl)
 
-    async def sent_webhooks(self, tenant: str, job_id: str) -> list[dict[str, Any]]:
+    async def sent_webhooks(self, tenant: str, job_id: str) -> list[SentWebhook]:
         """The latest webhook of each event the job sent, in the order first sent."""
         raw = await self._kv.get(f"webhooks-sent:{tenant}:{job_id}")
         return [] if raw is None else list(json.loads(raw))
@@ -103,7 +104,7 @@ class JobStore:
         """Keep a webhook as it was sent (id, event, body), in place of the one of its
         event before it: bounded by the number of events (five), while a job sending a
         thousand `job.progress` webhooks keeps the last one."""
-        kept = {
+        kept: SentWebhook = {
             "message_id": message["message_id"],
             "event": message["event"],
             "sent_at": rfc3339(at, timespec="seconds"),

@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from edge.jobs.records import Webhook
 from edge.ports import KeyValueStore
 from shared.jobs import DEFAULT_WEBHOOK_EVENTS
 from shared.timestamps import rfc3339
@@ -45,7 +46,7 @@ async def delete_default(kv: KeyValueStore, tenant: str) -> None:
     await kv.delete(_key(tenant))
 
 
-async def webhook_for_job(kv: KeyValueStore, tenant: str) -> dict[str, Any] | None:
+async def webhook_for_job(kv: KeyValueStore, tenant: str) -> Webhook | None:
     """What a job that names no webhook records: the default as it is now, or None."""
     default = await get_default(kv, tenant)
     if default is None:
