@@ -9,6 +9,7 @@ nor an exception's raw text, which can carry URLs with tokens in them.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ def _connect_failure(exc: httpx.ConnectError) -> Attempt:
             return Attempt(error=TLS_ERROR, detail=f"TLS handshake failed: {cause.reason}")
         if isinstance(cause, ConnectionRefusedError):
             return Attempt(error=CONNECTION_REFUSED, detail="connection refused")
-        if type(cause).__name__ == "gaierror":  # socket.gaierror, without importing socket
+        if isinstance(cause, socket.gaierror):
             return Attempt(error=DNS_FAILURE, detail="the host name does not resolve")
         cause = cause.__cause__ or cause.__context__
     words = str(exc).lower()
