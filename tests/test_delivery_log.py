@@ -3,7 +3,9 @@ self-signed TLS server, a name that does not resolve) and what the log says of t
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import shutil
 import socket
 import ssl
@@ -18,11 +20,12 @@ import httpx
 import pytest
 import respx
 
-from edge.jobs import delivery_log
+from edge.jobs import delivery_log, webhook_urls
 from edge.jobs.delivery import DELIVERY_WINDOW_SECONDS, MAX_LOGGED_DELIVERIES, WebhookSender
 from edge.jobs.store import JobStore
 from edge.jobs.webhook_urls import HostDoesNotResolve, UnsafeWebhookUrl
 from edge.local.sqlite_kv import SqliteKV
+from edge.ports import DependencyUnavailable
 from tests.conftest import Clock
 from tests.support import WebhookReceiver
 from tests.test_webhook_delivery import HOOK, SETTINGS, message
@@ -314,3 +317,100 @@ def test_runtime_errors_are_classified_by_kind_never_quoted(error: Exception, ki
 def test_the_guards_refusals_and_dns_failures_differ() -> None:
     assert not delivery_log.refused(UnsafeWebhookUrl("x is not a public address")).retryable
     assert delivery_log.refused(HostDoesNotResolve("'a.b' does not resolve")).retryable
+
+
+# --- what the review found ------------------------------------------------------------
+
+
+class WriteLimitedKV(SqliteKV):
+    """Workers KV refusing writes to one key (its 429 for more than one write a second)."""
+
+    async def put(self, key: str, value: str, **options: Any) -> None:  # type: ignore[override]
+        if key.startswith("webhooks-sent:"):
+            raise DependencyUnavailable("key-value store", "429 too many writes to one key", 1)
+        await super().put(key, value, **options)
+
+
+async def test_keeping_a_webhook_for_redelivery_never_blocks_its_delivery(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    limited = JobStore(WriteLimitedKV(tmp_path / "kv.sqlite3", clock=clock), ttl_seconds=86400)
+    with WebhookReceiver() as receiver, caplog.at_level(logging.WARNING):
+        delay = await sender(limited, clock).deliver(message(url=receiver.url))
+    assert delay is None and len(receiver.received) == 1, "delivered all the same"
+    logged = await last_logged(limited)
+    assert logged["outcome"] == "delivered", "and logged"
+    assert "not kept for redelivery" in caplog.text
+
+
+class SlowReadKV(SqliteKV):
+    """KV reads that take a while: two consumer invocations interleave."""
+
+    async def get(self, key: str) -> str | None:
+        value = await super().get(key)
+        await asyncio.sleep(0.05)
+        return value
+
+
+@respx.mock
+async def test_two_webhooks_of_a_job_delivered_at_once_are_both_kept(
+    tmp_path: Path, clock: Clock
+) -> None:
+    respx.post(HOOK).respond(204)
+    slow = JobStore(SlowReadKV(tmp_path / "kv.sqlite3", clock=clock), ttl_seconds=86400)
+    first, second = (
+        WebhookSender(slow, SETTINGS, clock=clock),
+        WebhookSender(slow, SETTINGS, clock=clock),
+    )
+    await asyncio.gather(
+        first.deliver(message(event="job.running", message_id="msg_r")),
+        second.deliver(message()),
+    )
+    sent = await slow.sent_webhooks("tenant_a", "job_1")
+    assert [m["event"] for m in sent] == ["job.running", "job.succeeded"]
+
+
+async def test_webhooks_refused_before_any_post_are_not_kept_as_sent(
+    store: JobStore, clock: Clock
+) -> None:
+    """Only webhooks edgecrew tried to POST are listed (and redeliverable): one the
+    SSRF guard or a missing signing key stopped never went anywhere."""
+    await WebhookSender(store, SETTINGS, clock=clock).deliver(message(url="https://10.0.0.7/x"))
+    unsigned = dataclasses.replace(SETTINGS, secret_key=None)
+    await WebhookSender(store, unsigned, clock=clock).deliver(message(message_id="msg_2"))
+    assert [d["error"] for d in await store.deliveries("tenant_a", "job_1")] == [
+        "url_refused",
+        "not_signed",
+    ]
+    assert await store.sent_webhooks("tenant_a", "job_1") == []
+
+    down = message(url=f"http://127.0.0.1:{closed_port()}/hooks", message_id="msg_3")
+    await sender(store, clock).deliver(down)
+    sent = await store.sent_webhooks("tenant_a", "job_1")
+    assert [m["message_id"] for m in sent] == ["msg_3"], "a receiver that was down: kept"
+
+
+@respx.mock
+async def test_one_deadline_covers_every_address_of_the_host(
+    store: JobStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each address fails slowly (a connect that times out); three of them take longer
+    than the deadline, which is for the whole attempt, not per address."""
+
+    async def three_addresses(host: str, port: int) -> list[Any]:
+        return [(2, 1, 6, "", (f"93.184.216.{n}", port)) for n in (1, 2, 3)]
+
+    finished: list[str] = []
+
+    async def slow_connect(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.3)
+        finished.append(request.url.host)
+        raise httpx.ConnectTimeout("slow", request=request)
+
+    monkeypatch.setattr(webhook_urls, "_resolve", three_addresses)
+    respx.post(url__regex=r"https://93\.184\.216\.\d/hooks").mock(side_effect=slow_connect)
+    checked = WebhookSender(store, SETTINGS, clock=clock, resolve_dns=True, timeout_seconds=0.5)
+    assert await checked.deliver(message()) is not None, "retried later"
+    assert finished == ["93.184.216.1"], "the deadline ran out on the second address"
+    logged = await last_logged(store)
+    assert (logged["error"], logged["detail"]) == ("timeout", "no answer within 0.5 s")

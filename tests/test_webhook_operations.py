@@ -5,6 +5,7 @@ handler, with local HTTP receivers."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.local.sqlite_ledger import SqliteJobLedger
 from edge.local.sqlite_queue import SqliteQueue
-from edge.ports import Ports
+from edge.ports import DependencyUnavailable, Ports
 from edge.settings import Settings
 from shared.signing import new_secret, signed_headers
 from tests.conftest import AUTH_A, AUTH_B, KEY_A, KEY_B, Clock, asgi_client
@@ -68,6 +69,8 @@ class Edge:
         event: dict[str, Any] = {"tenant": tenant, "type": kind}
         if kind == "succeeded":
             event["result"] = {"output": "A river city."}
+        if kind == "failed":
+            event["error"] = {"kind": "CrewError", "message": "the crew gave up"}
         body = json.dumps(event).encode()
         headers = signed_headers(EXECUTOR_SECRET, f"evt-{job_id}-{kind}", int(time.time()), body)
         answer = await self.api.post(
@@ -422,10 +425,146 @@ async def test_defaults_and_redelivery_need_the_signing_key(tmp_path: Path) -> N
 async def test_an_ingestion_without_a_webhook_gets_the_default(
     edge: Edge, receiver: WebhookReceiver
 ) -> None:
-    await edge.api.put("/v1/webhooks", json={"url": receiver.url}, headers=AUTH_A)
+    default = {"url": receiver.url, "events": ["job.failed", "job.cancelled"]}
+    assert (await edge.api.put("/v1/webhooks", json=default, headers=AUTH_A)).status_code == 200
     body = {"documents": [{"id": "doc-1", "text": "Paris is on the Seine."}]}
     accepted = await edge.api.post("/v1/ingestions", json=body, headers=AUTH_A)
     assert accepted.status_code == 202, accepted.text
-    job = await edge.job(accepted.json()["id"])
-    assert job["webhook"] == {"url": receiver.url, "events": job["webhook"]["events"],
+    job_id = accepted.json()["id"]
+    job = await edge.job(job_id)
+    assert job["webhook"] == {"url": receiver.url, "events": ["job.failed", "job.cancelled"],
                               "default": True}  # fmt: skip
+    await edge.event(job_id, "failed")
+    assert await edge.drain() == 1
+    (hook,) = receiver.received
+    delivered = json.loads(hook["body"])
+    assert (delivered["type"], delivered["data"]["id"]) == ("job.failed", job_id)
+
+
+# --- what the review found ------------------------------------------------------------
+
+TOKEN = "RECEIVER-TOKEN-9f3a"  # a receiver's own secret, in its URL's query string
+
+
+async def test_a_token_in_the_url_is_never_shown_sent_nor_logged(
+    edge: Edge, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Receivers put tokens in query strings; edgecrew posts to the URL as given, and
+    shows it elsewhere without its query (so nothing that shows a job gives the token)."""
+    # The edge's levels (`edge.local.bootstrap`): INFO, httpx's WARNING (no line a
+    # request); edgecrew's own lines down to DEBUG. The handler takes the last level set.
+    caplog.set_level(logging.WARNING, logger="httpx")
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="edgecrew")
+    tokened = f"{receiver.url}?token={TOKEN}"
+    dead = f"http://127.0.0.1:{closed_port()}/hooks?token={TOKEN}"
+    put = await edge.api.put("/v1/webhooks", json={"url": tokened}, headers=AUTH_A)
+    assert put.status_code == 200, put.text
+    assert put.json()["url"] == f"{receiver.url}?…"
+    got = await edge.api.get("/v1/webhooks", headers=AUTH_A)
+    assert got.json()["url"] == f"{receiver.url}?…"
+
+    named = await edge.submit({"url": tokened, "events": ["job.running", "job.succeeded"]})
+    defaulted = await edge.submit()
+    unreachable = await edge.submit({"url": dead})
+    receiver.status = 500  # the failure paths log too
+    await edge.event(named, "running")
+    for job_id in (named, defaulted, unreachable):
+        await edge.event(job_id, "succeeded")
+    await edge.drain()
+    receiver.status = 204
+    edge.queue_clock.advance(31)
+    await edge.drain()
+    edge.clock.advance(REDELIVER_INTERVAL_SECONDS)
+    redelivered = await edge.redeliver(named)
+    assert redelivered.status_code == 202
+    await edge.drain()
+
+    assert len(receiver.received) >= 5, "the token does not stop delivery"
+    for hook in receiver.received:
+        assert TOKEN.encode() not in hook["body"]
+        data = json.loads(hook["body"])["data"]
+        assert "webhook" not in data, "the payload keeps the shape it always had"
+    shown = [put, got, redelivered]
+    for job_id in (named, defaulted, unreachable):
+        shown.append(await edge.api.get(f"/v1/jobs/{job_id}", headers=AUTH_A))
+        shown.append(await edge.api.get(f"/v1/jobs/{job_id}/deliveries", headers=AUTH_A))
+    shown.append(await edge.api.get("/v1/jobs", headers=AUTH_A))
+    shown.append(await edge.api.post(f"/v1/jobs/{unreachable}/cancel", headers=AUTH_A))
+    for answer in shown:
+        assert TOKEN not in answer.text, answer.request.url
+    job = await edge.job(named)
+    assert job["webhook"]["url"] == f"{receiver.url}?…"
+    assert (await edge.job(defaulted))["webhook"] == {
+        "url": f"{receiver.url}?…", "events": ["job.succeeded", "job.failed", "job.cancelled"],
+        "default": True,
+    }  # fmt: skip
+    unreachable_log = (await edge.log(unreachable))["deliveries"]
+    assert unreachable_log and unreachable_log[0]["error"] == "connection_refused"
+    assert "unreachable" in caplog.text, "the failure was logged (without its URL)"
+    assert TOKEN not in caplog.text
+
+
+async def test_a_default_that_became_unusable_is_refused_at_submit(tmp_path: Path) -> None:
+    """Checked as a named webhook is, when a job takes it: a default set while loopback
+    was allowed (or one the SSRF guard refuses since) would otherwise be a 202 whose
+    webhooks are never sent."""
+    queue = SqliteQueue(tmp_path / "q.sqlite3")
+    documents = {"documents": [{"id": "doc-1", "text": "Paris is on the Seine."}]}
+    with WebhookReceiver() as receiver:
+        before = edge_app(tmp_path, queue)
+        await publish_shipped_crews(before.state.ports.kv)
+        async with asgi_client(before) as api:
+            put = await api.put("/v1/webhooks", json={"url": receiver.url}, headers=AUTH_A)
+            assert put.status_code == 200
+        after = edge_app(tmp_path, queue, allow_loopback_webhooks=False)
+        async with asgi_client(after) as api:
+            for path, body in (("/v1/jobs", JOB), ("/v1/ingestions", documents)):
+                problem = assert_problem(await api.post(path, json=body, headers=AUTH_A), 422)
+                assert "default webhook is not usable" in problem["detail"]
+                assert "https" in problem["detail"], "and why"
+                assert problem["errors"][0]["loc"] == ["body", "webhook"]
+            own = {**JOB, "webhook": {"url": "https://hooks.example.com/x"}}
+            assert (await api.post("/v1/jobs", json=own, headers=AUTH_A)).status_code == 202
+            listed = (await api.get("/v1/jobs", headers=AUTH_A)).json()["jobs"]
+            assert len(listed) == 1, "the refused submissions made no job"
+
+    unsigned = edge_app(tmp_path, queue, secret_key=None)
+    async with asgi_client(unsigned) as api:
+        for path, body in (("/v1/jobs", JOB), ("/v1/ingestions", documents)):
+            answer = await api.post(path, json=body, headers=AUTH_A)
+            problem = assert_problem(answer, 503)
+            assert "default webhook" in problem["detail"]
+            assert "EDGECREW_SECRET_KEY" in problem["detail"]
+            assert answer.headers["Retry-After"] == "60"
+        assert len((await api.get("/v1/jobs", headers=AUTH_A)).json()["jobs"]) == 1
+
+
+async def test_a_redelivery_the_queue_did_not_take_does_not_hold_the_slot(
+    edge: Edge, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = await edge.submit({"url": receiver.url})
+    await edge.event(job_id, "succeeded")
+    await edge.drain()
+
+    async def down(body: Any, delay_seconds: int = 0) -> None:
+        raise DependencyUnavailable("delivery queue", "the queue is down", 5)
+
+    monkeypatch.setattr(edge.queue, "send", down)
+    assert_problem(await edge.redeliver(job_id), 503)
+    monkeypatch.undo()
+    again = await edge.redeliver(job_id)
+    assert again.status_code == 202, "not a 429: nothing was redelivered before"
+    assert await edge.drain() == 1
+    assert len(receiver.received) == 2
+
+
+async def test_a_url_with_a_control_character_is_refused_as_a_default(edge: Edge) -> None:
+    for url in ("https://hooks.example.com/\u0000", "https://hooks.example.com/a b"):
+        answer = await edge.api.put("/v1/webhooks", json={"url": url}, headers=AUTH_A)
+        problem = assert_problem(answer, 422)
+        assert problem["errors"][0]["loc"] == ["body", "url"]
+        named = await edge.api.post("/v1/jobs", json={**JOB, "webhook": {"url": url}},
+                                    headers=AUTH_A)  # fmt: skip
+        assert_problem(named, 422)
+    assert_problem(await edge.api.get("/v1/webhooks", headers=AUTH_A), 404)

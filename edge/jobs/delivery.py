@@ -37,6 +37,7 @@ from edge.jobs.webhook_urls import (
     check_webhook_url,
     pinned_url,
 )
+from edge.jobs.webhook_views import shown_host
 from edge.settings import Settings
 from shared.signing import derived_secret, signed_headers
 
@@ -95,12 +96,11 @@ class WebhookSender:
 
     async def deliver(self, message: Mapping[str, Any]) -> int | None:
         tenant, job_id = str(message["tenant"]), str(message["job_id"])
-        if int(message["attempt"]) == 1 and not message.get("redelivery"):
-            # Kept for `POST /v1/jobs/{id}/deliveries/redeliver`: the exact body and id.
-            await self._store.remember_webhook(tenant, job_id, message, at=self._clock())
         started, began = self._clock(), self._timer()
         attempt = await self._post(message)
         duration = self._timer() - began
+        if attempt.tried and int(message["attempt"]) == 1 and not message.get("redelivery"):
+            await self._remember(message, at=started)
         delay, gave_up = self._next(message, attempt)
         retry_at = None if delay is None else self._clock() + delay
         logged = entry(
@@ -109,6 +109,18 @@ class WebhookSender:
         )  # fmt: skip
         await self._store.log_delivery(tenant, job_id, logged, keep=MAX_LOGGED_DELIVERIES)
         return delay
+
+    async def _remember(self, message: Mapping[str, Any], *, at: float) -> None:
+        """Keep the webhook for `POST /v1/jobs/{id}/deliveries/redeliver` (its exact body
+        and id). Bookkeeping only: a KV write refused (Workers KV allows one write a
+        second to a key) costs that redelivery, never the delivery itself."""
+        try:
+            await self._store.remember_webhook(
+                str(message["tenant"]), str(message["job_id"]), message, at=at
+            )
+        except Exception as exc:  # any KV failure: logged, never raised
+            log.warning("webhook %s not kept for redelivery: %s", message["message_id"],
+                        type(exc).__name__)  # fmt: skip
 
     def _next(self, message: Mapping[str, Any], attempt: Attempt) -> tuple[int | None, str]:
         """The delay before the next attempt (None: no more), and why there is none."""
@@ -136,31 +148,46 @@ class WebhookSender:
         secret = derived_secret(self._settings.secret_key, f"webhooks:{message['tenant']}")
         headers = signed_headers(secret, str(message["message_id"]), int(self._clock()), body)
         headers |= {"Content-Type": "application/json", "User-Agent": "edgecrew-webhooks/1"}
+        try:
+            # One deadline for the whole attempt, every address of the host included:
+            # httpx's timeout is per connect or read, so a receiver trickling its answer,
+            # or addresses that each time out, would hold the consumer for longer.
+            return await asyncio.wait_for(
+                self._send(message, targets, body, headers), self._timeout
+            )
+        except TimeoutError as exc:
+            outcome = failed(exc, self._timeout)
+            log.info("webhook %s attempt failed: %s", message["message_id"], outcome.error)
+            return outcome
+
+    async def _send(
+        self,
+        message: Mapping[str, Any],
+        targets: list[tuple[str, dict[str, str], dict[str, Any]]],
+        body: bytes,
+        headers: dict[str, str],
+    ) -> Attempt:
+        """POST to the host's checked addresses in turn, until one answers."""
         unreachable = Attempt(error=CONNECTION_FAILED, detail="no address to connect to")
         for target, extra_headers, extensions in targets:
             try:
-                # One deadline for the whole exchange: httpx's timeout is per read, so a
-                # receiver trickling its answer would hold the consumer for longer.
-                response = await asyncio.wait_for(
-                    self._client.post(
-                        target,
-                        content=body,
-                        headers=headers | extra_headers,
-                        timeout=self._timeout,
-                        extensions=extensions,
-                    ),
-                    self._timeout,
+                response = await self._client.post(
+                    target,
+                    content=body,
+                    headers=headers | extra_headers,
+                    timeout=self._timeout,
+                    extensions=extensions,
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # Nothing was sent: the host's next checked address may answer (a
                 # dual-stack host whose IPv6 route is down, one dead server of several).
                 unreachable = failed(exc, self._timeout)
-                log.info("webhook %s: %s unreachable (%s)", message["message_id"], target,
-                         unreachable.error)  # fmt: skip
+                # The host only: the URL's query may carry the receiver's token.
+                log.info("webhook %s: an address of %s is unreachable (%s)",
+                         message["message_id"], shown_host(target), unreachable.error)  # fmt: skip
                 continue
-            except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
-                # InvalidURL is no HTTPError (retrying cannot fix it); TimeoutError is
-                # the deadline above.
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                # InvalidURL is no HTTPError (retrying cannot fix it).
                 outcome = failed(exc, self._timeout)
                 log.info("webhook %s attempt failed: %s", message["message_id"], outcome.error)
                 return outcome

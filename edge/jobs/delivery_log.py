@@ -50,6 +50,12 @@ class Attempt:
     def delivered(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
 
+    @property
+    def tried(self) -> bool:
+        """Whether edgecrew tried to reach the receiver (answered or not), as against a
+        webhook refused before any POST (an unsafe or unusable URL, no signing key)."""
+        return self.status_code is not None or self.retryable
+
 
 def answered(status: int) -> Attempt:
     """An HTTP answer: 2xx is delivered, 410 stops retries, anything else is retried."""

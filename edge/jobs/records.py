@@ -142,6 +142,7 @@ class SentWebhook(TypedDict):
     message_id: str
     event: str
     sent_at: str
+    at: NotRequired[float]  # sent_at as a unix time: the order they were sent in
     payload: dict[str, Any]
 
 

@@ -8,6 +8,7 @@ whoever asked sees the outcome in the log, marked `redelivery`, and can ask agai
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from edge.jobs.records import SentWebhook, redelivery_message
 from edge.jobs.service import JobService
 from edge.ports import DependencyUnavailable, KeyValueStore, Ports
 from shared.timestamps import rfc3339
+
+log = logging.getLogger("edgecrew.webhooks")
 
 #: One redelivery per job per this many seconds: enough to retry by hand while fixing a
 #: receiver, not a way to flood it (the tenant's request rate limit bounds the rest).
@@ -75,8 +78,9 @@ class Redeliveries:
         if self._ports.deliveries is None:
             raise DependencyUnavailable("delivery queue", "no queue is configured", 60)
         now = self._clock()
-        await self._claim_slot(tenant, job_id, now)
+        await self._check_slot(tenant, job_id, now)
         await self._ports.deliveries.send(redelivery_message(job, chosen, webhook["url"], now=now))
+        await self._take_slot(tenant, job_id, now)  # only once queued: a failed send holds none
         return {
             "job_id": job_id,
             "message_id": chosen["message_id"],
@@ -91,19 +95,29 @@ class Redeliveries:
             tenant, job_id
         )
 
-    async def _claim_slot(self, tenant: str, job_id: str, now: float) -> None:
+    async def _check_slot(self, tenant: str, job_id: str, now: float) -> None:
         """RedeliveredTooSoon within the interval of the last redelivery of this job.
 
         A best effort: KV is eventually consistent, so two edges far apart can each
-        allow one. It keeps a receiver from being hammered through one job; the tenant's
-        request rate limit bounds everything else.
+        allow one (and so can two requests at once, both checking before either marks).
+        It keeps a receiver from being hammered through one job; the tenant's request
+        rate limit bounds everything else.
         """
-        key = f"redelivered:{tenant}:{job_id}"
-        raw = await self._kv.get(key)
-        last = _float(raw)
+        last = _float(await self._kv.get(_slot_key(tenant, job_id)))
         if last is not None and 0 <= now - last < REDELIVER_INTERVAL_SECONDS:
             raise RedeliveredTooSoon(max(1, math.ceil(REDELIVER_INTERVAL_SECONDS - (now - last))))
-        await self._kv.put(key, repr(now), ttl_seconds=_MARK_TTL_SECONDS)
+
+    async def _take_slot(self, tenant: str, job_id: str, now: float) -> None:
+        """Mark the redelivery just queued. It is queued whatever happens here: a mark KV
+        refused is logged, and the next redelivery is not held back by it."""
+        try:
+            await self._kv.put(_slot_key(tenant, job_id), repr(now), ttl_seconds=_MARK_TTL_SECONDS)
+        except DependencyUnavailable as exc:
+            log.warning("redelivery of %s queued but not marked: %s", job_id, exc)
+
+
+def _slot_key(tenant: str, job_id: str) -> str:
+    return f"redelivered:{tenant}:{job_id}"
 
 
 def _choose(sent: list[SentWebhook], *, message_id: str | None, event: str | None) -> SentWebhook:

@@ -110,7 +110,10 @@ class Delivery(BaseModel):
 
 
 class JobWebhook(BaseModel):
-    url: str
+    url: str = Field(
+        description="The URL without its query string or fragment (shown as `?…`): the "
+        "webhooks go to the URL as given, tokens included"
+    )
     events: list[str]
     default: bool = Field(
         default=False,
@@ -137,7 +140,9 @@ class Job(BaseModel):
         default=None, description="When the job is cancelled if it has not ended; null for none"
     )
     webhook: JobWebhook | None = Field(
-        default=None, description="Where the job's webhooks go, as recorded at submit"
+        default=None,
+        description="Where the job's webhooks go, as recorded at submit"
+        " (not in a webhook's `data`)",
     )
     deliveries: list[Delivery]
     urls: JobUrls

@@ -24,7 +24,6 @@ from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.reconciler import Reconciler
 from edge.jobs.records import Webhook, delivery_message, new_job_record, submit_message
 from edge.jobs.store import JobStore, index_key
-from edge.jobs.tenant_webhooks import webhook_for_job
 from edge.ports import (
     DependencyUnavailable,
     JobLedger,
@@ -60,7 +59,7 @@ WAIT_FIRST_POLL_SECONDS = 0.25
 WAIT_MAX_POLL_SECONDS = 1.0
 PUBLIC_FIELDS = (
     "id", "crew", "crew_version", "status", "inputs", "metadata", "created_at", "updated_at",
-    "progress", "result", "error", "deadline_at", "webhook", "deliveries",
+    "progress", "result", "error", "deadline_at", "deliveries",
 )  # fmt: skip
 #: The statuses a deadline can still cancel.
 _OPEN = tuple(status.value for status in JobStatus if not status.terminal)
@@ -109,11 +108,15 @@ class JobService:
         idempotency_key: str | None,
         *,
         crew: CrewSpec,
+        default_webhook: Webhook | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Record the job, hand it to the orchestrator; (job, created). Raises on a key reuse.
 
         `crew` is the catalog's entry for `request["crew"]`: the job keeps its pool (so the
         hand-over never depends on the catalog again) and its version at submit time.
+        `default_webhook` is the tenant's default, already checked, for a request that
+        names no webhook (kept in the record: a later change of the default leaves
+        accepted jobs alone).
 
         A caller with an Idempotency-Key asks `replay` first (the routes do, before they
         check the request against the catalog), which also finishes what a failed first
@@ -124,11 +127,6 @@ class JobService:
         job_id = job_id_for_key(tenant, idempotency_key) if idempotency_key else new_job_id()
         now = self._clock()
         deadline = request.get("deadline_seconds")
-        # A job that names no webhook takes the tenant's default as it is now (kept in the
-        # record: a later change of the default leaves accepted jobs alone).
-        default_webhook: Webhook | None = None
-        if not request.get("webhook"):
-            default_webhook = await webhook_for_job(self._ports.kv, tenant)
         record = new_job_record(
             job_id=job_id,
             tenant=tenant,

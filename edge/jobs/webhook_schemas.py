@@ -11,7 +11,10 @@ from edge.jobs.schemas import Delivery, WebhookEvent, _Strict
 
 
 class DefaultWebhook(BaseModel):
-    url: str
+    url: str = Field(
+        description="The URL without its query string or fragment (shown as `?…`): the "
+        "webhooks go to the URL as given, tokens included"
+    )
     events: list[WebhookEvent]
     updated_at: str
 

@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,6 +41,10 @@ def check_webhook_url(url: str, *, allow_loopback_http: bool = False) -> None:
     """
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeWebhookUrl(f"longer than {MAX_URL_LENGTH} characters")
+    if any(_invisible(c) for c in url):
+        # Accepted, they would make every delivery fail (no HTTP client sends them), or
+        # be dropped on the way (urlsplit strips tabs and newlines) to another URL.
+        raise UnsafeWebhookUrl("must not contain control characters or whitespace")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -65,6 +70,12 @@ def check_webhook_url(url: str, *, allow_loopback_http: bool = False) -> None:
             raise UnsafeWebhookUrl(f"{host!r} names a local or internal host")
         return
     check_address(address, allow_loopback=allow_loopback_http)
+
+
+def _invisible(char: str) -> bool:
+    """Controls, format characters (zero-width, bidi overrides), lone surrogates and
+    whitespace of any kind: nothing a URL may carry unencoded."""
+    return char.isspace() or unicodedata.category(char) in {"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"}
 
 
 def check_address(address: IpAddress, *, allow_loopback: bool = False) -> None:

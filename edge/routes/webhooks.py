@@ -1,7 +1,8 @@
 """The tenant's default webhook: `PUT`, `GET`, `DELETE /v1/webhooks`.
 
 Checked as a job's webhook is (the SSRF guard included); a job submitted without a
-webhook records the default as it is then (`edge.jobs.tenant_webhooks`).
+webhook records the default as it is then (`edge.jobs.tenant_webhooks`). Answers show
+the URL without its query string (`edge.jobs.webhook_views`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from fastapi import APIRouter, Request, Response
 from edge.jobs import tenant_webhooks
 from edge.jobs.schemas import WebhookSpec
 from edge.jobs.webhook_schemas import DefaultWebhook
+from edge.jobs.webhook_views import shown_webhook
 from edge.problems import Problem
 from edge.routes.deps import JSON_BODY, KEYED, NOT_FOUND, UNAVAILABLE, JsonBody, Tenant
-from edge.routes.jobs import check_webhook
+from edge.routes.webhook_checks import check_webhook
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=KEYED)
 
@@ -33,7 +35,7 @@ async def set_default_webhook(
     check_webhook(request, body, loc=("body",))
     kv = request.app.state.ports.kv
     default = await tenant_webhooks.set_default(kv, tenant, body.url, body.events, now=time.time())
-    return DefaultWebhook.model_validate(default)
+    return DefaultWebhook.model_validate(shown_webhook(default))
 
 
 @router.get("", response_model=DefaultWebhook, responses={**NOT_FOUND, **UNAVAILABLE})
@@ -42,7 +44,7 @@ async def get_default_webhook(request: Request, tenant: Tenant) -> DefaultWebhoo
     default = await tenant_webhooks.get_default(request.app.state.ports.kv, tenant)
     if default is None:
         raise Problem(404, "No default webhook is set (PUT /v1/webhooks sets one)")
-    return DefaultWebhook.model_validate(default)
+    return DefaultWebhook.model_validate(shown_webhook(default))
 
 
 @router.delete("", status_code=204, responses=UNAVAILABLE)
