@@ -8,6 +8,7 @@ from starlette.types import Lifespan
 from edge.auth import ApiKeys
 from edge.guards import ApiKeyAuth, BodySizeLimit, ExecutorSignatureAuth
 from edge.ingestions import Ingestions
+from edge.jobs.redelivery import Redeliveries
 from edge.jobs.service import JobService
 from edge.ports import Ports
 from edge.problems import document_problems, install_problem_handlers, problem_responses
@@ -16,6 +17,7 @@ from edge.rate_limits import RateLimitGuard
 from edge.routes import (
     answers,
     callbacks,
+    deliveries,
     documents,
     health,
     ingestions,
@@ -23,6 +25,7 @@ from edge.routes import (
     jobs,
     schedules,
     search,
+    webhooks,
 )
 from edge.schedules.service import ScheduleService
 from edge.settings import Settings, SettingsError
@@ -50,19 +53,12 @@ def create_app(
     app.state.jobs = JobService(ports, settings)
     app.state.ingestions = Ingestions(app.state.jobs, app.state.knowledge, ports, settings)
     app.state.schedules = ScheduleService(ports, app.state.jobs)
+    app.state.redeliveries = Redeliveries(app.state.jobs, ports)
     # The guards in front of every route can refuse a malformed or oversized body anywhere.
     guarded = problem_responses(400, 413)
-    for module in (
-        health,
-        documents,
-        search,
-        answers,
-        jobs,
-        job_events,
-        ingestions,
-        schedules,
-        callbacks,
-    ):
+    routers = (health, documents, search, answers, jobs, job_events, deliveries, webhooks,
+               ingestions, schedules, callbacks)  # fmt: skip
+    for module in routers:
         app.include_router(module.router, responses=guarded)
     app.include_router(ingestions.internal, responses=guarded)
     app.include_router(schedules.internal, responses=guarded)

@@ -24,6 +24,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edge.jobs.records import Webhook
 from edge.jobs.service import JobService, public
 from edge.ports import Ports, VectorRecord
 from edge.rag.knowledge import IndexedDocument, KnowledgeBase
@@ -78,8 +79,11 @@ class Ingestions:
         documents: Sequence[Mapping[str, Any]],
         request: Mapping[str, Any],
         idempotency_key: str | None,
+        *,
+        default_webhook: Webhook | None = None,
     ) -> dict[str, Any]:
-        """Store the documents, then submit the job (which is then recorded, as any job)."""
+        """Store the documents, then submit the job (which is then recorded, as any job).
+        `default_webhook` is the tenant's, checked, for a request that names none."""
         # Stored first: the flow may start the moment the job reaches Prefect. Kept as long
         # as the job record, so a job the reconciler hands over late still finds them.
         await self._ports.kv.put(
@@ -87,7 +91,9 @@ class Ingestions:
             json.dumps(list(documents)),
             ttl_seconds=self._jobs.store.ttl_seconds,
         )
-        job, _ = await self._jobs.submit(tenant, request, idempotency_key, crew=INGESTION)
+        job, _ = await self._jobs.submit(
+            tenant, request, idempotency_key, crew=INGESTION, default_webhook=default_webhook
+        )
         return job
 
     async def get(self, tenant: str, job_id: str) -> dict[str, Any] | None:

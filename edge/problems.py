@@ -73,8 +73,10 @@ _WHEN = {
     401: "Missing or bad API key (or, on /v1/internal, executor signature)",
     404: "No such resource for this tenant (unknown, another tenant's, or not an id we issue)",
     413: "The body is over the size limit",
-    409: "The resource is in a state that refuses this (an ingestion that has ended, a job "
-    "that waits for no answer)",
+    409: (
+        "The resource is in a state that refuses this (an ingestion that has ended, a job "
+        "that waits for no answer, a job with no webhook sent to redeliver)"
+    ),
     410: "The resource was deleted (a schedule whose run asks to become a job)",
     415: "The body is not `application/json`",
     422: "The request does not match the schema; `errors` says where",

@@ -164,10 +164,13 @@ class DevStack:
 
 
 class WebhookReceiver:
-    """A local HTTP endpoint that records every webhook it gets (answers 204)."""
+    """A local HTTP endpoint that records every webhook it gets; answers `status` (204)
+    after `delay` seconds (none), both settable while it runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 204, delay: float = 0.0) -> None:
         self.received: list[dict[str, Any]] = []
+        self.status = status
+        self.delay = delay
         self._event = threading.Condition()
         receiver = self
 
@@ -177,7 +180,10 @@ class WebhookReceiver:
                 with receiver._event:
                     receiver.received.append({"headers": dict(self.headers), "body": body})
                     receiver._event.notify_all()
-                self.send_response(204)
+                if receiver.delay:
+                    time.sleep(receiver.delay)  # a slow receiver (its own thread)
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:

@@ -103,7 +103,15 @@ async def test_success_is_signed_verifiable_and_logged(store: JobStore, clock: C
         "attempt": 1,
         "status_code": 204,
         "at": logged["at"],
+        "message_id": "msg_job_1_job.succeeded_t",
+        "redelivery": False,
+        "outcome": "delivered",
+        "error": None,
+        "detail": "HTTP 204 No Content",
+        "duration_ms": logged["duration_ms"],
+        "next_attempt_at": None,
     }
+    assert 0 <= logged["duration_ms"] < 10_000
     job = await store.get("tenant_a", "job_1")
     assert job is not None and job["status"] == "succeeded", "the record itself is untouched"
 

@@ -84,3 +84,29 @@ async def test_resolved_addresses_are_checked_too() -> None:
         await check_resolved_host("localhost", 443)
     with pytest.raises(UnsafeWebhookUrl, match="does not resolve"):
         await check_resolved_host("no-such-host.invalid", 443)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://app.example.com/hooks\u0000",
+        "https://app.example.com/ho\x07oks",
+        "https://app.example.com/hooks\x7f",
+        "https://app.example.com/ho\u0085oks",
+        "https://app.example.com/hooks\n",
+        "https://app.example.com/ho oks",
+        "https://app.example.com/hooks\t",
+        " https://app.example.com/hooks",
+        "https://exa mple.com/",
+        "https://app.example.com/hooks\u00a0",
+        "https://app.example.com/hooks\u2028",
+        "https://app.example.com/hooks\u200b",
+        "https://app.example.com/hooks\u202e",
+        "https://app.example.com/hooks\ud800",
+    ],
+)
+def test_control_characters_and_whitespace_are_refused(url: str) -> None:
+    """Every later delivery would fail on them (`invalid_url`), or go to a URL other than
+    the one the client sees: refused when the URL is given."""
+    with pytest.raises(UnsafeWebhookUrl, match="control characters or whitespace"):
+        check_webhook_url(url, allow_loopback_http=True)

@@ -17,6 +17,7 @@ from shared.jobs import DEFAULT_WEBHOOK_EVENTS, JobStatus
 class Webhook(TypedDict):
     url: str
     events: list[str]
+    default: NotRequired[bool]  # the tenant's default webhook, as it was at submit
 
 
 class JobRecord(TypedDict):
@@ -73,8 +74,13 @@ def new_job_record(
     deadline_at: str | None,
     now: float,
     ttl_seconds: int,
+    default_webhook: Webhook | None = None,
 ) -> JobRecord:
-    """The record of a job just accepted: `submitting`, not yet handed to Prefect."""
+    """The record of a job just accepted: `submitting`, not yet handed to Prefect.
+
+    `default_webhook` (the tenant's, `edge.jobs.tenant_webhooks`) is kept when the
+    request names no webhook of its own.
+    """
     return {
         "id": job_id,
         "tenant": tenant,
@@ -85,7 +91,7 @@ def new_job_record(
         "status": JobStatus.SUBMITTING.value,
         "inputs": request["inputs"],
         "metadata": request.get("metadata") or {},
-        "webhook": webhook_of(request.get("webhook")),
+        "webhook": webhook_of(request.get("webhook")) or default_webhook,
         "created_at": created_at,
         "updated_at": created_at,
         "progress": None,
@@ -132,6 +138,17 @@ class DeliveryMessage(TypedDict):
     attempt: int
     first_attempt_at: float
     payload: dict[str, Any]
+    redelivery: NotRequired[bool]  # asked for by a person: tried once
+
+
+class SentWebhook(TypedDict):
+    """A webhook as it was first sent, kept for redelivery (`JobStore.sent_webhooks`)."""
+
+    message_id: str
+    event: str
+    sent_at: str
+    at: NotRequired[float]  # sent_at as a unix time: the order they were sent in
+    payload: dict[str, Any]
 
 
 def submit_message(job: Mapping[str, Any]) -> SubmitMessage:
@@ -155,6 +172,23 @@ def delivery_message(
         "attempt": 1,
         "first_attempt_at": now,
         "payload": {"type": event, "timestamp": job["updated_at"], "data": data},
+    }
+
+
+def redelivery_message(
+    job: Mapping[str, Any], sent: SentWebhook, url: str, *, now: float
+) -> DeliveryMessage:
+    """Deliver a webhook the job sent before once more: its id and body as they were."""
+    return {
+        "tenant": job["tenant"],
+        "job_id": job["id"],
+        "event": sent["event"],
+        "url": url,
+        "message_id": sent["message_id"],
+        "attempt": 1,
+        "first_attempt_at": now,
+        "payload": sent["payload"],
+        "redelivery": True,
     }
 
 

@@ -97,11 +97,47 @@ class InputRequest(BaseModel):
     )
 
 
+DeliveryOutcome = Literal["delivered", "retrying", "gave_up"]
+DeliveryError = Literal[
+    "http_status", "timeout", "connection_refused", "dns_failure", "tls_error",
+    "connection_failed", "network_error", "url_refused", "not_signed", "invalid_url",
+]  # fmt: skip
+
+
 class Delivery(BaseModel):
+    """One delivery attempt of one webhook (attempts logged before these fields existed
+    have the first four only)."""
+
     event: str
     attempt: int
-    status_code: int | None
-    at: str
+    status_code: int | None = Field(description="The receiver's HTTP status; null for none")
+    at: str = Field(description="When the attempt started")
+    message_id: str | None = Field(
+        default=None, description="The `webhook-id`: the same on every attempt of one webhook"
+    )
+    redelivery: bool = Field(default=False, description="Sent by `.../deliveries/redeliver`")
+    outcome: DeliveryOutcome | None = Field(
+        default=None,
+        description="`delivered` (2xx), `retrying` (see `next_attempt_at`) or `gave_up`",
+    )
+    error: DeliveryError | None = Field(default=None, description="Why it failed; null if not")
+    detail: str | None = Field(default=None, description="The failure, or answer, in words")
+    duration_ms: int | None = None
+    next_attempt_at: str | None = Field(
+        default=None, description="When the next attempt is due; null when none is"
+    )
+
+
+class JobWebhook(BaseModel):
+    url: str = Field(
+        description="The URL without its query string or fragment (shown as `?…`): the "
+        "webhooks go to the URL as given, tokens included"
+    )
+    events: list[str]
+    default: bool = Field(
+        default=False,
+        description="Taken from the tenant's default webhook (`PUT /v1/webhooks`) at submit",
+    )
 
 
 class Job(BaseModel):
@@ -127,6 +163,11 @@ class Job(BaseModel):
     )
     schedule_id: str | None = Field(
         default=None, description="The schedule whose run this job is; null for a submitted job"
+    )
+    webhook: JobWebhook | None = Field(
+        default=None,
+        description="Where the job's webhooks go, as recorded at submit"
+        " (not in a webhook's `data`)",
     )
     deliveries: list[Delivery]
     urls: JobUrls

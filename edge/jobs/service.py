@@ -23,7 +23,7 @@ from edge.jobs.events import JobChanges
 from edge.jobs.human_input import NotAnswerable, question_to_answer, run_input, timed_out
 from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.reconciler import Reconciler
-from edge.jobs.records import delivery_message, new_job_record, submit_message
+from edge.jobs.records import Webhook, delivery_message, new_job_record, submit_message
 from edge.jobs.store import JobStore, index_key
 from edge.ports import (
     DependencyUnavailable,
@@ -110,11 +110,15 @@ class JobService:
         idempotency_key: str | None,
         *,
         crew: CrewSpec,
+        default_webhook: Webhook | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Record the job, hand it to the orchestrator; (job, created). Raises on a key reuse.
 
         `crew` is the catalog's entry for `request["crew"]`: the job keeps its pool (so the
         hand-over never depends on the catalog again) and its version at submit time.
+        `default_webhook` is the tenant's default, already checked, for a request that
+        names no webhook (kept in the record: a later change of the default leaves
+        accepted jobs alone).
 
         A caller with an Idempotency-Key asks `replay` first (the routes do, before they
         check the request against the catalog), which also finishes what a failed first
@@ -139,6 +143,7 @@ class JobService:
             deadline_at=None if deadline is None else rfc3339(now + deadline),
             now=now,
             ttl_seconds=self.store.ttl_seconds,
+            default_webhook=default_webhook,
         )
         # The promise: recorded before anything else. Two first requests under one key
         # both got past `replay`; the ledger lets one of them create the job.

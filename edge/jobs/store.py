@@ -4,16 +4,23 @@ Keys (tenants match [A-Za-z0-9_-], so prefixes never collide):
 - `job:{tenant}:{id}` the record (JSON), kept `ttl_seconds`;
 - `jobs:{tenant}:{newest-first sort key}` an index entry whose KV metadata is the
   summary (id, crew, status, created_at), so a listing reads no records;
-- `active:{tenant}:{id}` present while the job is not terminal: the reconciler's worklist.
+- `active:{tenant}:{id}` present while the job is not terminal: the reconciler's worklist;
+- `deliveries:{tenant}:{id}` the webhook delivery log (the last attempts);
+- `webhooks-sent:{tenant}:{id}:{event}` the last webhook of that event the job sent, as
+  sent (at most five keys a job): what a redelivery sends again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
+from edge.jobs.records import SentWebhook
 from edge.ports import KeyValueStore
-from shared.jobs import JobStatus
+from shared.jobs import WEBHOOK_EVENTS, JobStatus
+from shared.timestamps import rfc3339
 
 _MAX_MS = 10**13 - 1  # newest first: KV lists keys in ascending order
 _LEDGER_ONLY = frozenset({"events", "events_trimmed"})
@@ -88,6 +95,38 @@ class JobStore:
         log = [*await self.deliveries(tenant, job_id), entry][-keep:]
         await self._kv.put(f"deliveries:{tenant}:{job_id}", json.dumps(log), ttl_seconds=self._ttl)
 
+    async def sent_webhooks(self, tenant: str, job_id: str) -> list[SentWebhook]:
+        """The latest webhook of each event the job sent, in the order first sent."""
+        found = await asyncio.gather(
+            *(self._kv.get(_sent_key(tenant, job_id, event)) for event in WEBHOOK_EVENTS)
+        )
+        kept: list[SentWebhook] = [json.loads(raw) for raw in found if raw is not None]
+        # Ties (one second, or a clock that stands still) in lifecycle order.
+        return sorted(kept, key=lambda m: (m.get("at", 0.0), WEBHOOK_EVENTS.index(m["event"])))
+
+    async def remember_webhook(
+        self, tenant: str, job_id: str, message: Mapping[str, Any], *, at: float
+    ) -> None:
+        """Keep a webhook as it was sent (id, event, body), in place of the one of its
+        event before it: bounded by the number of events (five), while a job sending a
+        thousand `job.progress` webhooks keeps the last one.
+
+        One key per event, so that two webhooks of one job delivered at once (two
+        consumer invocations) never overwrite each other's entry.
+        """
+        kept: SentWebhook = {
+            "message_id": message["message_id"],
+            "event": message["event"],
+            "sent_at": rfc3339(at, timespec="seconds"),
+            "at": at,
+            "payload": message["payload"],
+        }
+        key = _sent_key(tenant, job_id, kept["event"])
+        known = await self._kv.get(key)
+        if known is not None and json.loads(known).get("message_id") == kept["message_id"]:
+            return  # the same webhook again (a repair resends it): already kept
+        await self._kv.put(key, json.dumps(kept), ttl_seconds=self._ttl)
+
     async def list_jobs(
         self,
         tenant: str,
@@ -117,3 +156,7 @@ class JobStore:
 
 def index_key(tenant: str, created_ms: int, job_id: str) -> str:
     return f"jobs:{tenant}:{_MAX_MS - created_ms:013d}:{job_id}"
+
+
+def _sent_key(tenant: str, job_id: str, event: str) -> str:
+    return f"webhooks-sent:{tenant}:{job_id}:{event}"

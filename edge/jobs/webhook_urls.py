@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,6 +28,12 @@ class UnsafeWebhookUrl(ValueError):
     """The URL is not one edgecrew may call; the message says why."""
 
 
+class HostDoesNotResolve(UnsafeWebhookUrl):
+    """The host name has no address now: nothing to check, nor to call. Unlike the other
+    refusals this can change (a DNS outage, a record not yet published), so a delivery
+    is tried again later."""
+
+
 def check_webhook_url(url: str, *, allow_loopback_http: bool = False) -> None:
     """Raise UnsafeWebhookUrl unless `url` is an https URL of a public host.
 
@@ -34,6 +41,10 @@ def check_webhook_url(url: str, *, allow_loopback_http: bool = False) -> None:
     """
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeWebhookUrl(f"longer than {MAX_URL_LENGTH} characters")
+    if any(_invisible(c) for c in url):
+        # Accepted, they would make every delivery fail (no HTTP client sends them), or
+        # be dropped on the way (urlsplit strips tabs and newlines) to another URL.
+        raise UnsafeWebhookUrl("must not contain control characters or whitespace")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -59,6 +70,12 @@ def check_webhook_url(url: str, *, allow_loopback_http: bool = False) -> None:
             raise UnsafeWebhookUrl(f"{host!r} names a local or internal host")
         return
     check_address(address, allow_loopback=allow_loopback_http)
+
+
+def _invisible(char: str) -> bool:
+    """Controls, format characters (zero-width, bidi overrides), lone surrogates and
+    whitespace of any kind: nothing a URL may carry unencoded."""
+    return char.isspace() or unicodedata.category(char) in {"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"}
 
 
 def check_address(address: IpAddress, *, allow_loopback: bool = False) -> None:
@@ -97,7 +114,7 @@ async def check_resolved_host(host: str, port: int, *, allow_loopback: bool = Fa
     infos = await _resolve(host, port)
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
     if not addresses:
-        raise UnsafeWebhookUrl(f"{host!r} does not resolve")
+        raise HostDoesNotResolve(f"{host!r} does not resolve")
     for address in addresses:
         check_address(address, allow_loopback=allow_loopback)
     return [str(address) for address in addresses]
@@ -109,7 +126,7 @@ async def _resolve(host: str, port: int) -> list[Any]:
             await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         )
     except OSError as exc:
-        raise UnsafeWebhookUrl(f"{host!r} does not resolve: {exc}") from None
+        raise HostDoesNotResolve(f"{host!r} does not resolve: {exc}") from None
 
 
 def pinned_url(url: str, address: str) -> tuple[str, str]:

@@ -93,6 +93,12 @@ async def json_body(request: Request) -> None:
         pass  # malformed: FastAPI's own 400 says where
 
 
+async def optional_json_body(request: Request) -> None:
+    """`json_body` for a route whose body may be left out: an empty body passes."""
+    if await request.body():
+        await json_body(request)
+
+
 class _NotJson(ValueError):
     pass
 
@@ -118,3 +124,4 @@ ExecutorMessageId = Annotated[str, Depends(executor_message_id)]
 Knowledge = Annotated[KnowledgeBase, Depends(knowledge_base)]
 JobsDep = Annotated[JobService, Depends(job_service)]
 JsonBody = Depends(json_body)
+OptionalJsonBody = Depends(optional_json_body)

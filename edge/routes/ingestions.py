@@ -38,7 +38,8 @@ from edge.routes.deps import (
     JsonBody,
     Tenant,
 )
-from edge.routes.jobs import IdempotencyKey, check_webhook, key_reused
+from edge.routes.jobs import IdempotencyKey, key_reused
+from edge.routes.webhook_checks import check_webhook, checked_default
 
 
 async def ingestions(request: Request) -> Ingestions:
@@ -79,7 +80,10 @@ async def submit_ingestion(
         if idempotency_key and (job := await jobs.replay(tenant, job_request, idempotency_key)):
             return _accepted(job)  # a retry gets its job, whatever changed since
         check_webhook(request, body.webhook)
-        job = await service.submit(tenant, documents, job_request, idempotency_key)
+        default = None if body.webhook else await checked_default(request, tenant)
+        job = await service.submit(
+            tenant, documents, job_request, idempotency_key, default_webhook=default
+        )
     except IdempotencyConflict:
         raise key_reused() from None
     return _accepted(job)

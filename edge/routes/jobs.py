@@ -16,10 +16,9 @@ from edge.jobs.schemas import (
     JobList,
     JobRequest,
     WebhookSecret,
-    WebhookSpec,
 )
 from edge.jobs.service import IdempotencyConflict, JobService, public
-from edge.jobs.webhook_urls import UnsafeWebhookUrl, check_webhook_url
+from edge.jobs.webhook_views import shown_webhook
 from edge.problems import Problem, problem_responses
 from edge.routes.deps import (
     JSON_BODY,
@@ -32,6 +31,7 @@ from edge.routes.deps import (
     JsonBody,
     Tenant,
 )
+from edge.routes.webhook_checks import check_webhook, checked_default
 from shared.crews import CrewSpec, input_errors
 from shared.jobs import JobStatus
 from shared.limits import DEFAULT_LIMITS
@@ -109,8 +109,11 @@ async def submit_job(
         errors = [{**e, "loc": ["body", *e["loc"]]} for e in errors]  # as FastAPI's are
         raise Problem(422, "The inputs do not match the crew's schema", extra={"errors": errors})
     check_webhook(request, body.webhook)
+    default = None if body.webhook else await checked_default(request, tenant)
     try:
-        job, _ = await jobs.submit(tenant, job_request, idempotency_key, crew=crew)
+        job, _ = await jobs.submit(
+            tenant, job_request, idempotency_key, crew=crew, default_webhook=default
+        )
     except IdempotencyConflict:
         raise key_reused() from None
     return await _answer(jobs, job, wait)
@@ -142,22 +145,6 @@ def _job_request(body: JobRequest, cancel_after: str | None) -> dict[str, Any]:
     return job_request
 
 
-def check_webhook(request: Request, webhook: WebhookSpec | None) -> None:
-    """A 503 when webhooks could not be signed here, a 422 for an unsafe URL."""
-    if webhook is None:
-        return
-    settings = request.app.state.settings
-    if not settings.secret_key:  # webhooks could not be signed
-        raise Problem(
-            503, "Webhooks need EDGECREW_SECRET_KEY on this edge", headers={"Retry-After": "60"}
-        )
-    try:
-        check_webhook_url(webhook.url, allow_loopback_http=settings.allow_loopback_webhooks)
-    except UnsafeWebhookUrl as exc:
-        errors = [{"loc": ["body", "webhook", "url"], "msg": str(exc)}]
-        raise Problem(422, f"Unusable webhook URL: {exc}", extra={"errors": errors}) from exc
-
-
 async def _replayed(
     jobs: JobService, tenant: str, job_request: dict[str, Any], key: str
 ) -> dict[str, Any] | None:
@@ -171,6 +158,12 @@ def key_reused() -> Problem:
     msg = "already used with a different request body"
     errors = [{"loc": ["header", "Idempotency-Key"], "msg": msg}]
     return Problem(422, f"This Idempotency-Key was {msg}", extra={"errors": errors})
+
+
+def job_view(job: dict[str, Any]) -> dict[str, Any]:
+    """The job as its routes show it: `public` (also a webhook's `data`, which never names
+    its URL) and where its webhooks go, the URL without its query (tokens)."""
+    return {**public(job), "webhook": shown_webhook(job.get("webhook"))}
 
 
 def _accepted(job: dict[str, Any]) -> JSONResponse:
@@ -197,7 +190,7 @@ async def _waited(jobs: JobService, job: dict[str, Any], wait: int) -> JSONRespo
     found = await jobs.wait(job, wait)
     status = 200 if JobStatus(found["status"]).terminal else 202
     headers = {"Preference-Applied": f"wait={wait}", "Vary": "Prefer"}
-    view = Job.model_validate(public(found)).model_dump(mode="json")
+    view = Job.model_validate(job_view(found)).model_dump(mode="json")
     return JSONResponse(view, status_code=status, headers=headers)
 
 
@@ -249,7 +242,7 @@ async def get_job(job_id: JobIdPath, request: Request, tenant: Tenant, jobs: Job
     wait = preferred_wait(request.headers.getlist("prefer"))
     if wait is not None:
         return await _waited(jobs, job, wait)
-    return JSONResponse(Job.model_validate(public(job)).model_dump(mode="json"))
+    return JSONResponse(Job.model_validate(job_view(job)).model_dump(mode="json"))
 
 
 @router.post(
@@ -263,7 +256,7 @@ async def cancel_job(job_id: JobIdPath, tenant: Tenant, jobs: JobsDep) -> JSONRe
     job = await jobs.cancel(tenant, job_id)
     if job is None:
         raise Problem(404, f"No job {job_id!r}")
-    return JSONResponse(public(job), status_code=202)
+    return JSONResponse(job_view(job), status_code=202)
 
 
 @router.post(

@@ -20,7 +20,8 @@ from edge.routes.deps import (
     JsonBody,
     Tenant,
 )
-from edge.routes.jobs import IdempotencyKey, check_webhook, key_reused, published_crew
+from edge.routes.jobs import IdempotencyKey, key_reused, published_crew
+from edge.routes.webhook_checks import check_webhook
 from edge.schedules.schemas import (
     Schedule,
     ScheduledRun,

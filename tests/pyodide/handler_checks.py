@@ -152,6 +152,25 @@ async def check_the_queue_delivers_signed_webhooks_over_fetch(ctx: Ctx) -> None:
     assert [(d["event"], d["attempt"], d["status_code"]) for d in deliveries] == [
         ("job.cancelled", 1, 500)
     ], deliveries
+    why = {k: deliveries[0][k] for k in ("outcome", "error", "detail", "message_id")}
+    assert why == {"outcome": "retrying", "error": "http_status",
+                   "detail": "HTTP 500 Internal Server Error",
+                   "message_id": cancelled["message_id"]}, deliveries  # fmt: skip
+
+    # Redelivery of the first job's webhook: through the queue and fetch() again, with the
+    # same webhook-id and body, signed afresh.
+    path = f"/v1/jobs/{job['id']}/deliveries/redeliver"
+    status, _, text = await client.call("POST", path, {}, key=KEY)
+    assert status == 202 and json.loads(text)["message_id"] == message["message_id"], text
+    [redelivery] = _sent(env)[-1]
+    assert redelivery["redelivery"] is True and redelivery["payload"] == message["payload"]
+    await _consume(client, env, 2)  # the second job's retry, then the redelivery
+    first, again = [h for h in json.loads(network.hooksJson()) if h["path"] == "/edgecrew"]
+    assert again["headers"]["webhook-id"] == message["message_id"], again
+    assert first == hook, "sent twice in all: once, then redelivered"
+    assert again["body"] == hook["body"] and _signature_ok(secret, again["headers"], again["body"])
+    logged = (await _job(client, job["id"]))["deliveries"][-1]
+    assert (logged["redelivery"], logged["outcome"]) == (True, "delivered"), logged
 
 
 @check("sdk")
