@@ -28,6 +28,7 @@ from edge.local.sqlite_ledger import SqliteJobLedger
 from edge.local.sqlite_queue import SqliteQueue
 from edge.ports import DependencyUnavailable, Ports
 from edge.settings import Settings
+from shared.jobs import DEFAULT_WEBHOOK_EVENTS
 from shared.signing import new_secret, signed_headers
 from tests.conftest import AUTH_A, AUTH_B, KEY_A, KEY_B, Clock, asgi_client
 from tests.doubles.catalog import publish_shipped_crews
@@ -333,7 +334,7 @@ async def test_the_default_webhook_is_used_when_a_job_names_none(edge: Edge) -> 
     with WebhookReceiver() as default, WebhookReceiver() as own:
         put = await edge.api.put("/v1/webhooks", json={"url": default.url}, headers=AUTH_A)
         assert put.status_code == 200, put.text
-        assert put.json()["events"] == ["job.succeeded", "job.failed", "job.cancelled"]
+        assert put.json()["events"] == list(DEFAULT_WEBHOOK_EVENTS)
         assert (await edge.api.get("/v1/webhooks", headers=AUTH_A)).json() == put.json()
 
         defaulted = await edge.submit()
@@ -496,7 +497,7 @@ async def test_a_token_in_the_url_is_never_shown_sent_nor_logged(
     job = await edge.job(named)
     assert job["webhook"]["url"] == f"{receiver.url}?…"
     assert (await edge.job(defaulted))["webhook"] == {
-        "url": f"{receiver.url}?…", "events": ["job.succeeded", "job.failed", "job.cancelled"],
+        "url": f"{receiver.url}?…", "events": list(DEFAULT_WEBHOOK_EVENTS),
         "default": True,
     }  # fmt: skip
     unreachable_log = (await edge.log(unreachable))["deliveries"]
