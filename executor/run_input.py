@@ -39,6 +39,13 @@ class HumanAnswer(RunInput):
 
     approve: bool = False
     feedback: str = ""
+    #: The question answered, as the edge names it (empty from Prefect's UI form): an
+    #: answer to another question than this pause's is refused, never taken for it.
+    question: str = ""
+
+
+class AnswerMismatch(RuntimeError):
+    """The run was resumed with an answer to another question than the one it asks."""
 
 
 #: Told once the run is suspended, with the question and when it expires (epoch s).
@@ -96,6 +103,11 @@ class RunQuestions:
         except Pause as paused:
             self._on_waiting({**request, "expires_at": _expiry(paused, self._timeout)})
             raise
+        if answer.question and answer.question != question:
+            raise AnswerMismatch(
+                f"the run asks question {question} but was resumed with an answer to "
+                f"{answer.question}"
+            )
         return {"approve": answer.approve, "feedback": answer.feedback}
 
     def save(self, checkpoint: Checkpoint) -> None:

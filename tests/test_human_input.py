@@ -195,3 +195,26 @@ def test_files_of_an_earlier_run_come_back_and_stay_inside_the_folder(tmp_path: 
                           {"name": "/etc/x", "text": "no"}])  # fmt: skip
     assert (fresh / "a" / "notes.md").read_text() == "kept"
     assert not (tmp_path / "escape.md").exists()
+
+
+def test_a_run_refuses_an_answer_to_another_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    from uuid import uuid4
+
+    import prefect.flow_runs
+
+    from executor import run_input
+    from executor.run_input import AnswerMismatch, HumanAnswer, RunQuestions
+
+    given: list[HumanAnswer] = []
+    monkeypatch.setattr(run_input, "_flow_run_id", uuid4)
+    monkeypatch.setattr(prefect.flow_runs, "suspend_flow_run", lambda **_: given[-1])
+    pending = {"question": "q2", "task": "write", "output": "x", "round": 2}
+    waiting = Checkpoint(asked=2, pending=pending)
+    questions = RunQuestions(60, lambda request: None)
+    given.append(HumanAnswer(approve=False, feedback="shorter", question="q1"))
+    with pytest.raises(AnswerMismatch, match=r"q2.*q1"):
+        questions.answer(waiting)
+    given.append(HumanAnswer(approve=True, question="q2"))
+    assert questions.answer(waiting) == {"approve": True, "feedback": ""}
+    given.append(HumanAnswer(approve=True))  # Prefect's own resume form names none
+    assert questions.answer(waiting) == {"approve": True, "feedback": ""}

@@ -109,7 +109,9 @@ async def test_a_waiting_job_shows_its_question_and_an_answer_resumes_its_run(
     assert taken.status_code == 202, taken.text
     assert taken.json()["status"] == "running" and taken.json()["input_request"] is None
     assert "input" not in taken.json()["urls"] or taken.json()["urls"]["input"] is None
-    assert prefect.resumed == [("run-1", {"approve": False, "feedback": "shorter"})]
+    assert prefect.resumed == [
+        ("run-1", {"approve": False, "feedback": "shorter", "question": "q1"})
+    ]
     # A second answer to the same question: the job waits for none.
     again = await api.post(f"/v1/jobs/{job_id}/input", json={"approve": True}, headers=AUTH_A)
     assert again.status_code == 409
@@ -127,7 +129,7 @@ async def test_a_waiting_job_shows_its_question_and_an_answer_resumes_its_run(
     ok = await api.post(f"/v1/jobs/{job_id}/input", json={"question": "q2", "approve": True},
                         headers=AUTH_A)  # fmt: skip
     assert ok.status_code == 202
-    assert prefect.resumed[-1] == ("run-1", {"approve": True, "feedback": ""})
+    assert prefect.resumed[-1] == ("run-1", {"approve": True, "feedback": "", "question": "q2"})
     events = [m["event"] for m, _ in queue.sent if "event" in m]
     assert events == ["job.waiting", "job.waiting"]  # job.running is not asked for
 
@@ -206,7 +208,7 @@ async def test_an_answer_prefect_did_not_get_is_kept_and_handed_over_by_the_reco
     prefect.down = False
     jobs = reconciling(jobs_app)
     await jobs.reconcile()
-    assert prefect.resumed == [("run-1", {"approve": False, "feedback": "more"})]
+    assert prefect.resumed == [("run-1", {"approve": False, "feedback": "more", "question": "q1"})]
     record = await jobs.current("tenant_a", job_id)
     assert record["pending_answer"] is None and record["status"] == "running"
     await jobs.reconcile()  # handed over once: nothing more to do

@@ -121,6 +121,10 @@ class PrefectOrchestrator:
             raise OrchestratorRejected(
                 f"resume of run {run_id}: {result.get('status')} {reason or ''}".rstrip()
             )
+        # The run's new state comes with the answer: a second request that fails would
+        # report a resume Prefect took as one it did not get.
+        if isinstance(result.get("state"), dict):
+            return _state({"id": run_id, "state": result["state"]})
         return await self.read(run_id)
 
     async def check(self) -> bool:

@@ -44,10 +44,22 @@ def question_to_answer(job: Mapping[str, Any], question: str | None) -> str:
     return asked
 
 
-def run_input(answer: Mapping[str, Any]) -> dict[str, Any]:
-    """The answer as the run's input (`executor.run_input.HumanAnswer`)."""
+def run_input(answer: Mapping[str, Any], question: str) -> dict[str, Any]:
+    """The answer to `question` as the run's input (`executor.run_input.HumanAnswer`):
+    it names its question, so a run never takes it for another one."""
     feedback = str(answer.get("feedback") or "").strip()
-    return {"approve": not feedback, "feedback": feedback}
+    return {"approve": not feedback, "feedback": feedback, "question": question}
+
+
+def answer_to_hand_over(job: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The recorded answer that may still be handed to the job's run, if any: only one
+    to the last question the job asked, while it runs on from that question. (Once the
+    run asks a later question, the earlier answer was had: `shared.jobs` clears it.)"""
+    pending = job.get("pending_answer")
+    if not pending or job["status"] != JobStatus.RUNNING.value:
+        return None
+    last = f"q{int(job.get('questions_asked') or 0)}"
+    return dict(pending) if pending.get("question") == last else None
 
 
 def timed_out(job: Mapping[str, Any], state: RunState) -> dict[str, Any] | None:

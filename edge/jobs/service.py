@@ -20,7 +20,13 @@ from typing import Any
 
 from edge.jobs.catalog import get_crew
 from edge.jobs.events import JobChanges
-from edge.jobs.human_input import NotAnswerable, question_to_answer, run_input, timed_out
+from edge.jobs.human_input import (
+    NotAnswerable,
+    answer_to_hand_over,
+    question_to_answer,
+    run_input,
+    timed_out,
+)
 from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.reconciler import Reconciler
 from edge.jobs.records import delivery_message, new_job_record, submit_message
@@ -314,7 +320,7 @@ class JobService:
         if job is None:
             return None
         question = question_to_answer(job, answer.get("question"))
-        pending = {"question": question, "run_input": run_input(answer)}
+        pending = {"question": question, "run_input": run_input(answer, question)}
         before, taken = await self._change(
             job, {"type": "answered", "question": question},
             heard_at=self._clock(), pending_answer=pending,
@@ -325,23 +331,34 @@ class JobService:
 
     async def _hand_answer_over(self, job: dict[str, Any]) -> dict[str, Any]:
         """Resume the run with the recorded answer; one Prefect did not get stays
-        recorded, for the reconciler to hand over."""
+        recorded, for the reconciler to hand over. The record is cleared only while it
+        still holds this very answer: a newer one recorded meanwhile is left alone."""
+        pending = job["pending_answer"]
         try:
-            await self.orchestrator.resume(
-                job["flow_run_id"], run_input=job["pending_answer"]["run_input"]
-            )
+            await self.orchestrator.resume(job["flow_run_id"], run_input=pending["run_input"])
         except DependencyUnavailable as exc:
             log.warning("answer to %s recorded, not handed over yet: %s", job["id"], exc)
             return job
-        except OrchestratorRejected as exc:  # timed out, or resumed by someone else
-            log.warning("run of %s refused the answer: %s", job["id"], exc)
+        except OrchestratorRejected:  # timed out, or resumed by someone else
+            # Not the reason: Prefect's may quote the run input, the person's feedback.
+            log.warning("run of %s refused the answer to %s", job["id"], pending["question"])
             try:
                 state = await self.orchestrator.read(job["flow_run_id"])
             except (DependencyUnavailable, OrchestratorRejected):
                 return job
             if (event := timed_out(job, state)) is not None:
-                return await self._apply(job, event, pending_answer=None)
-        return await self._apply(job, None, pending_answer=None)
+                return await self._apply(job, event, if_equal={"pending_answer": pending},
+                                         pending_answer=None)  # fmt: skip
+        return await self._apply(job, None, if_equal={"pending_answer": pending},
+                                 pending_answer=None)  # fmt: skip
+
+    async def _hand_pending_answer_over(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The reconciler's hand-over of an answer Prefect did not get, decided on the
+        ledger's record (KV's copy may lag): only to the question it answers."""
+        current = await self.current(job["tenant"], job["id"]) or job
+        if answer_to_hand_over(current) is None:
+            return current
+        return await self._hand_answer_over(current)
 
     async def apply_event(
         self, tenant: str, job_id: str, event: Mapping[str, Any]
@@ -474,7 +491,7 @@ class JobService:
     ) -> dict[str, Any]:
         if unstick:
             if job.get("pending_answer") and state.phase is RunPhase.PAUSED:
-                return await self._hand_answer_over(job)  # Prefect was away when answered
+                return await self._hand_pending_answer_over(job)  # Prefect was away
             state = await self._unstick(job, state)
         event = timed_out(job, state) or _event_for_run_state(job, state, self._clock())
         return job if event is None else await self._apply(job, event)
@@ -527,6 +544,7 @@ class JobService:
         *,
         if_status: tuple[str, ...] | None = None,
         unless_set: tuple[str, ...] = (),
+        if_equal: Mapping[str, Any] | None = None,
         **fields: Any,
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """One atomic ledger change, then KV's copy and the client's webhook.
@@ -547,6 +565,8 @@ class JobService:
             change["if_status"] = list(if_status)
         if unless_set:
             change["unless_set"] = list(unless_set)
+        if if_equal:
+            change["if_equal"] = dict(if_equal)
         tenant, job_id = job["tenant"], job["id"]
         before, after = await self.ledger.change(tenant, job_id, change, now=now)
         if before is None and "revision" not in job and await self.current(tenant, job_id):
