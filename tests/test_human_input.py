@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from executor.catalog import crew_for_run
-from executor.flows import WaitingReporter, run_crew
+from executor.edge_client import EdgeClient
+from executor.flows import WAITING_TIMEOUT_SECONDS, WaitingReporter, run_crew
 from executor.human_input import Checkpoint
 from executor.run_context import list_files, restore_files
 from shared.jobs import JobStatus, apply_change, apply_event
@@ -218,3 +220,24 @@ def test_a_run_refuses_an_answer_to_another_question(monkeypatch: pytest.MonkeyP
     assert questions.answer(waiting) == {"approve": True, "feedback": ""}
     given.append(HumanAnswer(approve=True))  # Prefect's own resume form names none
     assert questions.answer(waiting) == {"approve": True, "feedback": ""}
+
+
+def test_the_question_is_posted_once_and_quickly_while_the_suspended_process_still_beats() -> None:
+    # Prefect's heartbeat thread runs until the process leaves the flow: a retried
+    # `waiting` after the run is Suspended lets a heartbeat re-arm the zombie automation,
+    # which then crashes the suspended run. One short try; the reconciler finds a lost
+    # question from the run itself.
+    edge = FakeEdge(fail_first=1)
+    timeouts: list[Any] = []
+    slept: list[float] = []
+
+    def transport(request: httpx.Request) -> httpx.Response:
+        timeouts.append(request.extensions["timeout"])
+        return edge(request)
+
+    reporter_client = EdgeClient(
+        SETTINGS, client=httpx.Client(transport=httpx.MockTransport(transport)), sleep=slept.append
+    )
+    WaitingReporter(reporter_client, "job_1", "tenant_a")({**QUESTION, "round": 1})
+    assert len(timeouts) == 1 and slept == [] and edge.events == []
+    assert all(0 < seconds <= WAITING_TIMEOUT_SECONDS for seconds in timeouts[0].values())
