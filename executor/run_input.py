@@ -25,11 +25,14 @@ from uuid import UUID
 
 from prefect.input import RunInput
 
-from executor.human_input import Checkpoint, question_text
+from executor.human_input import Checkpoint, fitted_request, question_text
 
 log = logging.getLogger("edgecrew.executor")
 
 CHECKPOINT_KEY = "edgecrew-checkpoint-{question}"
+#: The question as the edge shows it (`input_request`, less `expires_at`): the edge reads
+#: it from here when the run's `waiting` callback did not reach it.
+QUESTION_KEY = "edgecrew-question-{question}"
 PAUSE_KEY = "edgecrew-{question}"
 
 
@@ -118,6 +121,8 @@ class RunQuestions:
         if question is None:
             raise ValueError("only a checkpoint with a question is saved")
         create_flow_run_input(CHECKPOINT_KEY.format(question=question), checkpoint.to_json())
+        asked = fitted_request(question_text(checkpoint))
+        create_flow_run_input(QUESTION_KEY.format(question=question), asked)
 
 
 def _flow_run_id() -> UUID | None:

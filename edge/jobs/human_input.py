@@ -18,8 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
+from edge.jobs.schemas import ExecutorInputRequest  # the `waiting` callback's own checks
 from edge.ports import RunPhase, RunState
-from shared.jobs import JobStatus
+from shared.jobs import JobStatus, question_number
 
 INPUT_TIMEOUT = "InputTimeout"
 
@@ -71,3 +74,30 @@ def timed_out(job: Mapping[str, Any], state: RunState) -> dict[str, Any] | None:
         return None
     message = state.message or "the job's question was not answered in time"
     return {"type": "failed", "error": {"kind": INPUT_TIMEOUT, "message": message}}
+
+
+def unheard_question(job: Mapping[str, Any], state: RunState) -> str | None:
+    """The question a running job's run is suspended on that the job never heard of (its
+    `waiting` callback was lost), else None: the reconciler then reads it from the run."""
+    if job["status"] != JobStatus.RUNNING.value or state.phase is not RunPhase.PAUSED:
+        return None
+    question = state.question
+    if question is None or question_number(question) <= int(job.get("questions_asked") or 0):
+        return None
+    return question
+
+
+def waiting_event(
+    question: str, stored: Mapping[str, Any] | None, state: RunState
+) -> dict[str, Any] | None:
+    """The `waiting` event for a question read from the run, as the executor's callback
+    would have sent it; None if what the run stored is not such a question."""
+    if stored is None or stored.get("id") != question:
+        return None
+    try:
+        request = ExecutorInputRequest.model_validate(
+            {**stored, "expires_at": state.question_expires_at}
+        )
+    except ValidationError:
+        return None
+    return {"type": "waiting", "input_request": request.model_dump()}

@@ -26,6 +26,8 @@ from edge.jobs.human_input import (
     question_to_answer,
     run_input,
     timed_out,
+    unheard_question,
+    waiting_event,
 )
 from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.reconciler import Reconciler
@@ -360,6 +362,22 @@ class JobService:
             return current
         return await self._hand_answer_over(current)
 
+    async def _hear_question(
+        self, job: dict[str, Any], state: RunState, question: str
+    ) -> dict[str, Any]:
+        """A run suspended on a question whose `waiting` never reached the edge: the job
+        waits all the same, with the question the run stored (else nobody could answer)."""
+        try:
+            stored = await self.orchestrator.question(state.run_id, question)
+        except (DependencyUnavailable, OrchestratorRejected) as exc:
+            log.warning("could not read question %s of %s: %s", question, job["id"], exc)
+            return job
+        if (event := waiting_event(question, stored, state)) is None:
+            log.warning("run %s of %s stored no readable question %s",
+                        state.run_id, job["id"], question)  # fmt: skip
+            return job
+        return await self._apply(job, event)
+
     async def apply_event(
         self, tenant: str, job_id: str, event: Mapping[str, Any]
     ) -> dict[str, Any] | None:
@@ -492,6 +510,8 @@ class JobService:
         if unstick:
             if job.get("pending_answer") and state.phase is RunPhase.PAUSED:
                 return await self._hand_pending_answer_over(job)  # Prefect was away
+            if (question := unheard_question(job, state)) is not None:
+                return await self._hear_question(job, state, question)
             state = await self._unstick(job, state)
         event = timed_out(job, state) or _event_for_run_state(job, state, self._clock())
         return job if event is None else await self._apply(job, event)
