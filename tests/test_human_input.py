@@ -241,3 +241,33 @@ def test_the_question_is_posted_once_and_quickly_while_the_suspended_process_sti
     WaitingReporter(reporter_client, "job_1", "tenant_a")({**QUESTION, "round": 1})
     assert len(timeouts) == 1 and slept == [] and edge.events == []
     assert all(0 < seconds <= WAITING_TIMEOUT_SECONDS for seconds in timeouts[0].values())
+
+
+def test_feedback_is_given_only_to_the_crews_own_task_never_to_a_planner_or_manager() -> None:
+    from types import SimpleNamespace
+
+    from executor.human_input import PausingHumanInput
+
+    write = SimpleNamespace(name="write")
+    crew = SimpleNamespace(tasks=[write])
+    pending = {"question": "q1", "index": 0, "feedback": "shorter",
+               "messages": [{"role": "assistant", "content": "x"}]}  # fmt: skip
+    provider = PausingHumanInput(crew, Checkpoint(asked=1, pending=pending), [])
+    # CrewAI's planner (planning=True) runs an agent on a task of its own: not the crew's.
+    planner = SimpleNamespace(task=SimpleNamespace(name="plan"), messages=[])
+    assert provider.setup_messages(planner) is False and planner.messages == []
+    worker = SimpleNamespace(task=write, messages=[],
+                             _format_feedback_message=lambda text: {"role": "user",
+                                                                     "content": text})  # fmt: skip
+    assert provider.setup_messages(worker) is True
+    assert worker.messages[-1] == {"role": "user", "content": "shorter"}
+
+
+def test_a_restored_file_never_lands_outside_the_folder_through_a_symlink(tmp_path: Path) -> None:
+    outside, folder = tmp_path / "outside", tmp_path / "run"
+    outside.mkdir()
+    folder.mkdir()
+    (folder / "link").symlink_to(outside, target_is_directory=True)
+    restore_files(folder, [{"name": "link/x.md", "text": "no"}, {"name": "ok.md", "text": "y"}])
+    assert not (outside / "x.md").exists()
+    assert (folder / "ok.md").read_text() == "y"

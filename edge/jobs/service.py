@@ -322,6 +322,8 @@ class JobService:
         if job is None:
             return None
         question = question_to_answer(job, answer.get("question"))
+        if job["flow_run_id"] is None:  # moved on by its run before Prefect's answer came
+            raise DependencyUnavailable("orchestrator", "the job's run is not known yet", 30)
         pending = {"question": question, "run_input": run_input(answer, question)}
         before, taken = await self._change(
             job, {"type": "answered", "question": question},
@@ -444,6 +446,13 @@ class JobService:
         if queued is None:
             if before is not None and before["status"] == JobStatus.CANCELLED.value:
                 await self._cancel_quietly(state.run_id)
+            elif before is not None and not JobStatus(before["status"]).terminal:
+                # Moved on by its run's callbacks before Prefect's answer reached us: it
+                # still needs the run's id (to be answered, read, cancelled).
+                _, adopted = await self._change(
+                    before, None, if_status=_OPEN, unless_set=("flow_run_id",), **taken
+                )
+                return adopted or before
             return before or job
         return await self.apply_run_state(queued, state)
 
@@ -667,10 +676,12 @@ def public(job: Mapping[str, Any]) -> dict[str, Any]:
     """The job as the API shows it: no tenant, fingerprint or orchestrator internals."""
     view = {field: job.get(field) for field in PUBLIC_FIELDS}
     view["deliveries"] = list(job.get("deliveries") or [])
-    urls = {"self": f"/v1/jobs/{job['id']}", "cancel": f"/v1/jobs/{job['id']}/cancel"}
-    if job["status"] == JobStatus.WAITING.value:
-        urls["input"] = f"/v1/jobs/{job['id']}/input"
-    view["urls"] = urls
+    waiting = job["status"] == JobStatus.WAITING.value
+    view["urls"] = {
+        "self": f"/v1/jobs/{job['id']}",
+        "cancel": f"/v1/jobs/{job['id']}/cancel",
+        "input": f"/v1/jobs/{job['id']}/input" if waiting else None,  # as `JobUrls` says
+    }
     return view
 
 
