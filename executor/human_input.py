@@ -237,3 +237,32 @@ def fitted_request(request: dict[str, Any]) -> dict[str, Any]:
         return {**request, "output": output[:MAX_REQUEST_OUTPUT_CHARS] + " …[cut]",
                 "output_truncated": True}  # fmt: skip
     return dict(request)
+
+
+def missing_crewai_hooks() -> list[str]:
+    """What this module relies on in CrewAI that this CrewAI lacks (`check_runtime`):
+    without them a `human_input` task would fail mid-job, not at the worker's start."""
+    import importlib
+
+    wanted = (
+        ("crewai.core.providers.human_input", "set_provider"),
+        ("crewai.core.providers.human_input", "reset_provider"),
+        ("crewai.agents.agent_executor", "AgentExecutor._format_feedback_message"),
+        ("crewai", "Crew._get_execution_start_index"),
+    )
+    missing = []
+    for module_name, path in wanted:
+        try:
+            found: Any = importlib.import_module(module_name)
+            for part in path.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError):
+            missing.append(f"{module_name}.{path}")
+    try:
+        from crewai import Crew
+
+        if "checkpoint_kickoff_event_id" not in Crew.model_fields:
+            missing.append("crewai.Crew.checkpoint_kickoff_event_id")
+    except ImportError:
+        pass  # reported above
+    return missing

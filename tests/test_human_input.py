@@ -271,3 +271,19 @@ def test_a_restored_file_never_lands_outside_the_folder_through_a_symlink(tmp_pa
     restore_files(folder, [{"name": "link/x.md", "text": "no"}, {"name": "ok.md", "text": "y"}])
     assert not (outside / "x.md").exists()
     assert (folder / "ok.md").read_text() == "y"
+
+
+def test_a_worker_whose_crewai_lacks_the_human_input_hooks_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import crewai
+    from crewai.core.providers import human_input as providers
+
+    from executor.catalog import check_runtime
+
+    assert check_runtime() == []
+    monkeypatch.delattr(crewai.Crew, "_get_execution_start_index")
+    monkeypatch.delattr(providers, "reset_provider")
+    problems = check_runtime()
+    assert len(problems) == 2 and all("human_input" in p for p in problems)
+    assert any("_get_execution_start_index" in p for p in problems)
