@@ -224,6 +224,10 @@ class RunState:
     message: str = ""
     since: float | None = None  # when the run entered this state (epoch seconds), if known
     state_id: str = ""  # the orchestrator's id of this very state (a later one differs)
+    #: PAUSED for a person: the id of the question it waits on (`q3`), and when its wait
+    #: expires (RFC 3339), as the run's pause says; None for any other pause or state.
+    question: str | None = None
+    question_expires_at: str | None = None
 
 
 class OrchestratorRejected(RuntimeError):
@@ -263,6 +267,11 @@ class Orchestrator(Protocol):
         """Resume a run suspended for input, with that input: it is scheduled to run
         again. OrchestratorRejected when the run cannot take it (it is not suspended,
         its wait timed out, the input does not fit what it asked for)."""
+        ...
+
+    async def question(self, run_id: str, question: str) -> dict[str, Any] | None:
+        """The question a run paused for a person asks (`RunState.question`), as its
+        worker stored it with the run; None if it stored none."""
         ...
 
     async def check(self) -> bool:

@@ -19,6 +19,7 @@ import httpx
 
 from executor.config import ConfigError, EdgecrewConfig, load_config
 from executor.edge_client import EdgeClient, EdgeUnreachable
+from executor.human_input import missing_crewai_hooks
 from executor.loaded_crew import CrewLoadError, LoadedCrew, load
 from executor.run_context import default_llm_hook_available
 
@@ -46,10 +47,17 @@ def load_catalog(config: EdgecrewConfig, pool: str | None = None) -> Catalog:
 
 def check_runtime() -> list[str]:
     """What this CrewAI lacks that edgecrew relies on (empty when all is there)."""
+    problems = []
     if not default_llm_hook_available():
-        return ["crewai.utilities.llm_utils._llm_via_environment_or_fallback is gone: "
-                "agents that name no LLM cannot get the executor's (pin crewai 1.15)"]  # fmt: skip
-    return []
+        problems.append(
+            "crewai.utilities.llm_utils._llm_via_environment_or_fallback is gone: "
+            "agents that name no LLM cannot get the executor's (pin crewai 1.15)"
+        )
+    problems += [
+        f"{name} is gone: human_input tasks cannot ask through the job (pin crewai 1.15)"
+        for name in missing_crewai_hooks()
+    ]
+    return problems
 
 
 @functools.cache

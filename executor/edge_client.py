@@ -52,13 +52,22 @@ class EdgeClient:
         self._sleep = sleep
 
     def event(
-        self, job_id: str, tenant: str, event_id: str, body: Mapping[str, Any]
+        self,
+        job_id: str,
+        tenant: str,
+        event_id: str,
+        body: Mapping[str, Any],
+        *,
+        attempts: int | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Post one job event; returns the edge's answer once it acknowledged it."""
+        """Post one job event; returns the edge's answer once it acknowledged it. With
+        `attempts` and `timeout`: at most that many tries, each of at most that long."""
         payload = {"tenant": tenant, **body}
         return self._signed_post(
-            f"/v1/internal/jobs/{job_id}/events", f"{job_id}:{event_id}", payload
-        )
+            f"/v1/internal/jobs/{job_id}/events", f"{job_id}:{event_id}", payload,
+            attempts=attempts, timeout=timeout,
+        )  # fmt: skip
 
     def notify(self, job_id: str, tenant: str, event_id: str, body: Mapping[str, Any]) -> None:
         """Best effort, for `running` and `progress`: the crew goes on if the edge is away.
@@ -147,13 +156,19 @@ class EdgeClient:
         return self._signed_post(path, message_id, {"tenant": tenant, **body})
 
     def _signed_post(
-        self, path: str, message_id: str, payload: Mapping[str, Any]
+        self,
+        path: str,
+        message_id: str,
+        payload: Mapping[str, Any],
+        *,
+        attempts: int | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         # UTF-8 as it is: escaped, text in Chinese or emoji takes 6-12 bytes a character,
         # and a body the edge would take comes back 413.
         body = json.dumps(payload, ensure_ascii=False).encode()
         reason, status, detail = "", None, ""
-        for attempt in range(self._settings.callback_attempts):
+        for attempt in range(attempts or self._settings.callback_attempts):
             if attempt:
                 self._sleep(min(0.5 * 2**attempt, 30.0))
             headers = signed_headers(
@@ -162,8 +177,9 @@ class EdgeClient:
             headers["Content-Type"] = "application/json"
             try:
                 response = self._client.post(
-                    self._settings.edge_url + path, content=body, headers=headers
-                )
+                    self._settings.edge_url + path, content=body, headers=headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+                )  # fmt: skip
             except httpx.TransportError as exc:
                 reason = type(exc).__name__
                 continue

@@ -106,12 +106,19 @@ def run_crew(
     return fitted({**result, **listed})
 
 
+#: How long the one try at posting `waiting` may take (`WaitingReporter`).
+WAITING_TIMEOUT_SECONDS = 5.0
+
+
 class WaitingReporter:
     """Posts `waiting` once the run is suspended: the job's question, for its client.
 
-    Not left to chance like progress: every retry is made. If the edge still did not take
-    it, the run stays suspended all the same (failing it now would lose the crew's work);
-    the job then fails with `InputTimeout` once the question expires."""
+    One short try, no retries: the run is Suspended already, but Prefect's heartbeat
+    thread beats until the process leaves the flow, and a heartbeat after `Suspended`
+    re-arms the zombie automation (`executor.zombies`), which would crash the suspended
+    run 90 s after the process ends. A question the edge did not take is not lost: the
+    reconciler reads it from the suspended run itself (its pause key and run input), and
+    the job waits all the same."""
 
     def __init__(self, edge: EdgeClient, job_id: str, tenant: str) -> None:
         self._edge = edge
@@ -121,9 +128,13 @@ class WaitingReporter:
     def __call__(self, request: dict[str, Any]) -> None:
         body = {"type": "waiting", "input_request": fitted_request(request)}
         try:
-            self._edge.event(self._job_id, self._tenant, f"waiting:{request['id']}", body)
+            self._edge.event(
+                self._job_id, self._tenant, f"waiting:{request['id']}", body,
+                attempts=1, timeout=WAITING_TIMEOUT_SECONDS,
+            )  # fmt: skip
         except EdgeUnreachable as exc:
-            log.error("the edge did not take question %s: %s", request["id"], exc)
+            log.warning("the edge did not take question %s now (the reconciler will find "
+                        "it): %s", request["id"], exc)  # fmt: skip
 
 
 class ProgressReporter:

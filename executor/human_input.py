@@ -111,6 +111,7 @@ class PausingHumanInput:
             self._resumed
             or pending is None
             or not pending.get("feedback")
+            # `None` for a task that is not the crew's (a planner's, a manager's)
             or self._index(context) != pending["index"]
         ):
             return False
@@ -136,6 +137,9 @@ class PausingHumanInput:
 
     def _request(self, answer: Any, context: Any) -> Checkpoint:
         index = self._index(context)
+        if index is None:
+            task_name = getattr(context.task, "name", context.task)
+            raise LookupError(f"task {task_name!r} is not one of the crew's")
         task = self._tasks[index]
         output = (
             answer.output if isinstance(answer.output, str) else answer.output.model_dump_json()
@@ -166,12 +170,13 @@ class PausingHumanInput:
         )
         return replace(self._checkpoint, asked=asked, completed=completed, pending=pending)
 
-    def _index(self, context: Any) -> int:
-        task = context.task
+    def _index(self, context: Any) -> int | None:
+        """The crew's index of the task being run; None for one that is not the crew's."""
+        task = getattr(context, "task", None)
         for index, candidate in enumerate(self._tasks):
             if candidate is task:
                 return index
-        raise LookupError(f"task {getattr(task, 'name', task)!r} is not one of the crew's")
+        return None
 
 
 def _conversation(messages: list[Any], answer: str) -> list[dict[str, Any]]:
@@ -232,3 +237,32 @@ def fitted_request(request: dict[str, Any]) -> dict[str, Any]:
         return {**request, "output": output[:MAX_REQUEST_OUTPUT_CHARS] + " …[cut]",
                 "output_truncated": True}  # fmt: skip
     return dict(request)
+
+
+def missing_crewai_hooks() -> list[str]:
+    """What this module relies on in CrewAI that this CrewAI lacks (`check_runtime`):
+    without them a `human_input` task would fail mid-job, not at the worker's start."""
+    import importlib
+
+    wanted = (
+        ("crewai.core.providers.human_input", "set_provider"),
+        ("crewai.core.providers.human_input", "reset_provider"),
+        ("crewai.agents.agent_executor", "AgentExecutor._format_feedback_message"),
+        ("crewai", "Crew._get_execution_start_index"),
+    )
+    missing = []
+    for module_name, path in wanted:
+        try:
+            found: Any = importlib.import_module(module_name)
+            for part in path.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError):
+            missing.append(f"{module_name}.{path}")
+    try:
+        from crewai import Crew
+
+        if "checkpoint_kickoff_event_id" not in Crew.model_fields:
+            missing.append("crewai.Crew.checkpoint_kickoff_event_id")
+    except ImportError:
+        pass  # reported above
+    return missing

@@ -194,6 +194,9 @@ def restore_files(folder: Path, entries: tuple[dict[str, Any], ...] | list[dict[
         if path.is_absolute() or ".." in path.parts or not path.parts:
             continue
         target = folder / path
+        # `..` is not the only way out: a symlink the crew left in the folder is another.
+        if not target.resolve().is_relative_to(folder.resolve()):
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
 

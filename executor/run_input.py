@@ -25,11 +25,14 @@ from uuid import UUID
 
 from prefect.input import RunInput
 
-from executor.human_input import Checkpoint, question_text
+from executor.human_input import Checkpoint, fitted_request, question_text
 
 log = logging.getLogger("edgecrew.executor")
 
 CHECKPOINT_KEY = "edgecrew-checkpoint-{question}"
+#: The question as the edge shows it (`input_request`, less `expires_at`): the edge reads
+#: it from here when the run's `waiting` callback did not reach it.
+QUESTION_KEY = "edgecrew-question-{question}"
 PAUSE_KEY = "edgecrew-{question}"
 
 
@@ -39,6 +42,13 @@ class HumanAnswer(RunInput):
 
     approve: bool = False
     feedback: str = ""
+    #: The question answered, as the edge names it (empty from Prefect's UI form): an
+    #: answer to another question than this pause's is refused, never taken for it.
+    question: str = ""
+
+
+class AnswerMismatch(RuntimeError):
+    """The run was resumed with an answer to another question than the one it asks."""
 
 
 #: Told once the run is suspended, with the question and when it expires (epoch s).
@@ -96,6 +106,11 @@ class RunQuestions:
         except Pause as paused:
             self._on_waiting({**request, "expires_at": _expiry(paused, self._timeout)})
             raise
+        if answer.question and answer.question != question:
+            raise AnswerMismatch(
+                f"the run asks question {question} but was resumed with an answer to "
+                f"{answer.question}"
+            )
         return {"approve": answer.approve, "feedback": answer.feedback}
 
     def save(self, checkpoint: Checkpoint) -> None:
@@ -106,6 +121,8 @@ class RunQuestions:
         if question is None:
             raise ValueError("only a checkpoint with a question is saved")
         create_flow_run_input(CHECKPOINT_KEY.format(question=question), checkpoint.to_json())
+        asked = fitted_request(question_text(checkpoint))
+        create_flow_run_input(QUESTION_KEY.format(question=question), asked)
 
 
 def _flow_run_id() -> UUID | None:

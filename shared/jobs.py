@@ -137,8 +137,12 @@ def _question_event(
         request = dict(event["input_request"])
         if question_number(request.get("id")) <= int(job.get("questions_asked") or 0):
             return None
+        # A later question means the run got past the earlier one: an answer to it still
+        # recorded as not handed over (its hand-over's reply was lost) must never be
+        # handed to this one.
         return {**job, "status": JobStatus.WAITING.value, "input_request": request,
-                "questions_asked": question_number(request["id"]), "updated_at": at}  # fmt: skip
+                "questions_asked": question_number(request["id"]), "pending_answer": None,
+                "updated_at": at}  # fmt: skip
     waiting_for = (job.get("input_request") or {}).get("id")
     if current is not JobStatus.WAITING or event.get("question") != waiting_for:
         return None
@@ -185,17 +189,20 @@ def _advances(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None)
 def apply_change(job: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str, Any] | None:
     """The job after one change, or None when the change changes nothing.
 
-    `change` is `{"at", "expires_at", "event"?, "set"?, "if_status"?, "unless_set"?}`: an
-    executor-style event (applied with `apply_event`), fields to set with it, the
-    statuses the job must be in for the change to apply at all, and fields that must not
-    be set. A `set` rides on its event: when the event
-    changes nothing, neither does the change. Each applied change bumps `revision` and
-    pushes `expires_at` out, so a job lives its lifetime after its last change.
+    `change` is `{"at", "expires_at", "event"?, "set"?, "if_status"?, "unless_set"?,
+    "if_equal"?}`: an executor-style event (applied with `apply_event`), fields to set
+    with it, the statuses the job must be in for the change to apply at all, fields that
+    must not be set, and fields that must hold exactly these values. A `set` rides on
+    its event: when the event changes nothing, neither does the change. Each applied
+    change bumps `revision` and pushes `expires_at` out, so a job lives its lifetime
+    after its last change.
     """
     allowed = change.get("if_status")
     if allowed is not None and job["status"] not in allowed:
         return None
     if any(job.get(name) for name in change.get("unless_set") or ()):
+        return None
+    if any(job.get(name) != value for name, value in (change.get("if_equal") or {}).items()):
         return None
     event = change.get("event")
     updated = dict(job) if event is None else apply_event(job, event, change["at"])

@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from executor.catalog import crew_for_run
-from executor.flows import WaitingReporter, run_crew
+from executor.edge_client import EdgeClient
+from executor.flows import WAITING_TIMEOUT_SECONDS, WaitingReporter, run_crew
 from executor.human_input import Checkpoint
 from executor.run_context import list_files, restore_files
 from shared.jobs import JobStatus, apply_change, apply_event
@@ -195,3 +197,93 @@ def test_files_of_an_earlier_run_come_back_and_stay_inside_the_folder(tmp_path: 
                           {"name": "/etc/x", "text": "no"}])  # fmt: skip
     assert (fresh / "a" / "notes.md").read_text() == "kept"
     assert not (tmp_path / "escape.md").exists()
+
+
+def test_a_run_refuses_an_answer_to_another_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    from uuid import uuid4
+
+    import prefect.flow_runs
+
+    from executor import run_input
+    from executor.run_input import AnswerMismatch, HumanAnswer, RunQuestions
+
+    given: list[HumanAnswer] = []
+    monkeypatch.setattr(run_input, "_flow_run_id", uuid4)
+    monkeypatch.setattr(prefect.flow_runs, "suspend_flow_run", lambda **_: given[-1])
+    pending = {"question": "q2", "task": "write", "output": "x", "round": 2}
+    waiting = Checkpoint(asked=2, pending=pending)
+    questions = RunQuestions(60, lambda request: None)
+    given.append(HumanAnswer(approve=False, feedback="shorter", question="q1"))
+    with pytest.raises(AnswerMismatch, match=r"q2.*q1"):
+        questions.answer(waiting)
+    given.append(HumanAnswer(approve=True, question="q2"))
+    assert questions.answer(waiting) == {"approve": True, "feedback": ""}
+    given.append(HumanAnswer(approve=True))  # Prefect's own resume form names none
+    assert questions.answer(waiting) == {"approve": True, "feedback": ""}
+
+
+def test_the_question_is_posted_once_and_quickly_while_the_suspended_process_still_beats() -> None:
+    # Prefect's heartbeat thread runs until the process leaves the flow: a retried
+    # `waiting` after the run is Suspended lets a heartbeat re-arm the zombie automation,
+    # which then crashes the suspended run. One short try; the reconciler finds a lost
+    # question from the run itself.
+    edge = FakeEdge(fail_first=1)
+    timeouts: list[Any] = []
+    slept: list[float] = []
+
+    def transport(request: httpx.Request) -> httpx.Response:
+        timeouts.append(request.extensions["timeout"])
+        return edge(request)
+
+    reporter_client = EdgeClient(
+        SETTINGS, client=httpx.Client(transport=httpx.MockTransport(transport)), sleep=slept.append
+    )
+    WaitingReporter(reporter_client, "job_1", "tenant_a")({**QUESTION, "round": 1})
+    assert len(timeouts) == 1 and slept == [] and edge.events == []
+    assert all(0 < seconds <= WAITING_TIMEOUT_SECONDS for seconds in timeouts[0].values())
+
+
+def test_feedback_is_given_only_to_the_crews_own_task_never_to_a_planner_or_manager() -> None:
+    from types import SimpleNamespace
+
+    from executor.human_input import PausingHumanInput
+
+    write = SimpleNamespace(name="write")
+    crew = SimpleNamespace(tasks=[write])
+    pending = {"question": "q1", "index": 0, "feedback": "shorter",
+               "messages": [{"role": "assistant", "content": "x"}]}  # fmt: skip
+    provider = PausingHumanInput(crew, Checkpoint(asked=1, pending=pending), [])
+    # CrewAI's planner (planning=True) runs an agent on a task of its own: not the crew's.
+    planner = SimpleNamespace(task=SimpleNamespace(name="plan"), messages=[])
+    assert provider.setup_messages(planner) is False and planner.messages == []
+    worker = SimpleNamespace(task=write, messages=[],
+                             _format_feedback_message=lambda text: {"role": "user",
+                                                                     "content": text})  # fmt: skip
+    assert provider.setup_messages(worker) is True
+    assert worker.messages[-1] == {"role": "user", "content": "shorter"}
+
+
+def test_a_restored_file_never_lands_outside_the_folder_through_a_symlink(tmp_path: Path) -> None:
+    outside, folder = tmp_path / "outside", tmp_path / "run"
+    outside.mkdir()
+    folder.mkdir()
+    (folder / "link").symlink_to(outside, target_is_directory=True)
+    restore_files(folder, [{"name": "link/x.md", "text": "no"}, {"name": "ok.md", "text": "y"}])
+    assert not (outside / "x.md").exists()
+    assert (folder / "ok.md").read_text() == "y"
+
+
+def test_a_worker_whose_crewai_lacks_the_human_input_hooks_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import crewai
+    from crewai.core.providers import human_input as providers
+
+    from executor.catalog import check_runtime
+
+    assert check_runtime() == []
+    monkeypatch.delattr(crewai.Crew, "_get_execution_start_index")
+    monkeypatch.delattr(providers, "reset_provider")
+    problems = check_runtime()
+    assert len(problems) == 2 and all("human_input" in p for p in problems)
+    assert any("_get_execution_start_index" in p for p in problems)

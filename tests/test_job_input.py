@@ -109,7 +109,9 @@ async def test_a_waiting_job_shows_its_question_and_an_answer_resumes_its_run(
     assert taken.status_code == 202, taken.text
     assert taken.json()["status"] == "running" and taken.json()["input_request"] is None
     assert "input" not in taken.json()["urls"] or taken.json()["urls"]["input"] is None
-    assert prefect.resumed == [("run-1", {"approve": False, "feedback": "shorter"})]
+    assert prefect.resumed == [
+        ("run-1", {"approve": False, "feedback": "shorter", "question": "q1"})
+    ]
     # A second answer to the same question: the job waits for none.
     again = await api.post(f"/v1/jobs/{job_id}/input", json={"approve": True}, headers=AUTH_A)
     assert again.status_code == 409
@@ -127,7 +129,7 @@ async def test_a_waiting_job_shows_its_question_and_an_answer_resumes_its_run(
     ok = await api.post(f"/v1/jobs/{job_id}/input", json={"question": "q2", "approve": True},
                         headers=AUTH_A)  # fmt: skip
     assert ok.status_code == 202
-    assert prefect.resumed[-1] == ("run-1", {"approve": True, "feedback": ""})
+    assert prefect.resumed[-1] == ("run-1", {"approve": True, "feedback": "", "question": "q2"})
     events = [m["event"] for m, _ in queue.sent if "event" in m]
     assert events == ["job.waiting", "job.waiting"]  # job.running is not asked for
 
@@ -206,7 +208,7 @@ async def test_an_answer_prefect_did_not_get_is_kept_and_handed_over_by_the_reco
     prefect.down = False
     jobs = reconciling(jobs_app)
     await jobs.reconcile()
-    assert prefect.resumed == [("run-1", {"approve": False, "feedback": "more"})]
+    assert prefect.resumed == [("run-1", {"approve": False, "feedback": "more", "question": "q1"})]
     record = await jobs.current("tenant_a", job_id)
     assert record["pending_answer"] is None and record["status"] == "running"
     await jobs.reconcile()  # handed over once: nothing more to do
@@ -254,3 +256,41 @@ def reconciling(app: FastAPI) -> Any:
     jobs = app.state.jobs
     jobs._settings = dataclasses.replace(app.state.settings, stale_after_seconds=0)
     return jobs
+
+
+async def test_approval_with_any_feedback_alongside_is_refused_and_urls_input_is_always_named(
+    api: httpx.AsyncClient, prefect: ResumablePrefect
+) -> None:
+    job_id = await waiting_job(api, prefect)
+    both = await api.post(f"/v1/jobs/{job_id}/input", json={"approve": True, "feedback": "   "},
+                          headers=AUTH_A)  # fmt: skip
+    assert both.status_code == 422 and prefect.resumed == []
+    taken = await api.post(f"/v1/jobs/{job_id}/input", json={"approve": True}, headers=AUTH_A)
+    read = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    # The same shape from the POST and from a GET: `input` is null when nothing is asked.
+    assert taken.json()["urls"] == read["urls"] == {
+        "self": f"/v1/jobs/{job_id}", "cancel": f"/v1/jobs/{job_id}/cancel", "input": None,
+    }  # fmt: skip
+
+
+async def test_an_answer_to_a_job_the_edge_has_no_run_for_is_refused(
+    api: httpx.AsyncClient, prefect: ResumablePrefect, jobs_app: FastAPI
+) -> None:
+    # A hand-over with no answer leaves the job `submitting` with no run id; a `waiting`
+    # callback from the run Prefect did make can still move it on.
+    prefect.fail_next = [httpx.Response(503)] * 3  # every try of the hand-over
+    job_id = str((await api.post("/v1/jobs", json=JOB, headers=AUTH_A)).json()["id"])
+    asked = await post_event(api, job_id, {"type": "waiting", "input_request": QUESTION}, "e-q1")
+    assert asked.json()["status"] == "waiting"
+    refused = await api.post(f"/v1/jobs/{job_id}/input", json={"approve": True}, headers=AUTH_A)
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()["status"] == "waiting"
+    assert prefect.resumed == []
+    # The reconciler finds the run under the job's key and keeps its id: now it can.
+    await reconciling(jobs_app).reconcile()
+    (run_id,) = prefect.runs
+    prefect.suspend(run_id)
+    taken = await api.post(f"/v1/jobs/{job_id}/input", json={"approve": True}, headers=AUTH_A)
+    assert taken.status_code == 202, taken.text
+    assert [run for run, _ in prefect.resumed] == [run_id]

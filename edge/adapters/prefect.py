@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ import httpx
 
 from edge.ports import DependencyUnavailable, OrchestratorRejected, RunPhase, RunState
 from shared.claims import WORK_POOL_LABEL, holder
+from shared.timestamps import rfc3339
 
 #: Prefect's state types in edgecrew's words. SCHEDULED covers Prefect's Late and
 #: AwaitingRetry (state names, not types); PAUSED its Suspended.
@@ -37,6 +39,11 @@ _NOT_STARTED = {RunPhase.QUEUED, RunPhase.CLAIMED, RunPhase.PAUSED}
 READ_BATCH = 200
 #: Pages of a pool's workers read when looking for the one holding a run.
 WORKER_PAGES = 5
+#: How edgecrew's executor names a pause for a person (`executor.run_input.PAUSE_KEY`)
+#: and the question it stores with the run.
+_PAUSE_PREFIX = "edgecrew-"
+_QUESTION_ID = re.compile(r"^q[1-9][0-9]{0,8}$")
+_QUESTION_KEY = "edgecrew-question-{question}"
 _RELEASED = "Released by edgecrew: the worker that claimed it went offline before starting it."
 _NEVER_STARTED = "The worker that claimed it went offline; its process never reached Running."
 _CANCEL_UNCONFIRMED = "Cancelled by edgecrew: the worker holding it went offline."
@@ -121,7 +128,21 @@ class PrefectOrchestrator:
             raise OrchestratorRejected(
                 f"resume of run {run_id}: {result.get('status')} {reason or ''}".rstrip()
             )
+        # The run's new state comes with the answer: a second request that fails would
+        # report a resume Prefect took as one it did not get.
+        if isinstance(result.get("state"), dict):
+            return _state({"id": run_id, "state": result["state"]})
         return await self.read(run_id)
+
+    async def question(self, run_id: str, question: str) -> dict[str, Any] | None:
+        # Stored by the executor next to its checkpoint (`executor.run_input.QUESTION_KEY`)
+        # before it suspended the run; Prefect answers with the stored JSON as it is.
+        try:
+            found: Any = await self._request("GET", f"flow_runs/{run_id}/input/{_QUESTION_KEY}"
+                                             .format(question=question))  # fmt: skip
+        except OrchestratorRejected:  # 404: none stored
+            return None
+        return found if isinstance(found, dict) else None
 
     async def check(self) -> bool:
         await self._request_list("POST", "deployments/filter", {"limit": 1})
@@ -236,6 +257,7 @@ def _json_or_none(response: httpx.Response) -> Any:
 def _state(run: Mapping[str, Any]) -> RunState:
     state = run.get("state") or {}
     kind = str(state.get("type") or run.get("state_type") or "").upper()
+    details = state.get("state_details") or {}
     return RunState(
         run_id=str(run["id"]),
         phase=PHASES.get(kind, RunPhase.UNKNOWN),
@@ -243,7 +265,23 @@ def _state(run: Mapping[str, Any]) -> RunState:
         message=str(state.get("message") or ""),
         since=_epoch(state.get("timestamp")),
         state_id=str(state.get("id") or ""),
+        question=_question(kind, details),
+        question_expires_at=_question_expiry(kind, details),
     )
+
+
+def _question(kind: str, details: Mapping[str, Any]) -> str | None:
+    """The question a run Suspended by edgecrew's executor waits on (pause key `edgecrew-q3`)."""
+    key = str(details.get("pause_key") or "")
+    question = key.removeprefix(_PAUSE_PREFIX)
+    if kind != "PAUSED" or not key.startswith(_PAUSE_PREFIX) or not _QUESTION_ID.match(question):
+        return None
+    return question
+
+
+def _question_expiry(kind: str, details: Mapping[str, Any]) -> str | None:
+    moment = _epoch(details.get("pause_timeout")) if _question(kind, details) else None
+    return None if moment is None else rfc3339(moment)
 
 
 def _epoch(stamp: object) -> float | None:

@@ -18,8 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
+from edge.jobs.schemas import ExecutorInputRequest  # the `waiting` callback's own checks
 from edge.ports import RunPhase, RunState
-from shared.jobs import JobStatus
+from shared.jobs import JobStatus, question_number
 
 INPUT_TIMEOUT = "InputTimeout"
 
@@ -44,10 +47,22 @@ def question_to_answer(job: Mapping[str, Any], question: str | None) -> str:
     return asked
 
 
-def run_input(answer: Mapping[str, Any]) -> dict[str, Any]:
-    """The answer as the run's input (`executor.run_input.HumanAnswer`)."""
+def run_input(answer: Mapping[str, Any], question: str) -> dict[str, Any]:
+    """The answer to `question` as the run's input (`executor.run_input.HumanAnswer`):
+    it names its question, so a run never takes it for another one."""
     feedback = str(answer.get("feedback") or "").strip()
-    return {"approve": not feedback, "feedback": feedback}
+    return {"approve": not feedback, "feedback": feedback, "question": question}
+
+
+def answer_to_hand_over(job: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The recorded answer that may still be handed to the job's run, if any: only one
+    to the last question the job asked, while it runs on from that question. (Once the
+    run asks a later question, the earlier answer was had: `shared.jobs` clears it.)"""
+    pending = job.get("pending_answer")
+    if not pending or job["status"] != JobStatus.RUNNING.value:
+        return None
+    last = f"q{int(job.get('questions_asked') or 0)}"
+    return dict(pending) if pending.get("question") == last else None
 
 
 def timed_out(job: Mapping[str, Any], state: RunState) -> dict[str, Any] | None:
@@ -59,3 +74,30 @@ def timed_out(job: Mapping[str, Any], state: RunState) -> dict[str, Any] | None:
         return None
     message = state.message or "the job's question was not answered in time"
     return {"type": "failed", "error": {"kind": INPUT_TIMEOUT, "message": message}}
+
+
+def unheard_question(job: Mapping[str, Any], state: RunState) -> str | None:
+    """The question a running job's run is suspended on that the job never heard of (its
+    `waiting` callback was lost), else None: the reconciler then reads it from the run."""
+    if job["status"] != JobStatus.RUNNING.value or state.phase is not RunPhase.PAUSED:
+        return None
+    question = state.question
+    if question is None or question_number(question) <= int(job.get("questions_asked") or 0):
+        return None
+    return question
+
+
+def waiting_event(
+    question: str, stored: Mapping[str, Any] | None, state: RunState
+) -> dict[str, Any] | None:
+    """The `waiting` event for a question read from the run, as the executor's callback
+    would have sent it; None if what the run stored is not such a question."""
+    if stored is None or stored.get("id") != question:
+        return None
+    try:
+        request = ExecutorInputRequest.model_validate(
+            {**stored, "expires_at": state.question_expires_at}
+        )
+    except ValidationError:
+        return None
+    return {"type": "waiting", "input_request": request.model_dump()}

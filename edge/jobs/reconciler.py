@@ -41,9 +41,16 @@ COST_CHANGE = 14
 COST_HAND_OVER = COST_READ + 2 * PREFECT_ATTEMPTS + 2 * COST_CHANGE
 COST_PREFECT_READ = PREFECT_ATTEMPTS
 COST_RECOVER = 5 * PREFECT_ATTEMPTS
-#: A stale job at its worst: a change, an unstick, and its own read if the batched one
-#: is refused.
-COST_STALE = COST_CHANGE + COST_RECOVER + COST_PREFECT_READ
+#: A stale job whose run is suspended for a person: an answer Prefect did not get handed
+#: over (the ledger read it is decided on, the resume, the change that clears it), or a
+#: question whose `waiting` was lost read from the run and applied (`edge.jobs.human_input`).
+COST_HAND_ANSWER = COST_READ + COST_PREFECT_READ + COST_CHANGE
+COST_LOST_QUESTION = COST_PREFECT_READ + COST_CHANGE
+#: A stale job at its worst: a change and an unstick (or one of the moves above), and its
+#: own read if the batched one is refused.
+COST_STALE = (
+    max(COST_CHANGE + COST_RECOVER, COST_HAND_ANSWER, COST_LOST_QUESTION) + COST_PREFECT_READ
+)
 #: A job past its deadline at its worst: the change that records why it is cancelled, a
 #: cancel of a job not handed over that finds it handed over meanwhile (a change that
 #: changes nothing), the run's cancel (read, set state, read), an unstick of a run whose

@@ -278,7 +278,9 @@ class JobAnswer(_Strict):
 
     @model_validator(mode="after")
     def _one_answer(self) -> JobAnswer:
-        if (self.approve is None) == (self.feedback is None or not self.feedback.strip()):
+        # Any `feedback` beside `approve` is refused, blank or not: which was meant?
+        blank = self.feedback is not None and not self.feedback.strip()
+        if (self.approve is None) == (self.feedback is None) or blank:
             raise ValueError("give either `approve: true` or a non-empty `feedback`, not both")
         return self
 

@@ -20,7 +20,15 @@ from typing import Any
 
 from edge.jobs.catalog import get_crew
 from edge.jobs.events import JobChanges
-from edge.jobs.human_input import NotAnswerable, question_to_answer, run_input, timed_out
+from edge.jobs.human_input import (
+    NotAnswerable,
+    answer_to_hand_over,
+    question_to_answer,
+    run_input,
+    timed_out,
+    unheard_question,
+    waiting_event,
+)
 from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.reconciler import Reconciler
 from edge.jobs.records import Webhook, delivery_message, new_job_record, submit_message
@@ -320,7 +328,9 @@ class JobService:
         if job is None:
             return None
         question = question_to_answer(job, answer.get("question"))
-        pending = {"question": question, "run_input": run_input(answer)}
+        if job["flow_run_id"] is None:  # moved on by its run before Prefect's answer came
+            raise DependencyUnavailable("orchestrator", "the job's run is not known yet", 30)
+        pending = {"question": question, "run_input": run_input(answer, question)}
         before, taken = await self._change(
             job, {"type": "answered", "question": question},
             heard_at=self._clock(), pending_answer=pending,
@@ -331,23 +341,50 @@ class JobService:
 
     async def _hand_answer_over(self, job: dict[str, Any]) -> dict[str, Any]:
         """Resume the run with the recorded answer; one Prefect did not get stays
-        recorded, for the reconciler to hand over."""
+        recorded, for the reconciler to hand over. The record is cleared only while it
+        still holds this very answer: a newer one recorded meanwhile is left alone."""
+        pending = job["pending_answer"]
         try:
-            await self.orchestrator.resume(
-                job["flow_run_id"], run_input=job["pending_answer"]["run_input"]
-            )
+            await self.orchestrator.resume(job["flow_run_id"], run_input=pending["run_input"])
         except DependencyUnavailable as exc:
             log.warning("answer to %s recorded, not handed over yet: %s", job["id"], exc)
             return job
-        except OrchestratorRejected as exc:  # timed out, or resumed by someone else
-            log.warning("run of %s refused the answer: %s", job["id"], exc)
+        except OrchestratorRejected:  # timed out, or resumed by someone else
+            # Not the reason: Prefect's may quote the run input, the person's feedback.
+            log.warning("run of %s refused the answer to %s", job["id"], pending["question"])
             try:
                 state = await self.orchestrator.read(job["flow_run_id"])
             except (DependencyUnavailable, OrchestratorRejected):
                 return job
             if (event := timed_out(job, state)) is not None:
-                return await self._apply(job, event, pending_answer=None)
-        return await self._apply(job, None, pending_answer=None)
+                return await self._apply(job, event, if_equal={"pending_answer": pending},
+                                         pending_answer=None)  # fmt: skip
+        return await self._apply(job, None, if_equal={"pending_answer": pending},
+                                 pending_answer=None)  # fmt: skip
+
+    async def _hand_pending_answer_over(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The reconciler's hand-over of an answer Prefect did not get, decided on the
+        ledger's record (KV's copy may lag): only to the question it answers."""
+        current = await self.current(job["tenant"], job["id"]) or job
+        if answer_to_hand_over(current) is None:
+            return current
+        return await self._hand_answer_over(current)
+
+    async def _hear_question(
+        self, job: dict[str, Any], state: RunState, question: str
+    ) -> dict[str, Any]:
+        """A run suspended on a question whose `waiting` never reached the edge: the job
+        waits all the same, with the question the run stored (else nobody could answer)."""
+        try:
+            stored = await self.orchestrator.question(state.run_id, question)
+        except (DependencyUnavailable, OrchestratorRejected) as exc:
+            log.warning("could not read question %s of %s: %s", question, job["id"], exc)
+            return job
+        if (event := waiting_event(question, stored, state)) is None:
+            log.warning("run %s of %s stored no readable question %s",
+                        state.run_id, job["id"], question)  # fmt: skip
+            return job
+        return await self._apply(job, event)
 
     async def apply_event(
         self, tenant: str, job_id: str, event: Mapping[str, Any]
@@ -460,6 +497,13 @@ class JobService:
         if queued is None:
             if before is not None and before["status"] == JobStatus.CANCELLED.value:
                 await self._cancel_quietly(state.run_id)
+            elif before is not None and not JobStatus(before["status"]).terminal:
+                # Moved on by its run's callbacks before Prefect's answer reached us: it
+                # still needs the run's id (to be answered, read, cancelled).
+                _, adopted = await self._change(
+                    before, None, if_status=_OPEN, unless_set=("flow_run_id",), **taken
+                )
+                return adopted or before
             return before or job
         return await self.apply_run_state(queued, state)
 
@@ -525,7 +569,9 @@ class JobService:
     ) -> dict[str, Any]:
         if unstick:
             if job.get("pending_answer") and state.phase is RunPhase.PAUSED:
-                return await self._hand_answer_over(job)  # Prefect was away when answered
+                return await self._hand_pending_answer_over(job)  # Prefect was away
+            if (question := unheard_question(job, state)) is not None:
+                return await self._hear_question(job, state, question)
             state = await self._unstick(job, state)
         event = timed_out(job, state) or _event_for_run_state(job, state, self._clock())
         return job if event is None else await self._apply(job, event)
@@ -578,6 +624,7 @@ class JobService:
         *,
         if_status: tuple[str, ...] | None = None,
         unless_set: tuple[str, ...] = (),
+        if_equal: Mapping[str, Any] | None = None,
         **fields: Any,
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """One atomic ledger change, then KV's copy and the client's webhook.
@@ -598,6 +645,8 @@ class JobService:
             change["if_status"] = list(if_status)
         if unless_set:
             change["unless_set"] = list(unless_set)
+        if if_equal:
+            change["if_equal"] = dict(if_equal)
         tenant, job_id = job["tenant"], job["id"]
         before, after = await self.ledger.change(tenant, job_id, change, now=now)
         if before is None and "revision" not in job and await self.current(tenant, job_id):
@@ -678,12 +727,14 @@ def public(job: Mapping[str, Any]) -> dict[str, Any]:
     """The job as the API shows it: no tenant, fingerprint or orchestrator internals."""
     view = {field: job.get(field) for field in PUBLIC_FIELDS}
     view["deliveries"] = list(job.get("deliveries") or [])
-    urls = {"self": f"/v1/jobs/{job['id']}", "cancel": f"/v1/jobs/{job['id']}/cancel"}
-    if job["status"] == JobStatus.WAITING.value:
-        urls["input"] = f"/v1/jobs/{job['id']}/input"
-    if job.get("schedule_id"):
-        urls["schedule"] = f"/v1/schedules/{job['schedule_id']}"
-    view["urls"] = urls
+    waiting = job["status"] == JobStatus.WAITING.value
+    schedule = job.get("schedule_id")
+    view["urls"] = {  # every key always present, null when it does not apply (`JobUrls`)
+        "self": f"/v1/jobs/{job['id']}",
+        "cancel": f"/v1/jobs/{job['id']}/cancel",
+        "input": f"/v1/jobs/{job['id']}/input" if waiting else None,
+        "schedule": f"/v1/schedules/{schedule}" if schedule else None,
+    }
     return view
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from edge.ports import OrchestratorRejected, RunPhase, RunState
 
@@ -15,6 +16,8 @@ class InMemoryOrchestrator:
         self.by_key: dict[str, str] = {}
         self.submitted: list[Mapping[str, object]] = []
         self.resumed: list[tuple[str, Mapping[str, object]]] = []
+        #: What a suspended run stored as its question, by (run, question id).
+        self.questions: dict[tuple[str, str], dict[str, Any]] = {}
 
     async def submit(
         self,
@@ -52,6 +55,9 @@ class InMemoryOrchestrator:
         self.resumed.append((run_id, dict(run_input)))
         self.runs[run_id] = RunState(run_id, RunPhase.QUEUED, "Resuming")
         return self.runs[run_id]
+
+    async def question(self, run_id: str, question: str) -> dict[str, Any] | None:
+        return self.questions.get((run_id, question))
 
     async def check(self) -> bool:
         return True
