@@ -270,6 +270,7 @@ async def test_approval_with_any_feedback_alongside_is_refused_and_urls_input_is
     # The same shape from the POST and from a GET: `input` is null when nothing is asked.
     assert taken.json()["urls"] == read["urls"] == {
         "self": f"/v1/jobs/{job_id}", "cancel": f"/v1/jobs/{job_id}/cancel", "input": None,
+        "schedule": None,
     }  # fmt: skip
 
 
