@@ -365,3 +365,57 @@ async def test_a_crew_deployment_prefect_does_not_have_is_a_503_leaving_nothing(
     response = await api.post("/v1/schedules", json=EVERY_HOUR, headers=AUTH_A)
     assert response.status_code == 503 and response.headers["retry-after"] == "60"
     assert (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"] == []
+
+
+async def test_the_key_of_a_deleted_schedule_is_a_409_and_its_deployment_still_goes(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    key = {"Idempotency-Key": "nightly"}
+    schedule = await create(api, EVERY_HOUR, **key)
+    ref = f"dep-{schedule['id']}"
+    scheduler.schedules[ref].active_runs = 1
+    assert (await api.delete(schedule["urls"]["self"], headers=AUTH_A)).status_code == 204
+    again = await api.post("/v1/schedules", json=EVERY_HOUR, headers={**AUTH_A, **key})
+    assert again.status_code == 409, again.text
+    assert again.headers["content-type"] == "application/problem+json"
+    assert again.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+    assert schedule["id"] in again.json()["detail"]
+    assert scheduler.schedules[ref].paused is True, "the deleted one is not started again"
+    scheduler.schedules[ref].active_runs = 0
+    assert await schedules_app.state.schedules.sweep() == 1
+    assert ref not in scheduler.schedules
+
+
+async def test_a_schedule_made_again_under_its_id_keeps_the_deployment_the_sweep_had(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    """The same key once the tombstone expired: the same id, so Prefect's upsert hands
+    back the deployment a delete left for the sweep; the sweep must leave it alone."""
+    key = {"Idempotency-Key": "nightly"}
+    schedule = await create(api, EVERY_HOUR, **key)
+    ref = f"dep-{schedule['id']}"
+    scheduler.schedules[ref].active_runs = 1
+    assert (await api.delete(schedule["urls"]["self"], headers=AUTH_A)).status_code == 204
+    kv = schedules_app.state.ports.kv
+    await kv.delete(f"schedule:tenant_a:{schedule['id']}")  # the day is over
+    remade = await create(api, EVERY_HOUR, **key)
+    assert remade["id"] == schedule["id"] and scheduler.schedules[ref].paused is False
+    scheduler.schedules[ref].active_runs = 0
+    assert await schedules_app.state.schedules.sweep() == 0
+    assert ref in scheduler.schedules and scheduler.schedules[ref].paused is False
+    assert (await api.get(remade["urls"]["self"], headers=AUTH_A)).status_code == 200
+
+
+async def test_the_sweep_leaves_a_deployment_a_live_schedule_owns(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    """A marker the create could not clear (or one written by an older edge) is dropped,
+    not acted on, when the schedule it names is live and points at that deployment."""
+    schedule = await create(api, EVERY_HOUR)
+    ref = f"dep-{schedule['id']}"
+    kv = schedules_app.state.ports.kv
+    await kv.put(f"schedule-deleting:{ref}", json.dumps({"tenant": "tenant_a",
+                                                          "id": schedule["id"]}))  # fmt: skip
+    assert await schedules_app.state.schedules.sweep() == 0
+    assert ref in scheduler.schedules
+    assert await kv.get(f"schedule-deleting:{ref}") is None

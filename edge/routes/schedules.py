@@ -28,7 +28,13 @@ from edge.schedules.schemas import (
     ScheduleList,
     ScheduleRequest,
 )
-from edge.schedules.service import ScheduleGone, ScheduleKeyReused, ScheduleService, public
+from edge.schedules.service import (
+    ScheduleGone,
+    ScheduleKeyDeleted,
+    ScheduleKeyReused,
+    ScheduleService,
+    public,
+)
 from shared.crews import input_errors
 
 log = logging.getLogger("edgecrew.schedules")
@@ -62,7 +68,7 @@ ScheduleIdPath = Annotated[str, Depends(schedule_id)]
     status_code=201,
     response_model=Schedule,
     dependencies=[JsonBody],
-    responses={**JSON_BODY, **UNAVAILABLE},
+    responses={**JSON_BODY, **problem_responses(409), **UNAVAILABLE},
 )
 async def create_schedule(
     body: ScheduleRequest, request: Request, tenant: Tenant, schedules: SchedulesDep,
@@ -70,7 +76,8 @@ async def create_schedule(
 ) -> JSONResponse:  # fmt: skip
     """Run a crew on a cron (in a time zone) or every `interval_seconds`; each run is a job.
 
-    `201` with the schedule; the same `Idempotency-Key` and body answer the same schedule.
+    `201` with the schedule; the same `Idempotency-Key` and body answer the same schedule
+    (`409` once that schedule was deleted: a new schedule needs a new key).
     """
     schedule_request = body.model_dump(mode="json")
     if idempotency_key:
@@ -78,6 +85,8 @@ async def create_schedule(
             replayed = await schedules.replay(tenant, schedule_request, idempotency_key)
         except ScheduleKeyReused:
             raise key_reused() from None
+        except ScheduleKeyDeleted as exc:
+            raise key_deleted(str(exc)) from None
         if replayed is not None:
             return _created(replayed)
     _check_timing(body, request.app.state.settings.schedule_min_interval_seconds)
@@ -90,6 +99,8 @@ async def create_schedule(
         schedule, _ = await schedules.create(tenant, schedule_request, idempotency_key, crew=crew)
     except ScheduleKeyReused:
         raise key_reused() from None
+    except ScheduleKeyDeleted as exc:
+        raise key_deleted(str(exc)) from None
     except ScheduleRefused as exc:
         if exc.field is None:  # not the request's fault
             raise _refused(exc) from exc
@@ -98,6 +109,12 @@ async def create_schedule(
     except OrchestratorRejected as exc:  # e.g. the crew's deployment is not in Prefect
         raise _refused(exc) from exc
     return _created(schedule)
+
+
+def key_deleted(schedule_id: str) -> Problem:
+    msg = f"made the schedule {schedule_id}, which was deleted; use a new key for a new one"
+    errors = [{"loc": ["header", "Idempotency-Key"], "msg": msg}]
+    return Problem(409, f"This Idempotency-Key {msg}", extra={"errors": errors})
 
 
 def _refused(exc: OrchestratorRejected) -> Problem:

@@ -15,6 +15,7 @@ deployment (Prefect upserts it by name) and finishes the job.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -40,7 +41,9 @@ log = logging.getLogger("edgecrew.schedules")
 #: How many upcoming runs `GET /v1/schedules/{id}` shows.
 NEXT_RUNS_SHOWN = 3
 #: `schedule-deleting:{deployment ref}`: a deleted schedule's deployment, paused, that
-#: `ScheduleService.sweep` removes once its last run has ended.
+#: `ScheduleService.sweep` removes once its last run has ended. The value names the
+#: schedule (`{"tenant", "id"}`), so the sweep can tell that a schedule made again
+#: under the same id (its tombstone expired) owns that deployment once more.
 DELETING_PREFIX = "schedule-deleting:"
 #: Deployments one sweep looks at: each costs up to two Prefect calls (3 tries each) and
 #: a KV delete, within what a Cloudflare cron invocation has left after the reconciler.
@@ -53,6 +56,10 @@ PUBLIC_FIELDS = (
 
 class ScheduleKeyReused(Exception):
     """The Idempotency-Key made a schedule before, from a different request body."""
+
+
+class ScheduleKeyDeleted(Exception):
+    """The Idempotency-Key made a schedule that was deleted since (within a day)."""
 
 
 class ScheduleGone(Exception):
@@ -97,6 +104,9 @@ class ScheduleService:
             overlap=request["overlap"],
         )
         ref = await self.scheduler.create(spec, paused=True)
+        # Prefect upserts by name: the deployment may be one a delete of a schedule of
+        # this id left for the sweep (the same key, its tombstone expired). Ours now.
+        await self._ports.kv.delete(DELETING_PREFIX + ref)
         record = {
             "id": schedule_id,
             "tenant": tenant,
@@ -128,10 +138,14 @@ class ScheduleService:
     async def replay(
         self, tenant: str, request: Mapping[str, Any], idempotency_key: str
     ) -> dict[str, Any] | None:
-        """The schedule this key made already, if any (ScheduleKeyReused for another body)."""
+        """The schedule this key made already, if any (ScheduleKeyReused for another body,
+        ScheduleKeyDeleted when that schedule was deleted: the key's answer was a schedule
+        that is gone, and a new one needs a new key)."""
         found = await self.store.get(tenant, schedule_id_for_key(tenant, idempotency_key))
-        if found is None or found.get("deleted_at"):
-            return None  # a key whose schedule was deleted makes a new one
+        if found is None:
+            return None
+        if found.get("deleted_at"):
+            raise ScheduleKeyDeleted(found["id"])
         if found["fingerprint"] != fingerprint(request):
             raise ScheduleKeyReused(found["id"])
         return found
@@ -182,7 +196,8 @@ class ScheduleService:
             # Removed in Prefect already (by hand, say): nothing left to stop there.
         else:
             if await self.scheduler.has_active_runs(ref):
-                await self._ports.kv.put(DELETING_PREFIX + ref, schedule_id)
+                owner = json.dumps({"tenant": tenant, "id": schedule_id})
+                await self._ports.kv.put(DELETING_PREFIX + ref, owner)
             else:
                 await self.scheduler.delete(ref)
         now = self._clock()
@@ -196,6 +211,10 @@ class ScheduleService:
         removed = 0
         for key in page.keys:
             ref = key.name.removeprefix(DELETING_PREFIX)
+            if await self._owned_by_live_schedule(key.name, ref):
+                log.info("deployment %s belongs to a live schedule again; kept", ref)
+                await self._ports.kv.delete(key.name)
+                continue
             try:
                 if await self.scheduler.has_active_runs(ref):
                     continue
@@ -236,6 +255,19 @@ class ScheduleService:
         return await self._jobs.adopt_run(
             tenant, job_id, request, crew=crew, run_id=flow_run_id, schedule_id=schedule_id
         )
+
+    async def _owned_by_live_schedule(self, marker: str, ref: str) -> bool:
+        """Whether the deployment a marker names is a live schedule's (made again under
+        the same id, so Prefect's upsert gave it the same deployment)."""
+        raw = await self._ports.kv.get(marker)
+        try:
+            owner = json.loads(raw) if raw else None
+        except ValueError:
+            owner = None
+        if not isinstance(owner, dict):
+            return False
+        live = await self._live(str(owner.get("tenant")), str(owner.get("id")))
+        return live is not None and live.get("deployment_ref") == ref
 
     async def _live(self, tenant: str, schedule_id: str) -> dict[str, Any] | None:
         found = await self.store.get(tenant, schedule_id)
