@@ -169,3 +169,20 @@ async def test_active_runs_are_those_holding_a_concurrency_slot(
     query = json.loads(filtered.calls.last.request.content)["flow_runs"]
     assert query["deployment_id"] == {"any_": ["dep-1"]}
     assert set(query["state"]["type"]["any_"]) == {"PENDING", "RUNNING", "CANCELLING", "PAUSED"}
+
+
+async def test_run_info_is_prefects_run_or_none(
+    router: respx.MockRouter, scheduler: PrefectCrewScheduler
+) -> None:
+    run = {"id": "r1", "deployment_id": "dep-1", "parameters": {"tenant": "tenant_a"}}
+    router.get(f"{PREFECT}/flow_runs/r1").respond(200, json=run)
+    router.get(f"{PREFECT}/flow_runs/r-gone").respond(404, json={"detail": "not found"})
+    router.get(f"{PREFECT}/flow_runs/not-a-uuid").respond(422, json={"detail": []})
+    router.get(f"{PREFECT}/flow_runs/adhoc").respond(200, json={"id": "adhoc"})
+    found = await scheduler.run_info("r1")
+    assert found is not None
+    assert (found.deployment_ref, found.parameters) == ("dep-1", {"tenant": "tenant_a"})
+    assert await scheduler.run_info("r-gone") is None
+    assert await scheduler.run_info("not-a-uuid") is None
+    adhoc = await scheduler.run_info("adhoc")
+    assert adhoc is not None and adhoc.deployment_ref is None and adhoc.parameters == {}

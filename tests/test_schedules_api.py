@@ -18,7 +18,7 @@ from edge.app import create_app
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.local.sqlite_ledger import SqliteJobLedger
-from edge.ports import OrchestratorRejected, Ports
+from edge.ports import OrchestratorRejected, Ports, ScheduledRunInfo
 from shared.signing import signed_headers
 from tests.conftest import AUTH_A, AUTH_B
 from tests.doubles.catalog import publish_shipped_crews
@@ -273,10 +273,12 @@ async def test_no_orchestrator_configured_is_a_503(
 
 
 async def test_a_run_registers_once_as_a_job_with_the_schedules_webhook(
-    api: httpx.AsyncClient, queue: RecordingQueue
+    api: httpx.AsyncClient, queue: RecordingQueue, scheduler: RecordingScheduler
 ) -> None:
     hook = {"url": "https://hooks.example.com/in", "events": ["job.running", "job.succeeded"]}
     schedule = await create(api, {**EVERY_HOUR, "webhook": hook, "metadata": {"k": 1}})
+    scheduler.start_run(schedule["id"], "3f0c2f4e-run-1")
+    scheduler.start_run(schedule["id"], "3f0c2f4e-run-2")
     first = await register(api, schedule["id"], "3f0c2f4e-run-1")
     assert first.status_code == 200, first.text
     job_id = first.json()["job_id"]
@@ -419,3 +421,24 @@ async def test_the_sweep_leaves_a_deployment_a_live_schedule_owns(
     assert await schedules_app.state.schedules.sweep() == 0
     assert ref in scheduler.schedules
     assert await kv.get(f"schedule-deleting:{ref}") is None
+
+
+async def test_a_run_prefect_does_not_have_as_the_schedules_is_a_409_making_no_job(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    """The signature proves the executor sent the call, not that the run is the
+    schedule's: else any run could become (and be cancelled as) this tenant's job."""
+    mine = await create(api, EVERY_HOUR)
+    other = await create(api, {**EVERY_HOUR, "cron": "0 0 * * *"})
+    scheduler.start_run(other["id"], "run-of-other")
+    scheduler.runs["a-job-run"] = ScheduledRunInfo("dep-of-a-crew", {"tenant": "tenant_a"})
+    forged = ScheduledRunInfo(f"dep-{mine['id']}", {"tenant": "tenant_b",
+                                                     "schedule_id": mine["id"]})  # fmt: skip
+    scheduler.runs["other-tenant"] = forged
+    for run_id in ("no-such-run", "run-of-other", "a-job-run", "other-tenant"):
+        refused = await register(api, mine["id"], run_id)
+        assert refused.status_code == 409, (run_id, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+    listed = (await api.get("/v1/jobs", headers=AUTH_A)).json()["jobs"]
+    assert listed == [], "nothing made"
+    assert (await register(api, other["id"], "run-of-other")).status_code == 200

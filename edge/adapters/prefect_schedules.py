@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge.adapters.prefect import PrefectOrchestrator, _epoch
-from edge.ports import OrchestratorRejected, ScheduleRefused, ScheduleSpec
+from edge.ports import OrchestratorRejected, ScheduledRunInfo, ScheduleRefused, ScheduleSpec
 
 #: What a schedule's deployment takes over from its crew's deployment.
 COPIED = (
@@ -101,6 +101,21 @@ class PrefectCrewScheduler:
         runs = await self._prefect.call("POST", "flow_runs/filter", body)
         due = (_epoch(run.get("expected_start_time")) for run in runs or [])
         return [moment for moment in due if moment is not None]
+
+
+    async def run_info(self, run_id: str) -> ScheduledRunInfo | None:
+        try:
+            run = await self._prefect.call("GET", f"flow_runs/{run_id}")
+        except OrchestratorRejected as exc:
+            if exc.status_code in (404, 422):  # no such run; 422: not even a UUID
+                return None
+            raise
+        deployment = run.get("deployment_id")
+        parameters = run.get("parameters")
+        return ScheduledRunInfo(
+            deployment_ref=str(deployment) if deployment else None,
+            parameters=parameters if isinstance(parameters, dict) else {},
+        )
 
 
 def _tags(spec: ScheduleSpec) -> list[str]:

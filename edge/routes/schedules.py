@@ -29,6 +29,7 @@ from edge.schedules.schemas import (
     ScheduleRequest,
 )
 from edge.schedules.service import (
+    NotTheSchedulesRun,
     ScheduleGone,
     ScheduleKeyDeleted,
     ScheduleKeyReused,
@@ -229,7 +230,7 @@ async def _set_paused(
     "/schedules/{schedule_id}/runs",
     response_model=ScheduledRunJob,
     dependencies=[JsonBody],
-    responses={**JSON_BODY, **problem_responses(404, 410)},
+    responses={**JSON_BODY, **problem_responses(404, 409, 410)},
 )
 async def register_scheduled_run(
     schedule_id: ScheduleIdPath, body: ScheduledRun, message_id: ExecutorMessageId,
@@ -244,6 +245,9 @@ async def register_scheduled_run(
         job = await schedules.register_run(body.tenant, schedule_id, body.flow_run_id)
     except ScheduleGone:
         raise Problem(410, f"Schedule {schedule_id!r} was deleted") from None
+    except NotTheSchedulesRun:
+        detail = f"Prefect has no run {body.flow_run_id!r} of schedule {schedule_id!r}"
+        raise Problem(409, detail) from None
     if job is None:
         raise Problem(404, f"No schedule {schedule_id!r} for tenant {body.tenant!r} (yet)")
     return ScheduledRunJob(job_id=job["id"], status=job["status"])

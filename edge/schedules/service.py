@@ -66,6 +66,10 @@ class ScheduleGone(Exception):
     """The schedule was deleted: a run that started before that makes no job."""
 
 
+class NotTheSchedulesRun(Exception):
+    """The flow run named is not a run of this schedule's deployment (for this tenant)."""
+
+
 class ScheduleService:
     def __init__(
         self, ports: Ports, jobs: JobService, *, clock: Callable[[], float] = time.time
@@ -239,6 +243,17 @@ class ScheduleService:
             return None
         if schedule.get("deleted_at"):
             raise ScheduleGone(schedule_id)
+        # The signature says the executor sent this, not that the run is the schedule's:
+        # the orchestrator does (else any run could be attached to, and cancelled as, a
+        # job of this tenant).
+        run = await self.scheduler.run_info(flow_run_id)
+        if (
+            run is None
+            or run.deployment_ref != schedule["deployment_ref"]
+            or run.parameters.get("tenant") != tenant
+            or run.parameters.get("schedule_id") != schedule_id
+        ):
+            raise NotTheSchedulesRun(flow_run_id)
         # The catalog's entry now, for the version; the schedule's own pool and flow
         # when the crew left the catalog (the run exists: it is a job all the same).
         crew = await get_crew(self._ports.kv, schedule["crew"]) or CrewSpec(

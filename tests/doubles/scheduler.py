@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.ports import DependencyUnavailable, OrchestratorRejected, ScheduleSpec
+from edge.ports import (
+    DependencyUnavailable,
+    OrchestratorRejected,
+    ScheduledRunInfo,
+    ScheduleSpec,
+)
 
 
 @dataclass
@@ -24,6 +29,14 @@ class RecordingScheduler:
         self.calls: list[tuple[str, Any]] = []
         #: Method names that raise DependencyUnavailable on their next call.
         self.down: set[str] = set()
+        #: Flow runs Prefect has: run id -> what it says of them.
+        self.runs: dict[str, ScheduledRunInfo] = {}
+
+    def start_run(self, schedule_id: str, run_id: str) -> str:
+        """A run of the schedule's deployment, as Prefect's scheduler would make it."""
+        ref = f"dep-{schedule_id}"
+        self.runs[run_id] = ScheduledRunInfo(ref, dict(self.schedules[ref].spec.parameters))
+        return run_id
 
     def _call(self, name: str, arg: Any) -> None:
         self.calls.append((name, arg))
@@ -56,3 +69,7 @@ class RecordingScheduler:
         self._call("next_runs", ref)
         found = self.schedules.get(ref)  # Prefect's filter finds nothing for a gone one
         return [] if found is None else found.due[:limit]
+
+    async def run_info(self, run_id: str) -> ScheduledRunInfo | None:
+        self._call("run_info", run_id)
+        return self.runs.get(run_id)
