@@ -442,3 +442,15 @@ async def test_a_run_prefect_does_not_have_as_the_schedules_is_a_409_making_no_j
     listed = (await api.get("/v1/jobs", headers=AUTH_A)).json()["jobs"]
     assert listed == [], "nothing made"
     assert (await register(api, other["id"], "run-of-other")).status_code == 200
+
+
+async def test_a_run_of_a_schedule_being_deleted_makes_no_job(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    """The deletion marker is there before the tombstone (and may outlive it)."""
+    schedule = await create(api, EVERY_HOUR)
+    run = scheduler.start_run(schedule["id"], "run-1")
+    kv = schedules_app.state.ports.kv
+    owner = json.dumps({"tenant": "tenant_a", "id": schedule["id"]})
+    await kv.put(f"schedule-deleting:dep-{schedule['id']}", owner)
+    assert (await register(api, schedule["id"], run)).status_code == 410

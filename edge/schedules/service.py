@@ -241,7 +241,9 @@ class ScheduleService:
         schedule = await self.store.get(tenant, schedule_id)
         if schedule is None:
             return None
-        if schedule.get("deleted_at"):
+        if schedule.get("deleted_at") or await self._ports.kv.get(
+            DELETING_PREFIX + schedule["deployment_ref"]
+        ):  # deleted, or being deleted (the deployment paused, awaiting the sweep)
             raise ScheduleGone(schedule_id)
         # The signature says the executor sent this, not that the run is the schedule's:
         # the orchestrator does (else any run could be attached to, and cancelled as, a

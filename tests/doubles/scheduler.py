@@ -19,6 +19,7 @@ class FakeSchedule:
     paused: bool
     due: list[float] = field(default_factory=list)
     active_runs: int = 0
+    waiting_runs: int = 0  # due, not started (overlap `queue`): a pause cancels them
 
 
 class RecordingScheduler:
@@ -55,6 +56,8 @@ class RecordingScheduler:
         if ref not in self.schedules:  # removed in Prefect behind the edge's back
             raise OrchestratorRejected(f"PATCH deployments/{ref}: HTTP 404", status_code=404)
         self.schedules[ref].paused = paused
+        if paused:
+            self.schedules[ref].waiting_runs = 0
 
     async def delete(self, ref: str) -> None:
         self._call("delete", ref)
@@ -63,7 +66,7 @@ class RecordingScheduler:
     async def has_active_runs(self, ref: str) -> bool:
         self._call("has_active_runs", ref)
         found = self.schedules.get(ref)
-        return found is not None and found.active_runs > 0
+        return found is not None and found.active_runs + found.waiting_runs > 0
 
     async def next_runs(self, ref: str, limit: int) -> list[float]:
         self._call("next_runs", ref)
