@@ -454,3 +454,59 @@ async def test_a_run_of_a_schedule_being_deleted_makes_no_job(
     owner = json.dumps({"tenant": "tenant_a", "id": schedule["id"]})
     await kv.put(f"schedule-deleting:dep-{schedule['id']}", owner)
     assert (await register(api, schedule["id"], run)).status_code == 410
+
+
+async def test_a_resume_racing_a_delete_does_not_bring_the_schedule_back(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    """The delete lands while the resume waits on Prefect: the resume must neither
+    overwrite the tombstone nor leave the deployment running."""
+    schedule = await create(api, EVERY_HOUR)
+    url = schedule["urls"]["self"]
+    ref = f"dep-{schedule['id']}"
+    scheduler.schedules[ref].active_runs = 1  # the deployment stays, paused, for the sweep
+    assert (await api.post(f"{url}/pause", headers=AUTH_A)).status_code == 200
+    real = scheduler.set_paused
+    raced = False
+
+    async def set_paused(asked: str, paused: bool) -> None:
+        nonlocal raced
+        if not paused and not raced:
+            raced = True
+            await schedules_app.state.schedules.delete("tenant_a", schedule["id"])
+        await real(asked, paused)
+
+    scheduler.set_paused = set_paused  # type: ignore[method-assign]
+    resumed = await api.post(f"{url}/resume", headers=AUTH_A)
+    assert resumed.status_code == 404, resumed.text
+    assert (await api.get(url, headers=AUTH_A)).status_code == 404, "still deleted"
+    assert scheduler.schedules[ref].paused is True, "the resume undid itself"
+    assert (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"] == []
+
+
+async def test_a_resume_while_the_schedule_is_being_deleted_asks_prefect_nothing(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    schedule = await create(api, EVERY_HOUR)
+    ref = f"dep-{schedule['id']}"
+    owner = json.dumps({"tenant": "tenant_a", "id": schedule["id"], "since": time.time()})
+    await schedules_app.state.ports.kv.put(f"schedule-deleting:{ref}", owner)
+    scheduler.calls.clear()
+    resumed = await api.post(f"{schedule['urls']['self']}/resume", headers=AUTH_A)
+    assert resumed.status_code == 404 and scheduler.calls == []
+    assert await schedules_app.state.schedules.sweep() == 0, "a delete under way: left alone"
+    assert ref in scheduler.schedules
+
+
+async def test_a_delete_prefect_fails_part_way_is_a_503_and_can_be_retried(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    schedule = await create(api, EVERY_HOUR)
+    url = schedule["urls"]["self"]
+    scheduler.down.add("has_active_runs")
+    assert (await api.delete(url, headers=AUTH_A)).status_code == 503
+    assert (await api.get(url, headers=AUTH_A)).status_code == 200, "not deleted"
+    run = scheduler.start_run(schedule["id"], "run-1")
+    assert (await register(api, schedule["id"], run)).status_code == 200, "still takes runs"
+    assert (await api.delete(url, headers=AUTH_A)).status_code == 204
+    assert f"dep-{schedule['id']}" not in scheduler.schedules

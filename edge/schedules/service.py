@@ -45,6 +45,11 @@ NEXT_RUNS_SHOWN = 3
 #: schedule (`{"tenant", "id"}`), so the sweep can tell that a schedule made again
 #: under the same id (its tombstone expired) owns that deployment once more.
 DELETING_PREFIX = "schedule-deleting:"
+#: How long a deletion marker is kept at most: a run holding its deployment that long
+#: (past any job deadline) is left to an operator, and so is the paused deployment.
+MARKER_SECONDS = 7 * 86400
+#: A marker this young whose schedule is live is a delete under way, not a failed one.
+DELETE_GRACE_SECONDS = 300
 #: Deployments one sweep looks at: each costs up to two Prefect calls (3 tries each) and
 #: a KV delete, within what a Cloudflare cron invocation has left after the reconciler.
 SWEEP_BATCH = 10
@@ -169,15 +174,27 @@ class ScheduleService:
     async def set_paused(
         self, tenant: str, schedule_id: str, paused: bool
     ) -> dict[str, Any] | None:
-        """Pause (Prefect drops the runs it had scheduled) or resume; None if unknown."""
+        """Pause (Prefect drops the runs it had scheduled) or resume; None if unknown,
+        deleted, or (for a resume) being deleted."""
         schedule = await self._live(tenant, schedule_id)
         if schedule is None:
             return None
-        await self.scheduler.set_paused(schedule["deployment_ref"], paused)
-        if schedule["paused"] != paused:
-            schedule = {**schedule, "paused": paused, "updated_at": rfc3339(self._clock())}
-            await self.store.save(schedule)
-        return schedule
+        ref = schedule["deployment_ref"]
+        if not paused and await self._deleting(ref):
+            return None  # a resume must not start a deployment a delete has stopped
+        await self.scheduler.set_paused(ref, paused)
+        # KV has no compare-and-set: a delete may have landed while Prefect was asked.
+        # Read again just before writing, so that the tombstone is not overwritten, and
+        # undo a resume that raced it (the delete's pause may have come first).
+        current = await self._live(tenant, schedule_id)
+        if current is None or await self._deleting(ref):
+            if not paused:
+                await self._repause(ref)
+            return None
+        if current["paused"] != paused:
+            current = {**current, "paused": paused, "updated_at": rfc3339(self._clock())}
+            await self.store.save(current)
+        return current
 
     async def delete(self, tenant: str, schedule_id: str) -> bool:
         """Stop the schedule and remove its deployment (and the runs it scheduled), then
@@ -192,18 +209,18 @@ class ScheduleService:
         if schedule is None:
             return False
         ref = schedule["deployment_ref"]
+        # The marker first: from now on a resume refuses, and one racing this undoes
+        # itself; a run starting now makes no job. The sweep finishes what this leaves.
+        marker = DELETING_PREFIX + ref
+        owner = {"tenant": tenant, "id": schedule_id, "since": self._clock()}
+        await self._ports.kv.put(marker, json.dumps(owner), ttl_seconds=MARKER_SECONDS)
         try:
-            await self.scheduler.set_paused(ref, True)
-        except OrchestratorRejected as exc:
-            if exc.status_code != 404:
-                raise
-            # Removed in Prefect already (by hand, say): nothing left to stop there.
-        else:
-            if await self.scheduler.has_active_runs(ref):
-                owner = json.dumps({"tenant": tenant, "id": schedule_id})
-                await self._ports.kv.put(DELETING_PREFIX + ref, owner)
-            else:
-                await self.scheduler.delete(ref)
+            await self._stop(ref)
+        except (DependencyUnavailable, OrchestratorRejected):
+            # Not deleted (a 503, to retry): the schedule is live, so is its runs'
+            # registration (the sweep would drop a marker left here, after its grace).
+            await self._ports.kv.delete(marker)
+            raise
         now = self._clock()
         await self.store.bury({**schedule, "deleted_at": rfc3339(now), "updated_at": rfc3339(now)})
         return True
@@ -215,8 +232,13 @@ class ScheduleService:
         removed = 0
         for key in page.keys:
             ref = key.name.removeprefix(DELETING_PREFIX)
-            if await self._owned_by_live_schedule(key.name, ref):
-                log.info("deployment %s belongs to a live schedule again; kept", ref)
+            owner = await self._owner(key.name)
+            if owner is not None and await self._owns(owner, ref):
+                if self._clock() - owner["since"] < DELETE_GRACE_SECONDS:
+                    continue  # a delete under way (it writes the marker first)
+                # A delete that failed part-way (the client got a 503), or a schedule
+                # made again under the same id: the deployment is a live schedule's.
+                log.info("deployment %s belongs to a live schedule; kept", ref)
                 await self._ports.kv.delete(key.name)
                 continue
             try:
@@ -273,18 +295,47 @@ class ScheduleService:
             tenant, job_id, request, crew=crew, run_id=flow_run_id, schedule_id=schedule_id
         )
 
-    async def _owned_by_live_schedule(self, marker: str, ref: str) -> bool:
-        """Whether the deployment a marker names is a live schedule's (made again under
-        the same id, so Prefect's upsert gave it the same deployment)."""
+    async def _stop(self, ref: str) -> None:
+        """Pause the deployment, and remove it now unless a run is under way (the
+        marker then stays, for the sweep)."""
+        try:
+            await self.scheduler.set_paused(ref, True)
+        except OrchestratorRejected as exc:
+            if exc.status_code != 404:
+                raise
+            # Removed in Prefect already (by hand, say): nothing left to stop there.
+        else:
+            if await self.scheduler.has_active_runs(ref):
+                return
+            await self.scheduler.delete(ref)
+        await self._ports.kv.delete(DELETING_PREFIX + ref)
+
+    async def _deleting(self, ref: str) -> bool:
+        return await self._ports.kv.get(DELETING_PREFIX + ref) is not None
+
+    async def _owner(self, marker: str) -> dict[str, Any] | None:
+        """The schedule a deletion marker names (`{"tenant", "id", "since"}`)."""
         raw = await self._ports.kv.get(marker)
         try:
             owner = json.loads(raw) if raw else None
         except ValueError:
-            owner = None
+            return None
         if not isinstance(owner, dict):
-            return False
-        live = await self._live(str(owner.get("tenant")), str(owner.get("id")))
+            return None
+        since = owner.get("since")
+        return {"tenant": str(owner.get("tenant")), "id": str(owner.get("id")),
+                "since": float(since) if isinstance(since, int | float) else 0.0}  # fmt: skip
+
+    async def _owns(self, owner: Mapping[str, Any], ref: str) -> bool:
+        """Whether the schedule is live and its deployment is `ref`."""
+        live = await self._live(owner["tenant"], owner["id"])
         return live is not None and live.get("deployment_ref") == ref
+
+    async def _repause(self, ref: str) -> None:
+        try:
+            await self.scheduler.set_paused(ref, True)
+        except (DependencyUnavailable, OrchestratorRejected) as exc:
+            log.warning("could not pause again the deployment %s a delete stopped: %s", ref, exc)
 
     async def _live(self, tenant: str, schedule_id: str) -> dict[str, Any] | None:
         found = await self.store.get(tenant, schedule_id)
