@@ -510,3 +510,22 @@ async def test_a_delete_prefect_fails_part_way_is_a_503_and_can_be_retried(
     assert (await register(api, schedule["id"], run)).status_code == 200, "still takes runs"
     assert (await api.delete(url, headers=AUTH_A)).status_code == 204
     assert f"dep-{schedule['id']}" not in scheduler.schedules
+
+
+async def test_the_sweep_moves_on_past_deployments_whose_runs_go_on(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    """Markers whose runs go on must not keep the sweep from the ones after them."""
+    made = [await create(api, {**EVERY_HOUR, "metadata": {"n": n}}) for n in range(5)]
+    for schedule in made:
+        scheduler.schedules[f"dep-{schedule['id']}"].active_runs = 1
+        assert (await api.delete(schedule["urls"]["self"], headers=AUTH_A)).status_code == 204
+    markers = sorted(f"dep-{s['id']}" for s in made)  # the order KV lists them in
+    for ref in markers[-2:]:
+        scheduler.schedules[ref].active_runs = 0
+    sweep = schedules_app.state.schedules.sweep
+    removed = [await sweep(limit=2) for _ in range(3)]
+    assert sum(removed) == 2 and all(ref not in scheduler.schedules for ref in markers[-2:])
+    assert all(ref in scheduler.schedules for ref in markers[:3])
+    scheduler.schedules[markers[0]].active_runs = 0
+    assert sum([await sweep(limit=2) for _ in range(3)]) == 1, "round again from the start"

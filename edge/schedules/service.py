@@ -27,6 +27,7 @@ from edge.jobs.service import JobService
 from edge.ports import (
     CrewScheduler,
     DependencyUnavailable,
+    InvalidCursor,
     OrchestratorRejected,
     Ports,
     ScheduleSpec,
@@ -50,9 +51,15 @@ DELETING_PREFIX = "schedule-deleting:"
 MARKER_SECONDS = 7 * 86400
 #: A marker this young whose schedule is live is a delete under way, not a failed one.
 DELETE_GRACE_SECONDS = 300
-#: Deployments one sweep looks at: each costs up to two Prefect calls (3 tries each) and
-#: a KV delete, within what a Cloudflare cron invocation has left after the reconciler.
+SWEEP_CURSOR_KEY = "schedule-sweep:cursor"
+#: Deployments one sweep looks at: each costs up to two Prefect calls (3 tries each),
+#: two KV reads (its schedule's record; the marker when the listing had no metadata)
+#: and a KV delete.
 SWEEP_BATCH = 10
+SWEEP_COST_PER_MARKER = 2 * 3 + 2 + 1
+#: The calls a sweep may make (the cursor's read and write, the listing, the markers):
+#: the share of a Cloudflare cron invocation's subrequests the reconciler leaves to it.
+SWEEP_BUDGET = 3 + SWEEP_BATCH * SWEEP_COST_PER_MARKER
 PUBLIC_FIELDS = (
     "id", "crew", "inputs", "cron", "interval_seconds", "timezone", "overlap", "webhook",
     "metadata", "paused", "created_at", "updated_at",
@@ -213,7 +220,9 @@ class ScheduleService:
         # itself; a run starting now makes no job. The sweep finishes what this leaves.
         marker = DELETING_PREFIX + ref
         owner = {"tenant": tenant, "id": schedule_id, "since": self._clock()}
-        await self._ports.kv.put(marker, json.dumps(owner), ttl_seconds=MARKER_SECONDS)
+        await self._ports.kv.put(
+            marker, json.dumps(owner), ttl_seconds=MARKER_SECONDS, metadata=owner
+        )
         try:
             await self._stop(ref)
         except (DependencyUnavailable, OrchestratorRejected):
@@ -227,30 +236,47 @@ class ScheduleService:
 
     async def sweep(self, *, limit: int = SWEEP_BATCH) -> int:
         """Remove the deployments of deleted schedules whose last runs have ended (the
-        reconciler's timer calls this); how many it removed."""
-        page = await self._ports.kv.list(prefix=DELETING_PREFIX, limit=limit)
+        reconciler's timer calls this); how many it removed.
+
+        One page of markers per call, from a cursor kept in KV: markers whose runs go on
+        stay, and must not hold back the ones after them.
+        """
+        kv = self._ports.kv
+        cursor = await kv.get(SWEEP_CURSOR_KEY) or None
+        try:
+            page = await kv.list(prefix=DELETING_PREFIX, limit=limit, cursor=cursor)
+        except InvalidCursor:  # expired, or from another listing: start over
+            page = await kv.list(prefix=DELETING_PREFIX, limit=limit)
         removed = 0
         for key in page.keys:
-            ref = key.name.removeprefix(DELETING_PREFIX)
-            owner = await self._owner(key.name)
-            if owner is not None and await self._owns(owner, ref):
-                if self._clock() - owner["since"] < DELETE_GRACE_SECONDS:
-                    continue  # a delete under way (it writes the marker first)
-                # A delete that failed part-way (the client got a 503), or a schedule
-                # made again under the same id: the deployment is a live schedule's.
-                log.info("deployment %s belongs to a live schedule; kept", ref)
-                await self._ports.kv.delete(key.name)
-                continue
-            try:
-                if await self.scheduler.has_active_runs(ref):
-                    continue
-                await self.scheduler.delete(ref)
-            except (DependencyUnavailable, OrchestratorRejected) as exc:
-                log.warning("deployment %s of a deleted schedule stays for now: %s", ref, exc)
-                continue
-            await self._ports.kv.delete(key.name)
-            removed += 1
+            if await self._sweep_one(key.name, key.metadata):
+                removed += 1
+        if page.cursor is None:
+            await kv.delete(SWEEP_CURSOR_KEY)
+        else:
+            await kv.put(SWEEP_CURSOR_KEY, page.cursor, ttl_seconds=86400)
         return removed
+
+    async def _sweep_one(self, marker: str, metadata: Mapping[str, object] | None) -> bool:
+        ref = marker.removeprefix(DELETING_PREFIX)
+        owner = await self._owner(marker, metadata)
+        if owner is not None and await self._owns(owner, ref):
+            if self._clock() - owner["since"] < DELETE_GRACE_SECONDS:
+                return False  # a delete under way (it writes the marker first)
+            # A delete that failed part-way (the client got a 503), or a schedule made
+            # again under the same id: the deployment is a live schedule's.
+            log.info("deployment %s belongs to a live schedule; kept", ref)
+            await self._ports.kv.delete(marker)
+            return False
+        try:
+            if await self.scheduler.has_active_runs(ref):
+                return False
+            await self.scheduler.delete(ref)
+        except (DependencyUnavailable, OrchestratorRejected) as exc:
+            log.warning("deployment %s of a deleted schedule stays for now: %s", ref, exc)
+            return False
+        await self._ports.kv.delete(marker)
+        return True
 
     async def register_run(
         self, tenant: str, schedule_id: str, flow_run_id: str
@@ -313,13 +339,18 @@ class ScheduleService:
     async def _deleting(self, ref: str) -> bool:
         return await self._ports.kv.get(DELETING_PREFIX + ref) is not None
 
-    async def _owner(self, marker: str) -> dict[str, Any] | None:
-        """The schedule a deletion marker names (`{"tenant", "id", "since"}`)."""
-        raw = await self._ports.kv.get(marker)
-        try:
-            owner = json.loads(raw) if raw else None
-        except ValueError:
-            return None
+    async def _owner(
+        self, marker: str, metadata: Mapping[str, object] | None = None
+    ) -> dict[str, Any] | None:
+        """The schedule a deletion marker names (`{"tenant", "id", "since"}`: its KV
+        metadata, which the listing brings, or else its value)."""
+        owner: Any = dict(metadata) if metadata else None
+        if owner is None:
+            raw = await self._ports.kv.get(marker)
+            try:
+                owner = json.loads(raw) if raw else None
+            except ValueError:
+                return None
         if not isinstance(owner, dict):
             return None
         since = owner.get("since")
