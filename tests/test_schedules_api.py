@@ -529,3 +529,30 @@ async def test_the_sweep_moves_on_past_deployments_whose_runs_go_on(
     assert all(ref in scheduler.schedules for ref in markers[:3])
     scheduler.schedules[markers[0]].active_runs = 0
     assert sum([await sweep(limit=2) for _ in range(3)]) == 1, "round again from the start"
+
+
+async def test_creates_under_one_key_that_both_missed_the_replay_list_once_and_delete_clean(
+    api: httpx.AsyncClient, schedules_app: FastAPI
+) -> None:
+    """Two creates of one key at once (or KV not showing the first one yet): each writes
+    its own index entry under its own time; the listing and the delete must cope."""
+    service = schedules_app.state.schedules
+    moments = iter(range(1_800_000_000, 1_800_000_100))
+    service._clock = lambda: float(next(moments))
+    replay = service.replay
+
+    async def missed(*args: Any) -> None:
+        return None
+
+    service.replay = missed
+    key = {"Idempotency-Key": "nightly"}
+    first = await create(api, EVERY_HOUR, **key)
+    second = await create(api, EVERY_HOUR, **key)
+    service.replay = replay
+    assert first["id"] == second["id"]
+    listed = (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"]
+    assert [s["id"] for s in listed] == [first["id"]]
+    assert (await api.delete(first["urls"]["self"], headers=AUTH_A)).status_code == 204
+    assert (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"] == []
+    index = await schedules_app.state.ports.kv.list(prefix="schedules:tenant_a:")
+    assert index.keys == [], "no orphaned entry"

@@ -148,6 +148,7 @@ class ScheduleService:
             await self.store.save(record)
         except (DependencyUnavailable, OrchestratorRejected):
             await self._discard(ref)
+            await self.store.forget_entry(record)
             raise
         return record, True
 
