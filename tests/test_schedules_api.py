@@ -120,6 +120,7 @@ async def test_a_schedule_is_made_paused_in_prefect_then_started_and_recorded(
         ({"cron": "61 * * * *"}, "cron", "minute"),
         ({"cron": "* * * *"}, "cron", "5"),
         ({"cron": "@reboot"}, "cron", "macro"),
+        ({"cron": "0 9 31 2 *"}, "cron", "never"),
         ({"timezone": "Mars/Olympus_Mons"}, "timezone", "IANA"),
         ({"timezone": "utc"}, "timezone", "IANA"),
         ({"interval_seconds": 60}, "interval_seconds", "not both"),
@@ -556,3 +557,11 @@ async def test_creates_under_one_key_that_both_missed_the_replay_list_once_and_d
     assert (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"] == []
     index = await schedules_app.state.ports.kv.list(prefix="schedules:tenant_a:")
     assert index.keys == [], "no orphaned entry"
+
+
+async def test_a_cron_is_kept_as_checked_without_the_spaces_around_it(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    schedule = await create(api, {**EVERY_HOUR, "cron": "  0 * * * *\t"})
+    ((_, spec), _) = scheduler.calls
+    assert schedule["cron"] == spec.cron == "0 * * * *"

@@ -53,9 +53,11 @@ class ScheduleRequest(_Strict):
     @field_validator("cron")
     @classmethod
     def _cron(cls, cron: str | None) -> str | None:
-        if cron is not None and (problem := cron_error(cron)):
+        if cron is None:
+            return None
+        if problem := cron_error(cron):
             raise ValueError(problem)
-        return cron
+        return cron.strip()  # what was checked is what Prefect gets, and the schedule shows
 
     @field_validator("timezone")
     @classmethod
