@@ -628,10 +628,9 @@ def public(job: Mapping[str, Any]) -> dict[str, Any]:
     """The job as the API shows it: no tenant, fingerprint or orchestrator internals."""
     view = {field: job.get(field) for field in PUBLIC_FIELDS}
     view["deliveries"] = list(job.get("deliveries") or [])
-    urls = {"self": f"/v1/jobs/{job['id']}", "cancel": f"/v1/jobs/{job['id']}/cancel"}
-    if job.get("schedule_id"):
-        urls["schedule"] = f"/v1/schedules/{job['schedule_id']}"
-    view["urls"] = urls
+    schedule = f"/v1/schedules/{job['schedule_id']}" if job.get("schedule_id") else None
+    view["urls"] = {"self": f"/v1/jobs/{job['id']}", "cancel": f"/v1/jobs/{job['id']}/cancel",
+                    "schedule": schedule}  # fmt: skip
     return view
 
 
