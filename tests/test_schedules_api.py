@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -565,3 +566,25 @@ async def test_a_cron_is_kept_as_checked_without_the_spaces_around_it(
     schedule = await create(api, {**EVERY_HOUR, "cron": "  0 * * * *\t"})
     ((_, spec), _) = scheduler.calls
     assert schedule["cron"] == spec.cron == "0 * * * *"
+
+
+async def test_a_schedules_deadline_is_each_run_jobs_from_its_start(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    schedule = await create(api, {**EVERY_HOUR, "deadline_seconds": 900})
+    assert schedule["deadline_seconds"] == 900
+    run = scheduler.start_run(schedule["id"], "run-1")
+    before = time.time()
+    job_id = (await register(api, schedule["id"], run)).json()["job_id"]
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    deadline = datetime.fromisoformat(job["deadline_at"]).timestamp()
+    assert before + 900 - 1 <= deadline <= time.time() + 900 + 1
+    plain = await create(api, {**EVERY_HOUR, "cron": "0 0 * * *"})
+    assert plain["deadline_seconds"] is None
+    run = scheduler.start_run(plain["id"], "run-2")
+    job_id = (await register(api, plain["id"], run)).json()["job_id"]
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()["deadline_at"] is None
+    too_long = await api.post("/v1/schedules", json={**EVERY_HOUR, "deadline_seconds": 10**9},
+                              headers=AUTH_A)  # fmt: skip
+    assert too_long.status_code == 422
+    assert too_long.json()["errors"][0]["loc"] == ["body", "deadline_seconds"]

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from edge.jobs.preferences import MAX_DEADLINE_SECONDS
 from edge.jobs.schemas import WebhookSpec, _bounded, _Strict
 from edge.schedules.cron import cron_error, timezone_error
 from shared.crews import NAME_PATTERN
@@ -48,6 +49,12 @@ class ScheduleRequest(_Strict):
     webhook: WebhookSpec | None = Field(default=None, description="Every run's job webhook")
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Client data, copied to every run's job"
+    )
+    deadline_seconds: Annotated[int, Field(ge=1, le=MAX_DEADLINE_SECONDS)] | None = Field(
+        default=None,
+        description="Every run's job deadline, as a job's `deadline_seconds`: the job is "
+        "cancelled (error kind `DeadlineExceeded`) if it has not ended this many seconds "
+        "after its run started",
     )
 
     @field_validator("cron")
@@ -95,6 +102,7 @@ class Schedule(BaseModel):
     overlap: Overlap
     webhook: WebhookSpec | None
     metadata: dict[str, Any]
+    deadline_seconds: int | None = None
     paused: bool
     created_at: str
     updated_at: str

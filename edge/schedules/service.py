@@ -62,7 +62,7 @@ SWEEP_COST_PER_MARKER = 2 * 3 + 2 + 1
 SWEEP_BUDGET = 3 + SWEEP_BATCH * SWEEP_COST_PER_MARKER
 PUBLIC_FIELDS = (
     "id", "crew", "inputs", "cron", "interval_seconds", "timezone", "overlap", "webhook",
-    "metadata", "paused", "created_at", "updated_at",
+    "metadata", "deadline_seconds", "paused", "created_at", "updated_at",
 )  # fmt: skip
 
 
@@ -136,6 +136,7 @@ class ScheduleService:
             "overlap": spec.overlap,
             "webhook": _webhook(request.get("webhook")),
             "metadata": request.get("metadata") or {},
+            "deadline_seconds": request.get("deadline_seconds"),
             "paused": False,
             "created_at": rfc3339(now),
             "updated_at": rfc3339(now),
@@ -317,6 +318,8 @@ class ScheduleService:
             "webhook": schedule["webhook"],
             "metadata": schedule["metadata"],
         }
+        if schedule.get("deadline_seconds"):  # from the run's start: when the job is made
+            request["deadline_seconds"] = schedule["deadline_seconds"]
         job_id = scheduled_job_id(tenant, flow_run_id)
         return await self._jobs.adopt_run(
             tenant, job_id, request, crew=crew, run_id=flow_run_id, schedule_id=schedule_id
