@@ -10,7 +10,9 @@ from typing import Any, Protocol
 from fastapi import FastAPI
 
 from edge.jobs.delivery import WebhookSender, next_attempt
+from edge.jobs.reconciler import RECONCILE_BUDGET
 from edge.jobs.records import is_submit
+from edge.schedules.service import SWEEP_BUDGET
 
 log = logging.getLogger("edgecrew.handlers")
 
@@ -66,8 +68,16 @@ def task_handler(
 
 
 async def reconcile(app: FastAPI) -> dict[str, int]:
-    """The cron trigger: one reconciler pass over every non-terminal job."""
-    counts: dict[str, int] = await app.state.jobs.reconcile()
-    counts["schedules_removed"] = await app.state.schedules.sweep()
+    """The cron trigger: one reconciler pass over every non-terminal job, then a sweep of
+    deleted schedules' deployments, each within its share of the invocation's
+    subrequests, and the sweep even when the pass failed (that failure is raised after)."""
+    counts: dict[str, int] = {}
+    try:
+        counts.update(await app.state.jobs.reconcile(budget=RECONCILE_BUDGET - SWEEP_BUDGET))
+    finally:
+        try:
+            counts["schedules_removed"] = await app.state.schedules.sweep()
+        except Exception:  # logged; the next invocation sweeps again
+            log.exception("schedule sweep failed")
     log.info("reconciler: %s", counts)
     return counts

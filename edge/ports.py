@@ -309,6 +309,14 @@ class ScheduleSpec:
     overlap: str  # "skip" | "queue" | "allow" a run due while the last one has not ended
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduledRunInfo:
+    """What the orchestrator says a flow run is: whose deployment, with what parameters."""
+
+    deployment_ref: str | None
+    parameters: Mapping[str, object]
+
+
 class ScheduleRefused(OrchestratorRejected):
     """The orchestrator refused the schedule itself; `field` is the request field it
     named (`cron`, `timezone`), if it named one."""
@@ -341,6 +349,10 @@ class CrewScheduler(Protocol):
 
     async def next_runs(self, ref: str, limit: int) -> list[float]:
         """When the schedule's next runs are due (epoch seconds), soonest first."""
+        ...
+
+    async def run_info(self, run_id: str) -> ScheduledRunInfo | None:
+        """The flow run as the orchestrator has it; None when it has no such run."""
         ...
 
 

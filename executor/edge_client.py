@@ -85,7 +85,8 @@ class EdgeClient:
         schedule was deleted, or is still unknown after `SCHEDULE_VISIBLE_SECONDS`.
 
         A 404 is waited out: Workers KV may take a minute to show a schedule made at
-        another location; a deleted one answers 410 at once.
+        another location; a deleted one answers 410 at once, and a run Prefect does not
+        show as the schedule's 409 (retrying cannot change either).
         """
         path = f"/v1/internal/schedules/{schedule_id}/runs"
         payload = {"tenant": tenant, "flow_run_id": flow_run_id}
@@ -95,7 +96,8 @@ class EdgeClient:
                 message_id = f"schedule-run:{schedule_id}:{flow_run_id}"  # the edge checks it
                 answer = self._signed_post(path, message_id, payload)
             except EdgeUnreachable as exc:
-                if exc.status_code == 410:
+                if exc.status_code in (409, 410):
+                    log.warning("schedule %s takes no run %s: %s", schedule_id, flow_run_id, exc)
                     return None
                 if exc.status_code != 404:
                     raise

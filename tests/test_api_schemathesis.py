@@ -148,6 +148,7 @@ def test_existing_resources_are_answered_as_documented(api_schema: Any) -> None:
     schedule = {"crew": "summarize", "inputs": {"text": "t"}, "cron": "0 9 * * mon-fri",
                 "timezone": "Europe/Oslo"}  # fmt: skip
     on_schedule = {"schedule_id": call("POST", "/v1/schedules", body=schedule).json()["id"]}
+    api_schema.app.state.ports.scheduler.start_run(on_schedule["schedule_id"], "run-1")
     run = {"tenant": "tenant_a", "flow_run_id": "run-1"}
     scheduled = [
         call("GET", "/v1/schedules"),

@@ -325,3 +325,20 @@ async def test_problems_sent_match_the_documented_schemas(api: httpx.AsyncClient
             assert all(
                 e["loc"][0] in {"body", "query", "header"} for e in response.json()["errors"]
             )
+
+
+async def test_a_submitted_jobs_urls_show_no_schedule_everywhere(api: httpx.AsyncClient) -> None:
+    """`urls.schedule` is documented as null for a submitted job: in every answer, and in
+    the webhook (whose `data` is the job as `GET` shows it)."""
+    hook = {"url": "https://hooks.example.com/in", "events": ["job.cancelled"]}
+    body = {"crew": "summarize", "inputs": {"text": "t"}, "webhook": hook}
+    accepted = await api.post("/v1/jobs", json=body, headers=AUTH_A)
+    assert accepted.status_code == 202, accepted.text
+    job_url = accepted.json()["urls"]["self"]
+    assert accepted.json()["urls"]["schedule"] is None
+    assert (await api.get(job_url, headers=AUTH_A)).json()["urls"]["schedule"] is None
+    cancelled = await api.post(f"{job_url}/cancel", headers=AUTH_A)
+    assert cancelled.json()["urls"]["schedule"] is None
+    queue = api._transport.app.state.ports.deliveries  # type: ignore[attr-defined]
+    (sent, _), *_ = queue.sent
+    assert sent["payload"]["data"]["urls"]["schedule"] is None

@@ -57,6 +57,8 @@ def test_a_deleted_schedule_or_one_that_never_shows_makes_no_job() -> None:
     slept: list[float] = []
     gone = client([httpx.Response(410, json={"detail": "deleted"})], [], slept)
     assert gone.register_scheduled_run("sch_1", "tenant_a", "run-1") is None and slept == []
+    not_its = client([httpx.Response(409, json={"detail": "not its run"})], [], slept)
+    assert not_its.register_scheduled_run("sch_1", "tenant_a", "run-1") is None and slept == []
     never = client([httpx.Response(404, json={"detail": "no"})], [], slept)
     assert never.register_scheduled_run("sch_1", "tenant_a", "run-1") is None
     assert SCHEDULE_VISIBLE_SECONDS <= sum(slept) <= SCHEDULE_VISIBLE_SECONDS + 30

@@ -126,9 +126,9 @@ async def test_prefects_422_names_the_field_it_refused(
 async def test_pause_delete_and_next_runs(
     router: respx.MockRouter, scheduler: PrefectCrewScheduler
 ) -> None:
-    patch = router.patch(f"{PREFECT}/deployments/dep-1").respond(204)
-    await scheduler.set_paused("dep-1", True)
-    assert json.loads(patch.calls.last.request.content) == {"paused": True}
+    resume = router.post(f"{PREFECT}/deployments/dep-1/resume_deployment").respond(200, text="null")
+    await scheduler.set_paused("dep-1", False)
+    assert resume.called
 
     router.delete(f"{PREFECT}/deployments/dep-1").respond(204)
     await scheduler.delete("dep-1")
@@ -168,4 +168,47 @@ async def test_active_runs_are_those_holding_a_concurrency_slot(
     assert await scheduler.has_active_runs("dep-1") is False
     query = json.loads(filtered.calls.last.request.content)["flow_runs"]
     assert query["deployment_id"] == {"any_": ["dep-1"]}
-    assert set(query["state"]["type"]["any_"]) == {"PENDING", "RUNNING", "CANCELLING", "PAUSED"}
+    assert set(query["state"]["type"]["any_"]) == {"PENDING", "RUNNING", "CANCELLING", "PAUSED",
+                                                    "SCHEDULED"}, "waiting ones too"  # fmt: skip
+
+
+async def test_a_pause_is_prefects_pause_and_cancels_the_runs_left_that_never_started(
+    router: respx.MockRouter, scheduler: PrefectCrewScheduler
+) -> None:
+    """Prefect's pause deletes the scheduled runs but keeps those waiting for the overlap
+    slot (`AwaitingConcurrencySlot`): they would run after the pause, and outlive a
+    DELETE of the deployment. A run waiting to retry has started: it goes on."""
+    pause = router.post(f"{PREFECT}/deployments/dep-1/pause_deployment").respond(200, text="null")
+    left = [{"id": "waiting-1", "run_count": 0, "state_name": "AwaitingConcurrencySlot"},
+            {"id": "waiting-2", "run_count": 0, "state_name": "AwaitingConcurrencySlot"},
+            {"id": "retrying", "run_count": 1, "state_name": "AwaitingRetry"}]  # fmt: skip
+    filtered = router.post(f"{PREFECT}/flow_runs/filter").respond(200, json=left)
+    cancelled = router.post(url__regex=rf"{PREFECT}/flow_runs/[^/]+/set_state").respond(
+        201, json={"status": "ACCEPT"}
+    )
+    await scheduler.set_paused("dep-1", True)
+    assert pause.called
+    query = json.loads(filtered.calls.last.request.content)["flow_runs"]
+    assert query == {"deployment_id": {"any_": ["dep-1"]},
+                     "state": {"type": {"any_": ["SCHEDULED"]}}}  # fmt: skip
+    assert [call.request.url.path.split("/")[-2] for call in cancelled.calls] == [
+        "waiting-1", "waiting-2"]  # fmt: skip
+    states = [json.loads(call.request.content)["state"]["type"] for call in cancelled.calls]
+    assert states == ["CANCELLED", "CANCELLED"]
+
+
+async def test_run_info_is_prefects_run_or_none(
+    router: respx.MockRouter, scheduler: PrefectCrewScheduler
+) -> None:
+    run = {"id": "r1", "deployment_id": "dep-1", "parameters": {"tenant": "tenant_a"}}
+    router.get(f"{PREFECT}/flow_runs/r1").respond(200, json=run)
+    router.get(f"{PREFECT}/flow_runs/r-gone").respond(404, json={"detail": "not found"})
+    router.get(f"{PREFECT}/flow_runs/not-a-uuid").respond(422, json={"detail": []})
+    router.get(f"{PREFECT}/flow_runs/adhoc").respond(200, json={"id": "adhoc"})
+    found = await scheduler.run_info("r1")
+    assert found is not None
+    assert (found.deployment_ref, found.parameters) == ("dep-1", {"tenant": "tenant_a"})
+    assert await scheduler.run_info("r-gone") is None
+    assert await scheduler.run_info("not-a-uuid") is None
+    adhoc = await scheduler.run_info("adhoc")
+    assert adhoc is not None and adhoc.deployment_ref is None and adhoc.parameters == {}

@@ -3,9 +3,12 @@ whatever the edge accepts, Prefect's CronSchedule accepts too."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prefect._vendor.croniter import CroniterBadDateError, croniter
 from prefect.server.schemas.schedules import CronSchedule
 
 from edge.schedules import cron
@@ -16,6 +19,7 @@ ACCEPTED = [
     "1-5/2 * * * *", "0 0 * * sun,sat", "0 0 * JAN-MAR *", "00 00 * * *", "1,2,3 * * * *",
     "@daily", "@hourly", "@weekly", "@monthly", "@yearly", "@annually", "@midnight",
     " 30 6 * * * ",
+    "0 0 29 2 *", "0 0 31 4,7 *", "0 0 31 */2 *", "0 0 */30 2 *",
 ]  # fmt: skip
 REFUSED = {
     "61 * * * *": "minute", "* 24 * * *": "hour", "* * 0 * *": "day of month",
@@ -23,13 +27,18 @@ REFUSED = {
     "*/0 * * * *": "step 0", "* * * *": "4 fields", "* * * * * *": "6 fields",
     "a * * * *": "minute", ",1 * * * *": "minute", "@reboot": "macro", "": "0 fields",
     "H * * * *": "minute", "R * * * *": "minute", "5-1 * * * *": "backwards",
+    "0 9 31 2 *": "never", "0 0 30 2 *": "never", "0 0 31 4,6,9,11 *": "never",
+    "0 0 30,31 feb */2": "never", "0 0 30 2 mon": "never",
 }  # fmt: skip
 
 
 def prefect_accepts(expression: str) -> bool:
+    """Prefect's CronSchedule takes it, and its croniter (which computes the runs) finds
+    a next run: Prefect itself takes crons that never run (`0 0 30 2 *`)."""
     try:
         CronSchedule(cron=expression, timezone="UTC")
-    except ValueError:
+        croniter(expression.strip(), datetime(2025, 1, 1), day_or=True).get_next(datetime)
+    except (ValueError, CroniterBadDateError):
         return False
     return True
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from edge.app import create_app
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
 from edge.local.sqlite_ledger import SqliteJobLedger
-from edge.ports import OrchestratorRejected, Ports
+from edge.ports import OrchestratorRejected, Ports, ScheduledRunInfo
 from shared.signing import signed_headers
 from tests.conftest import AUTH_A, AUTH_B
 from tests.doubles.catalog import publish_shipped_crews
@@ -120,6 +121,7 @@ async def test_a_schedule_is_made_paused_in_prefect_then_started_and_recorded(
         ({"cron": "61 * * * *"}, "cron", "minute"),
         ({"cron": "* * * *"}, "cron", "5"),
         ({"cron": "@reboot"}, "cron", "macro"),
+        ({"cron": "0 9 31 2 *"}, "cron", "never"),
         ({"timezone": "Mars/Olympus_Mons"}, "timezone", "IANA"),
         ({"timezone": "utc"}, "timezone", "IANA"),
         ({"interval_seconds": 60}, "interval_seconds", "not both"),
@@ -273,10 +275,12 @@ async def test_no_orchestrator_configured_is_a_503(
 
 
 async def test_a_run_registers_once_as_a_job_with_the_schedules_webhook(
-    api: httpx.AsyncClient, queue: RecordingQueue
+    api: httpx.AsyncClient, queue: RecordingQueue, scheduler: RecordingScheduler
 ) -> None:
     hook = {"url": "https://hooks.example.com/in", "events": ["job.running", "job.succeeded"]}
     schedule = await create(api, {**EVERY_HOUR, "webhook": hook, "metadata": {"k": 1}})
+    scheduler.start_run(schedule["id"], "3f0c2f4e-run-1")
+    scheduler.start_run(schedule["id"], "3f0c2f4e-run-2")
     first = await register(api, schedule["id"], "3f0c2f4e-run-1")
     assert first.status_code == 200, first.text
     job_id = first.json()["job_id"]
@@ -365,3 +369,222 @@ async def test_a_crew_deployment_prefect_does_not_have_is_a_503_leaving_nothing(
     response = await api.post("/v1/schedules", json=EVERY_HOUR, headers=AUTH_A)
     assert response.status_code == 503 and response.headers["retry-after"] == "60"
     assert (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"] == []
+
+
+async def test_the_key_of_a_deleted_schedule_is_a_409_and_its_deployment_still_goes(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    key = {"Idempotency-Key": "nightly"}
+    schedule = await create(api, EVERY_HOUR, **key)
+    ref = f"dep-{schedule['id']}"
+    scheduler.schedules[ref].active_runs = 1
+    assert (await api.delete(schedule["urls"]["self"], headers=AUTH_A)).status_code == 204
+    again = await api.post("/v1/schedules", json=EVERY_HOUR, headers={**AUTH_A, **key})
+    assert again.status_code == 409, again.text
+    assert again.headers["content-type"] == "application/problem+json"
+    assert again.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+    assert schedule["id"] in again.json()["detail"]
+    assert scheduler.schedules[ref].paused is True, "the deleted one is not started again"
+    scheduler.schedules[ref].active_runs = 0
+    assert await schedules_app.state.schedules.sweep() == 1
+    assert ref not in scheduler.schedules
+
+
+async def test_a_schedule_made_again_under_its_id_keeps_the_deployment_the_sweep_had(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    """The same key once the tombstone expired: the same id, so Prefect's upsert hands
+    back the deployment a delete left for the sweep; the sweep must leave it alone."""
+    key = {"Idempotency-Key": "nightly"}
+    schedule = await create(api, EVERY_HOUR, **key)
+    ref = f"dep-{schedule['id']}"
+    scheduler.schedules[ref].active_runs = 1
+    assert (await api.delete(schedule["urls"]["self"], headers=AUTH_A)).status_code == 204
+    kv = schedules_app.state.ports.kv
+    await kv.delete(f"schedule:tenant_a:{schedule['id']}")  # the day is over
+    remade = await create(api, EVERY_HOUR, **key)
+    assert remade["id"] == schedule["id"] and scheduler.schedules[ref].paused is False
+    scheduler.schedules[ref].active_runs = 0
+    assert await schedules_app.state.schedules.sweep() == 0
+    assert ref in scheduler.schedules and scheduler.schedules[ref].paused is False
+    assert (await api.get(remade["urls"]["self"], headers=AUTH_A)).status_code == 200
+
+
+async def test_the_sweep_leaves_a_deployment_a_live_schedule_owns(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    """A marker the create could not clear (or one written by an older edge) is dropped,
+    not acted on, when the schedule it names is live and points at that deployment."""
+    schedule = await create(api, EVERY_HOUR)
+    ref = f"dep-{schedule['id']}"
+    kv = schedules_app.state.ports.kv
+    await kv.put(f"schedule-deleting:{ref}", json.dumps({"tenant": "tenant_a",
+                                                          "id": schedule["id"]}))  # fmt: skip
+    assert await schedules_app.state.schedules.sweep() == 0
+    assert ref in scheduler.schedules
+    assert await kv.get(f"schedule-deleting:{ref}") is None
+
+
+async def test_a_run_prefect_does_not_have_as_the_schedules_is_a_409_making_no_job(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    """The signature proves the executor sent the call, not that the run is the
+    schedule's: else any run could become (and be cancelled as) this tenant's job."""
+    mine = await create(api, EVERY_HOUR)
+    other = await create(api, {**EVERY_HOUR, "cron": "0 0 * * *"})
+    scheduler.start_run(other["id"], "run-of-other")
+    scheduler.runs["a-job-run"] = ScheduledRunInfo("dep-of-a-crew", {"tenant": "tenant_a"})
+    forged = ScheduledRunInfo(f"dep-{mine['id']}", {"tenant": "tenant_b",
+                                                     "schedule_id": mine["id"]})  # fmt: skip
+    scheduler.runs["other-tenant"] = forged
+    for run_id in ("no-such-run", "run-of-other", "a-job-run", "other-tenant"):
+        refused = await register(api, mine["id"], run_id)
+        assert refused.status_code == 409, (run_id, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+    listed = (await api.get("/v1/jobs", headers=AUTH_A)).json()["jobs"]
+    assert listed == [], "nothing made"
+    assert (await register(api, other["id"], "run-of-other")).status_code == 200
+
+
+async def test_a_run_of_a_schedule_being_deleted_makes_no_job(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    """The deletion marker is there before the tombstone (and may outlive it)."""
+    schedule = await create(api, EVERY_HOUR)
+    run = scheduler.start_run(schedule["id"], "run-1")
+    kv = schedules_app.state.ports.kv
+    owner = json.dumps({"tenant": "tenant_a", "id": schedule["id"]})
+    await kv.put(f"schedule-deleting:dep-{schedule['id']}", owner)
+    assert (await register(api, schedule["id"], run)).status_code == 410
+
+
+async def test_a_resume_racing_a_delete_does_not_bring_the_schedule_back(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    """The delete lands while the resume waits on Prefect: the resume must neither
+    overwrite the tombstone nor leave the deployment running."""
+    schedule = await create(api, EVERY_HOUR)
+    url = schedule["urls"]["self"]
+    ref = f"dep-{schedule['id']}"
+    scheduler.schedules[ref].active_runs = 1  # the deployment stays, paused, for the sweep
+    assert (await api.post(f"{url}/pause", headers=AUTH_A)).status_code == 200
+    real = scheduler.set_paused
+    raced = False
+
+    async def set_paused(asked: str, paused: bool) -> None:
+        nonlocal raced
+        if not paused and not raced:
+            raced = True
+            await schedules_app.state.schedules.delete("tenant_a", schedule["id"])
+        await real(asked, paused)
+
+    scheduler.set_paused = set_paused  # type: ignore[method-assign]
+    resumed = await api.post(f"{url}/resume", headers=AUTH_A)
+    assert resumed.status_code == 404, resumed.text
+    assert (await api.get(url, headers=AUTH_A)).status_code == 404, "still deleted"
+    assert scheduler.schedules[ref].paused is True, "the resume undid itself"
+    assert (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"] == []
+
+
+async def test_a_resume_while_the_schedule_is_being_deleted_asks_prefect_nothing(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    schedule = await create(api, EVERY_HOUR)
+    ref = f"dep-{schedule['id']}"
+    owner = json.dumps({"tenant": "tenant_a", "id": schedule["id"], "since": time.time()})
+    await schedules_app.state.ports.kv.put(f"schedule-deleting:{ref}", owner)
+    scheduler.calls.clear()
+    resumed = await api.post(f"{schedule['urls']['self']}/resume", headers=AUTH_A)
+    assert resumed.status_code == 404 and scheduler.calls == []
+    assert await schedules_app.state.schedules.sweep() == 0, "a delete under way: left alone"
+    assert ref in scheduler.schedules
+
+
+async def test_a_delete_prefect_fails_part_way_is_a_503_and_can_be_retried(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    schedule = await create(api, EVERY_HOUR)
+    url = schedule["urls"]["self"]
+    scheduler.down.add("has_active_runs")
+    assert (await api.delete(url, headers=AUTH_A)).status_code == 503
+    assert (await api.get(url, headers=AUTH_A)).status_code == 200, "not deleted"
+    run = scheduler.start_run(schedule["id"], "run-1")
+    assert (await register(api, schedule["id"], run)).status_code == 200, "still takes runs"
+    assert (await api.delete(url, headers=AUTH_A)).status_code == 204
+    assert f"dep-{schedule['id']}" not in scheduler.schedules
+
+
+async def test_the_sweep_moves_on_past_deployments_whose_runs_go_on(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    """Markers whose runs go on must not keep the sweep from the ones after them."""
+    made = [await create(api, {**EVERY_HOUR, "metadata": {"n": n}}) for n in range(5)]
+    for schedule in made:
+        scheduler.schedules[f"dep-{schedule['id']}"].active_runs = 1
+        assert (await api.delete(schedule["urls"]["self"], headers=AUTH_A)).status_code == 204
+    markers = sorted(f"dep-{s['id']}" for s in made)  # the order KV lists them in
+    for ref in markers[-2:]:
+        scheduler.schedules[ref].active_runs = 0
+    sweep = schedules_app.state.schedules.sweep
+    removed = [await sweep(limit=2) for _ in range(3)]
+    assert sum(removed) == 2 and all(ref not in scheduler.schedules for ref in markers[-2:])
+    assert all(ref in scheduler.schedules for ref in markers[:3])
+    scheduler.schedules[markers[0]].active_runs = 0
+    assert sum([await sweep(limit=2) for _ in range(3)]) == 1, "round again from the start"
+
+
+async def test_creates_under_one_key_that_both_missed_the_replay_list_once_and_delete_clean(
+    api: httpx.AsyncClient, schedules_app: FastAPI
+) -> None:
+    """Two creates of one key at once (or KV not showing the first one yet): each writes
+    its own index entry under its own time; the listing and the delete must cope."""
+    service = schedules_app.state.schedules
+    moments = iter(range(1_800_000_000, 1_800_000_100))
+    service._clock = lambda: float(next(moments))
+    replay = service.replay
+
+    async def missed(*args: Any) -> None:
+        return None
+
+    service.replay = missed
+    key = {"Idempotency-Key": "nightly"}
+    first = await create(api, EVERY_HOUR, **key)
+    second = await create(api, EVERY_HOUR, **key)
+    service.replay = replay
+    assert first["id"] == second["id"]
+    listed = (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"]
+    assert [s["id"] for s in listed] == [first["id"]]
+    assert (await api.delete(first["urls"]["self"], headers=AUTH_A)).status_code == 204
+    assert (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"] == []
+    index = await schedules_app.state.ports.kv.list(prefix="schedules:tenant_a:")
+    assert index.keys == [], "no orphaned entry"
+
+
+async def test_a_cron_is_kept_as_checked_without_the_spaces_around_it(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    schedule = await create(api, {**EVERY_HOUR, "cron": "  0 * * * *\t"})
+    ((_, spec), _) = scheduler.calls
+    assert schedule["cron"] == spec.cron == "0 * * * *"
+
+
+async def test_a_schedules_deadline_is_each_run_jobs_from_its_start(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    schedule = await create(api, {**EVERY_HOUR, "deadline_seconds": 900})
+    assert schedule["deadline_seconds"] == 900
+    run = scheduler.start_run(schedule["id"], "run-1")
+    before = time.time()
+    job_id = (await register(api, schedule["id"], run)).json()["job_id"]
+    job = (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()
+    deadline = datetime.fromisoformat(job["deadline_at"]).timestamp()
+    assert before + 900 - 1 <= deadline <= time.time() + 900 + 1
+    plain = await create(api, {**EVERY_HOUR, "cron": "0 0 * * *"})
+    assert plain["deadline_seconds"] is None
+    run = scheduler.start_run(plain["id"], "run-2")
+    job_id = (await register(api, plain["id"], run)).json()["job_id"]
+    assert (await api.get(f"/v1/jobs/{job_id}", headers=AUTH_A)).json()["deadline_at"] is None
+    too_long = await api.post("/v1/schedules", json={**EVERY_HOUR, "deadline_seconds": 10**9},
+                              headers=AUTH_A)  # fmt: skip
+    assert too_long.status_code == 422
+    assert too_long.json()["errors"][0]["loc"] == ["body", "deadline_seconds"]

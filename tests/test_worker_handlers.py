@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+import pytest
 import respx
 
 from edge.adapters.cloudflare import CloudflareQueue, build_cloudflare_ports, env_mapping
 from edge.app import create_app
 from edge.handlers import handle_batch, reconcile
+from edge.jobs.reconciler import RECONCILE_BUDGET
+from edge.schedules.service import SWEEP_BUDGET
 from edge.settings import Settings
 from tests.conftest import KEY_A
 from tests.doubles.cloudflare_bindings import (
@@ -69,3 +72,23 @@ async def test_cron_runs_a_reconciler_pass_without_an_orchestrator() -> None:
     app, _ = worker_app()
     counts = await reconcile(app)  # type: ignore[arg-type]
     assert counts == {"checked": 0, "changed": 0, "schedules_removed": 0}
+
+
+async def test_cron_sweeps_schedules_within_its_share_even_when_the_pass_fails() -> None:
+    app, _ = worker_app()
+    asked: dict[str, object] = {}
+
+    async def failing_pass(**options: int) -> dict[str, int]:
+        asked.update(options)
+        raise RuntimeError("KV away")
+
+    async def sweep() -> int:
+        asked["swept"] = True
+        return 1
+
+    app.state.jobs.reconcile = failing_pass
+    app.state.schedules.sweep = sweep
+    with pytest.raises(RuntimeError):
+        await reconcile(app)  # type: ignore[arg-type]
+    assert asked["swept"] is True
+    assert asked["budget"] == RECONCILE_BUDGET - SWEEP_BUDGET

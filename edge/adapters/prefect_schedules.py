@@ -6,8 +6,10 @@ interval, its runs' parameters, and the overlap policy as Prefect's deployment
 concurrency: `skip` is a limit of one with `CANCEL_NEW` (Prefect cancels a run due
 while the last one is active, before it starts), `queue` a limit of one with
 `ENQUEUE` (it waits for the slot), `allow` no limit. Prefect's scheduler makes the
-runs; edgecrew keeps no timer of its own. Pausing is the deployment's `paused`, which
-also drops the runs it had scheduled ahead.
+runs; edgecrew keeps no timer of its own. Pausing is Prefect's `pause_deployment`,
+which deletes the runs it had scheduled (due ones too, unlike a PATCH of `paused`),
+and then the runs left that never started (those waiting for the overlap slot, which
+Prefect keeps, and which would outlive even the deployment's deletion) are cancelled.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge.adapters.prefect import PrefectOrchestrator, _epoch
-from edge.ports import OrchestratorRejected, ScheduleRefused, ScheduleSpec
+from edge.ports import OrchestratorRejected, ScheduledRunInfo, ScheduleRefused, ScheduleSpec
 
 #: What a schedule's deployment takes over from its crew's deployment.
 COPIED = (
@@ -32,8 +34,13 @@ _OVERLAP: dict[str, dict[str, Any]] = {
 }
 
 
-#: States of a run that holds its deployment's concurrency slot (a lease).
-_ACTIVE = ("PENDING", "RUNNING", "CANCELLING", "PAUSED")
+#: States of a run that may still run: one holding its deployment's concurrency slot (a
+#: lease), or a Scheduled-type one (waiting for that slot, or to retry) the pause left.
+_ACTIVE = ("PENDING", "RUNNING", "CANCELLING", "PAUSED", "SCHEDULED")
+#: Unstarted runs one pause cancels per page, and pages (a `queue` schedule piles up at
+#: most one waiting run per due time while its last run runs).
+_CANCEL_PAGE = 100
+_CANCEL_PAGES = 5
 
 
 def deployment_name(schedule_id: str) -> str:
@@ -70,7 +77,34 @@ class PrefectCrewScheduler:
         return str(made["id"])
 
     async def set_paused(self, ref: str, paused: bool) -> None:
-        await self._prefect.call("PATCH", f"deployments/{ref}", {"paused": paused})
+        action = "pause_deployment" if paused else "resume_deployment"
+        await self._prefect.call("POST", f"deployments/{ref}/{action}")
+        if paused:
+            await self._cancel_unstarted(ref)
+
+    async def _cancel_unstarted(self, ref: str) -> None:
+        """Cancel the runs Prefect's pause left that never ran: those waiting for the
+        overlap slot (`AwaitingConcurrencySlot`) and any made by hand. Not forced:
+        Prefect's rules decide if one started meanwhile. A run waiting to retry
+        (`AwaitingRetry`, `run_count` > 0) has started: it goes on, as a run under way does.
+        """
+        body = {
+            "flow_runs": {
+                "deployment_id": {"any_": [ref]},
+                "state": {"type": {"any_": ["SCHEDULED"]}},
+            },
+            "sort": "EXPECTED_START_TIME_ASC",
+            "limit": _CANCEL_PAGE,
+        }
+        cancelled = {"type": "CANCELLED", "message": "The edgecrew schedule was paused"}
+        for _ in range(_CANCEL_PAGES):
+            runs = await self._prefect.call("POST", "flow_runs/filter", body) or []
+            unstarted = [run["id"] for run in runs if not run.get("run_count")]
+            for run_id in unstarted:
+                await self._prefect.call("POST", f"flow_runs/{run_id}/set_state",
+                                         {"state": cancelled})  # fmt: skip
+            if len(runs) < _CANCEL_PAGE or not unstarted:
+                return
 
     async def delete(self, ref: str) -> None:
         try:
@@ -101,6 +135,20 @@ class PrefectCrewScheduler:
         runs = await self._prefect.call("POST", "flow_runs/filter", body)
         due = (_epoch(run.get("expected_start_time")) for run in runs or [])
         return [moment for moment in due if moment is not None]
+
+    async def run_info(self, run_id: str) -> ScheduledRunInfo | None:
+        try:
+            run = await self._prefect.call("GET", f"flow_runs/{run_id}")
+        except OrchestratorRejected as exc:
+            if exc.status_code in (404, 422):  # no such run; 422: not even a UUID
+                return None
+            raise
+        deployment = run.get("deployment_id")
+        parameters = run.get("parameters")
+        return ScheduledRunInfo(
+            deployment_ref=str(deployment) if deployment else None,
+            parameters=parameters if isinstance(parameters, dict) else {},
+        )
 
 
 def _tags(spec: ScheduleSpec) -> list[str]:

@@ -451,7 +451,7 @@ class JobService:
             run_key=self._run_key(job_id, now),
             index_key=index_key(tenant, int(now * 1000), job_id),
             created_at=rfc3339(now),
-            deadline_at=None,
+            deadline_at=_deadline_at(request, now),
             now=now,
             ttl_seconds=self.store.ttl_seconds,
         )
@@ -721,6 +721,11 @@ class JobService:
         data = public(job)
         message = delivery_message(job, name, webhook["url"], data=data, now=self._clock())
         await self._ports.deliveries.send(dict(message))
+
+
+def _deadline_at(request: Mapping[str, Any], now: float) -> str | None:
+    deadline = request.get("deadline_seconds")
+    return None if deadline is None else rfc3339(now + deadline)
 
 
 def public(job: Mapping[str, Any]) -> dict[str, Any]:

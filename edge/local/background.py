@@ -44,14 +44,18 @@ def background_lifespan(
 async def _reconcile_forever(app: FastAPI, every: float) -> None:
     while True:
         await asyncio.sleep(every)
+        counts: dict[str, int] = {}
+        # Each in its own try: one bad pass must not stop the timer, nor the other.
         try:
-            counts = await app.state.jobs.reconcile()
-            counts["schedules_removed"] = await app.state.schedules.sweep()
+            counts.update(await app.state.jobs.reconcile())
             kv = app.state.ports.kv
             if isinstance(kv, SqliteKV):  # reads hide expired rows; this frees their space
                 kv.purge_expired()
-        except Exception:  # one bad pass must not stop the timer; it is logged
+        except Exception:
             log.exception("reconciler pass failed")
-            continue
-        if counts["changed"] or counts["schedules_removed"]:
+        try:
+            counts["schedules_removed"] = await app.state.schedules.sweep()
+        except Exception:
+            log.exception("schedule sweep failed")
+        if counts.get("changed") or counts.get("schedules_removed"):
             log.info("reconciler: %s", counts)

@@ -29,7 +29,14 @@ from edge.schedules.schemas import (
     ScheduleList,
     ScheduleRequest,
 )
-from edge.schedules.service import ScheduleGone, ScheduleKeyReused, ScheduleService, public
+from edge.schedules.service import (
+    NotTheSchedulesRun,
+    ScheduleGone,
+    ScheduleKeyDeleted,
+    ScheduleKeyReused,
+    ScheduleService,
+    public,
+)
 from shared.crews import input_errors
 
 log = logging.getLogger("edgecrew.schedules")
@@ -63,7 +70,7 @@ ScheduleIdPath = Annotated[str, Depends(schedule_id)]
     status_code=201,
     response_model=Schedule,
     dependencies=[JsonBody],
-    responses={**JSON_BODY, **UNAVAILABLE},
+    responses={**JSON_BODY, **problem_responses(409), **UNAVAILABLE},
 )
 async def create_schedule(
     body: ScheduleRequest, request: Request, tenant: Tenant, schedules: SchedulesDep,
@@ -71,14 +78,21 @@ async def create_schedule(
 ) -> JSONResponse:  # fmt: skip
     """Run a crew on a cron (in a time zone) or every `interval_seconds`; each run is a job.
 
-    `201` with the schedule; the same `Idempotency-Key` and body answer the same schedule.
+    `201` with the schedule; the same `Idempotency-Key` and body answer the same schedule
+    (`409` once that schedule was deleted: a new schedule needs a new key).
     """
     schedule_request = body.model_dump(mode="json")
+    if schedule_request["deadline_seconds"] is None:
+        # Left out, as a job request leaves it: the fingerprints of schedules made
+        # before deadlines existed stay what they were.
+        del schedule_request["deadline_seconds"]
     if idempotency_key:
         try:
             replayed = await schedules.replay(tenant, schedule_request, idempotency_key)
         except ScheduleKeyReused:
             raise key_reused() from None
+        except ScheduleKeyDeleted as exc:
+            raise key_deleted(str(exc)) from None
         if replayed is not None:
             return _created(replayed)
     _check_timing(body, request.app.state.settings.schedule_min_interval_seconds)
@@ -91,6 +105,8 @@ async def create_schedule(
         schedule, _ = await schedules.create(tenant, schedule_request, idempotency_key, crew=crew)
     except ScheduleKeyReused:
         raise key_reused() from None
+    except ScheduleKeyDeleted as exc:
+        raise key_deleted(str(exc)) from None
     except ScheduleRefused as exc:
         if exc.field is None:  # not the request's fault
             raise _refused(exc) from exc
@@ -99,6 +115,12 @@ async def create_schedule(
     except OrchestratorRejected as exc:  # e.g. the crew's deployment is not in Prefect
         raise _refused(exc) from exc
     return _created(schedule)
+
+
+def key_deleted(schedule_id: str) -> Problem:
+    msg = f"made the schedule {schedule_id}, which was deleted; use a new key for a new one"
+    errors = [{"loc": ["header", "Idempotency-Key"], "msg": msg}]
+    return Problem(409, f"This Idempotency-Key {msg}", extra={"errors": errors})
 
 
 def _refused(exc: OrchestratorRejected) -> Problem:
@@ -213,7 +235,7 @@ async def _set_paused(
     "/schedules/{schedule_id}/runs",
     response_model=ScheduledRunJob,
     dependencies=[JsonBody],
-    responses={**JSON_BODY, **problem_responses(404, 410)},
+    responses={**JSON_BODY, **problem_responses(404, 409, 410)},
 )
 async def register_scheduled_run(
     schedule_id: ScheduleIdPath, body: ScheduledRun, message_id: ExecutorMessageId,
@@ -228,6 +250,9 @@ async def register_scheduled_run(
         job = await schedules.register_run(body.tenant, schedule_id, body.flow_run_id)
     except ScheduleGone:
         raise Problem(410, f"Schedule {schedule_id!r} was deleted") from None
+    except NotTheSchedulesRun:
+        detail = f"Prefect has no run {body.flow_run_id!r} of schedule {schedule_id!r}"
+        raise Problem(409, detail) from None
     if job is None:
         raise Problem(404, f"No schedule {schedule_id!r} for tenant {body.tenant!r} (yet)")
     return ScheduledRunJob(job_id=job["id"], status=job["status"])

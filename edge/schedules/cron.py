@@ -55,7 +55,40 @@ def cron_error(expression: str) -> str | None:
         for item in part.split(","):
             if problem := _item_error(item, field):
                 return f"{field.name} field {part!r}: {problem}"
-    return None
+    return _never_fires(parts)
+
+
+#: The most days each month can have (February's 29th comes in leap years).
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _never_fires(parts: list[str]) -> str | None:
+    """Whether the days of the month can never be in the months given (`30 2`).
+    Whatever the day of week says: crontab(5) would then run on those weekdays, but
+    Prefect's croniter finds no next run at all, so the schedule would never run."""
+    dom, month = parts[2], parts[3]
+    if dom.startswith("*"):  # the 1st is in every month
+        return None
+    days = _values(dom, _FIELDS[2])
+    months = _values(month, _FIELDS[3])
+    if any(day <= _MONTH_DAYS[m - 1] for m in months for day in days):
+        return None
+    return f"day of month {dom!r} is in none of the months {month!r}: it would never run"
+
+
+def _values(part: str, field: _Field) -> set[int]:
+    """The values a field (checked already) stands for."""
+    found: set[int] = set()
+    for item in part.split(","):
+        match = _ITEM.match(item)
+        assert match is not None  # checked by _item_error first
+        if match["range"] == "*":
+            low, high = field.low, field.high
+        else:
+            bounds = [_value(bound, field) or 0 for bound in match["range"].split("-")]
+            low, high = bounds[0], bounds[-1]
+        found.update(range(low, high + 1, int(match["step"] or 1)))
+    return found
 
 
 def _item_error(item: str, field: _Field) -> str | None:

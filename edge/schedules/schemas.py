@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from edge.jobs.preferences import MAX_DEADLINE_SECONDS
 from edge.jobs.schemas import WebhookSpec, _bounded, _Strict
 from edge.schedules.cron import cron_error, timezone_error
 from shared.crews import NAME_PATTERN
@@ -49,13 +50,21 @@ class ScheduleRequest(_Strict):
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Client data, copied to every run's job"
     )
+    deadline_seconds: Annotated[int, Field(ge=1, le=MAX_DEADLINE_SECONDS)] | None = Field(
+        default=None,
+        description="Every run's job deadline, as a job's `deadline_seconds`: the job is "
+        "cancelled (error kind `DeadlineExceeded`) if it has not ended this many seconds "
+        "after its run started",
+    )
 
     @field_validator("cron")
     @classmethod
     def _cron(cls, cron: str | None) -> str | None:
-        if cron is not None and (problem := cron_error(cron)):
+        if cron is None:
+            return None
+        if problem := cron_error(cron):
             raise ValueError(problem)
-        return cron
+        return cron.strip()  # what was checked is what Prefect gets, and the schedule shows
 
     @field_validator("timezone")
     @classmethod
@@ -93,6 +102,7 @@ class Schedule(BaseModel):
     overlap: Overlap
     webhook: WebhookSpec | None
     metadata: dict[str, Any]
+    deadline_seconds: int | None = None
     paused: bool
     created_at: str
     updated_at: str

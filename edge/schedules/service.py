@@ -15,6 +15,7 @@ deployment (Prefect upserts it by name) and finishes the job.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from edge.jobs.service import JobService
 from edge.ports import (
     CrewScheduler,
     DependencyUnavailable,
+    InvalidCursor,
     OrchestratorRejected,
     Ports,
     ScheduleSpec,
@@ -40,14 +42,27 @@ log = logging.getLogger("edgecrew.schedules")
 #: How many upcoming runs `GET /v1/schedules/{id}` shows.
 NEXT_RUNS_SHOWN = 3
 #: `schedule-deleting:{deployment ref}`: a deleted schedule's deployment, paused, that
-#: `ScheduleService.sweep` removes once its last run has ended.
+#: `ScheduleService.sweep` removes once its last run has ended. The value names the
+#: schedule (`{"tenant", "id"}`), so the sweep can tell that a schedule made again
+#: under the same id (its tombstone expired) owns that deployment once more.
 DELETING_PREFIX = "schedule-deleting:"
-#: Deployments one sweep looks at: each costs up to two Prefect calls (3 tries each) and
-#: a KV delete, within what a Cloudflare cron invocation has left after the reconciler.
+#: How long a deletion marker is kept at most: a run holding its deployment that long
+#: (past any job deadline) is left to an operator, and so is the paused deployment.
+MARKER_SECONDS = 7 * 86400
+#: A marker this young whose schedule is live is a delete under way, not a failed one.
+DELETE_GRACE_SECONDS = 300
+SWEEP_CURSOR_KEY = "schedule-sweep:cursor"
+#: Deployments one sweep looks at: each costs up to two Prefect calls (3 tries each),
+#: two KV reads (its schedule's record; the marker when the listing had no metadata)
+#: and a KV delete.
 SWEEP_BATCH = 10
+SWEEP_COST_PER_MARKER = 2 * 3 + 2 + 1
+#: The calls a sweep may make (the cursor's read and write, the listing, the markers):
+#: the share of a Cloudflare cron invocation's subrequests the reconciler leaves to it.
+SWEEP_BUDGET = 3 + SWEEP_BATCH * SWEEP_COST_PER_MARKER
 PUBLIC_FIELDS = (
     "id", "crew", "inputs", "cron", "interval_seconds", "timezone", "overlap", "webhook",
-    "metadata", "paused", "created_at", "updated_at",
+    "metadata", "deadline_seconds", "paused", "created_at", "updated_at",
 )  # fmt: skip
 
 
@@ -55,8 +70,16 @@ class ScheduleKeyReused(Exception):
     """The Idempotency-Key made a schedule before, from a different request body."""
 
 
+class ScheduleKeyDeleted(Exception):
+    """The Idempotency-Key made a schedule that was deleted since (within a day)."""
+
+
 class ScheduleGone(Exception):
     """The schedule was deleted: a run that started before that makes no job."""
+
+
+class NotTheSchedulesRun(Exception):
+    """The flow run named is not a run of this schedule's deployment (for this tenant)."""
 
 
 class ScheduleService:
@@ -97,6 +120,9 @@ class ScheduleService:
             overlap=request["overlap"],
         )
         ref = await self.scheduler.create(spec, paused=True)
+        # Prefect upserts by name: the deployment may be one a delete of a schedule of
+        # this id left for the sweep (the same key, its tombstone expired). Ours now.
+        await self._ports.kv.delete(DELETING_PREFIX + ref)
         record = {
             "id": schedule_id,
             "tenant": tenant,
@@ -110,6 +136,7 @@ class ScheduleService:
             "overlap": spec.overlap,
             "webhook": _webhook(request.get("webhook")),
             "metadata": request.get("metadata") or {},
+            "deadline_seconds": request.get("deadline_seconds"),
             "paused": False,
             "created_at": rfc3339(now),
             "updated_at": rfc3339(now),
@@ -122,16 +149,21 @@ class ScheduleService:
             await self.store.save(record)
         except (DependencyUnavailable, OrchestratorRejected):
             await self._discard(ref)
+            await self.store.forget_entry(record)
             raise
         return record, True
 
     async def replay(
         self, tenant: str, request: Mapping[str, Any], idempotency_key: str
     ) -> dict[str, Any] | None:
-        """The schedule this key made already, if any (ScheduleKeyReused for another body)."""
+        """The schedule this key made already, if any (ScheduleKeyReused for another body,
+        ScheduleKeyDeleted when that schedule was deleted: the key's answer was a schedule
+        that is gone, and a new one needs a new key)."""
         found = await self.store.get(tenant, schedule_id_for_key(tenant, idempotency_key))
-        if found is None or found.get("deleted_at"):
-            return None  # a key whose schedule was deleted makes a new one
+        if found is None:
+            return None
+        if found.get("deleted_at"):
+            raise ScheduleKeyDeleted(found["id"])
         if found["fingerprint"] != fingerprint(request):
             raise ScheduleKeyReused(found["id"])
         return found
@@ -151,15 +183,27 @@ class ScheduleService:
     async def set_paused(
         self, tenant: str, schedule_id: str, paused: bool
     ) -> dict[str, Any] | None:
-        """Pause (Prefect drops the runs it had scheduled) or resume; None if unknown."""
+        """Pause (Prefect drops the runs it had scheduled) or resume; None if unknown,
+        deleted, or (for a resume) being deleted."""
         schedule = await self._live(tenant, schedule_id)
         if schedule is None:
             return None
-        await self.scheduler.set_paused(schedule["deployment_ref"], paused)
-        if schedule["paused"] != paused:
-            schedule = {**schedule, "paused": paused, "updated_at": rfc3339(self._clock())}
-            await self.store.save(schedule)
-        return schedule
+        ref = schedule["deployment_ref"]
+        if not paused and await self._deleting(ref):
+            return None  # a resume must not start a deployment a delete has stopped
+        await self.scheduler.set_paused(ref, paused)
+        # KV has no compare-and-set: a delete may have landed while Prefect was asked.
+        # Read again just before writing, so that the tombstone is not overwritten, and
+        # undo a resume that raced it (the delete's pause may have come first).
+        current = await self._live(tenant, schedule_id)
+        if current is None or await self._deleting(ref):
+            if not paused:
+                await self._repause(ref)
+            return None
+        if current["paused"] != paused:
+            current = {**current, "paused": paused, "updated_at": rfc3339(self._clock())}
+            await self.store.save(current)
+        return current
 
     async def delete(self, tenant: str, schedule_id: str) -> bool:
         """Stop the schedule and remove its deployment (and the runs it scheduled), then
@@ -174,38 +218,67 @@ class ScheduleService:
         if schedule is None:
             return False
         ref = schedule["deployment_ref"]
+        # The marker first: from now on a resume refuses, and one racing this undoes
+        # itself; a run starting now makes no job. The sweep finishes what this leaves.
+        marker = DELETING_PREFIX + ref
+        owner = {"tenant": tenant, "id": schedule_id, "since": self._clock()}
+        await self._ports.kv.put(
+            marker, json.dumps(owner), ttl_seconds=MARKER_SECONDS, metadata=owner
+        )
         try:
-            await self.scheduler.set_paused(ref, True)
-        except OrchestratorRejected as exc:
-            if exc.status_code != 404:
-                raise
-            # Removed in Prefect already (by hand, say): nothing left to stop there.
-        else:
-            if await self.scheduler.has_active_runs(ref):
-                await self._ports.kv.put(DELETING_PREFIX + ref, schedule_id)
-            else:
-                await self.scheduler.delete(ref)
+            await self._stop(ref)
+        except (DependencyUnavailable, OrchestratorRejected):
+            # Not deleted (a 503, to retry): the schedule is live, so is its runs'
+            # registration (the sweep would drop a marker left here, after its grace).
+            await self._ports.kv.delete(marker)
+            raise
         now = self._clock()
         await self.store.bury({**schedule, "deleted_at": rfc3339(now), "updated_at": rfc3339(now)})
         return True
 
     async def sweep(self, *, limit: int = SWEEP_BATCH) -> int:
         """Remove the deployments of deleted schedules whose last runs have ended (the
-        reconciler's timer calls this); how many it removed."""
-        page = await self._ports.kv.list(prefix=DELETING_PREFIX, limit=limit)
+        reconciler's timer calls this); how many it removed.
+
+        One page of markers per call, from a cursor kept in KV: markers whose runs go on
+        stay, and must not hold back the ones after them.
+        """
+        kv = self._ports.kv
+        cursor = await kv.get(SWEEP_CURSOR_KEY) or None
+        try:
+            page = await kv.list(prefix=DELETING_PREFIX, limit=limit, cursor=cursor)
+        except InvalidCursor:  # expired, or from another listing: start over
+            page = await kv.list(prefix=DELETING_PREFIX, limit=limit)
         removed = 0
         for key in page.keys:
-            ref = key.name.removeprefix(DELETING_PREFIX)
-            try:
-                if await self.scheduler.has_active_runs(ref):
-                    continue
-                await self.scheduler.delete(ref)
-            except (DependencyUnavailable, OrchestratorRejected) as exc:
-                log.warning("deployment %s of a deleted schedule stays for now: %s", ref, exc)
-                continue
-            await self._ports.kv.delete(key.name)
-            removed += 1
+            if await self._sweep_one(key.name, key.metadata):
+                removed += 1
+        if page.cursor is None:
+            await kv.delete(SWEEP_CURSOR_KEY)
+        else:
+            await kv.put(SWEEP_CURSOR_KEY, page.cursor, ttl_seconds=86400)
         return removed
+
+    async def _sweep_one(self, marker: str, metadata: Mapping[str, object] | None) -> bool:
+        ref = marker.removeprefix(DELETING_PREFIX)
+        owner = await self._owner(marker, metadata)
+        if owner is not None and await self._owns(owner, ref):
+            if self._clock() - owner["since"] < DELETE_GRACE_SECONDS:
+                return False  # a delete under way (it writes the marker first)
+            # A delete that failed part-way (the client got a 503), or a schedule made
+            # again under the same id: the deployment is a live schedule's.
+            log.info("deployment %s belongs to a live schedule; kept", ref)
+            await self._ports.kv.delete(marker)
+            return False
+        try:
+            if await self.scheduler.has_active_runs(ref):
+                return False
+            await self.scheduler.delete(ref)
+        except (DependencyUnavailable, OrchestratorRejected) as exc:
+            log.warning("deployment %s of a deleted schedule stays for now: %s", ref, exc)
+            return False
+        await self._ports.kv.delete(marker)
+        return True
 
     async def register_run(
         self, tenant: str, schedule_id: str, flow_run_id: str
@@ -218,8 +291,21 @@ class ScheduleService:
         schedule = await self.store.get(tenant, schedule_id)
         if schedule is None:
             return None
-        if schedule.get("deleted_at"):
+        if schedule.get("deleted_at") or await self._ports.kv.get(
+            DELETING_PREFIX + schedule["deployment_ref"]
+        ):  # deleted, or being deleted (the deployment paused, awaiting the sweep)
             raise ScheduleGone(schedule_id)
+        # The signature says the executor sent this, not that the run is the schedule's:
+        # the orchestrator does (else any run could be attached to, and cancelled as, a
+        # job of this tenant).
+        run = await self.scheduler.run_info(flow_run_id)
+        if (
+            run is None
+            or run.deployment_ref != schedule["deployment_ref"]
+            or run.parameters.get("tenant") != tenant
+            or run.parameters.get("schedule_id") != schedule_id
+        ):
+            raise NotTheSchedulesRun(flow_run_id)
         # The catalog's entry now, for the version; the schedule's own pool and flow
         # when the crew left the catalog (the run exists: it is a job all the same).
         crew = await get_crew(self._ports.kv, schedule["crew"]) or CrewSpec(
@@ -232,10 +318,59 @@ class ScheduleService:
             "webhook": schedule["webhook"],
             "metadata": schedule["metadata"],
         }
+        if schedule.get("deadline_seconds"):  # from the run's start: when the job is made
+            request["deadline_seconds"] = schedule["deadline_seconds"]
         job_id = scheduled_job_id(tenant, flow_run_id)
         return await self._jobs.adopt_run(
             tenant, job_id, request, crew=crew, run_id=flow_run_id, schedule_id=schedule_id
         )
+
+    async def _stop(self, ref: str) -> None:
+        """Pause the deployment, and remove it now unless a run is under way (the
+        marker then stays, for the sweep)."""
+        try:
+            await self.scheduler.set_paused(ref, True)
+        except OrchestratorRejected as exc:
+            if exc.status_code != 404:
+                raise
+            # Removed in Prefect already (by hand, say): nothing left to stop there.
+        else:
+            if await self.scheduler.has_active_runs(ref):
+                return
+            await self.scheduler.delete(ref)
+        await self._ports.kv.delete(DELETING_PREFIX + ref)
+
+    async def _deleting(self, ref: str) -> bool:
+        return await self._ports.kv.get(DELETING_PREFIX + ref) is not None
+
+    async def _owner(
+        self, marker: str, metadata: Mapping[str, object] | None = None
+    ) -> dict[str, Any] | None:
+        """The schedule a deletion marker names (`{"tenant", "id", "since"}`: its KV
+        metadata, which the listing brings, or else its value)."""
+        owner: Any = dict(metadata) if metadata else None
+        if owner is None:
+            raw = await self._ports.kv.get(marker)
+            try:
+                owner = json.loads(raw) if raw else None
+            except ValueError:
+                return None
+        if not isinstance(owner, dict):
+            return None
+        since = owner.get("since")
+        return {"tenant": str(owner.get("tenant")), "id": str(owner.get("id")),
+                "since": float(since) if isinstance(since, int | float) else 0.0}  # fmt: skip
+
+    async def _owns(self, owner: Mapping[str, Any], ref: str) -> bool:
+        """Whether the schedule is live and its deployment is `ref`."""
+        live = await self._live(owner["tenant"], owner["id"])
+        return live is not None and live.get("deployment_ref") == ref
+
+    async def _repause(self, ref: str) -> None:
+        try:
+            await self.scheduler.set_paused(ref, True)
+        except (DependencyUnavailable, OrchestratorRejected) as exc:
+            log.warning("could not pause again the deployment %s a delete stopped: %s", ref, exc)
 
     async def _live(self, tenant: str, schedule_id: str) -> dict[str, Any] | None:
         found = await self.store.get(tenant, schedule_id)

@@ -39,7 +39,14 @@ class ScheduleStore:
         await self._kv.put(_record_key(schedule["tenant"], schedule["id"]), json.dumps(schedule))
 
     async def bury(self, schedule: dict[str, Any]) -> None:
-        """Out of the listing; the record becomes a tombstone for a day."""
+        """Out of the listing; the record becomes a tombstone for a day.
+
+        Every index entry of the schedule goes, not only the record's: two creates under
+        one key that both missed the replay (at once, or KV not showing the first yet)
+        each wrote an entry of their own, and only the last one's is in the record.
+        """
+        for key in await self._index_entries(schedule["tenant"], schedule["id"]):
+            await self._kv.delete(key)
         await self._kv.delete(schedule["index_key"])
         await self._kv.put(
             _record_key(schedule["tenant"], schedule["id"]),
@@ -50,9 +57,29 @@ class ScheduleStore:
     async def list_schedules(
         self, tenant: str, *, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first."""
+        """Newest first; a schedule once per page (see `bury` for how it can be twice)."""
         page = await self._kv.list(prefix=f"schedules:{tenant}:", limit=limit, cursor=cursor)
-        return [dict(key.metadata or {}) for key in page.keys], page.cursor
+        summaries: dict[object, dict[str, Any]] = {}
+        for key in page.keys:
+            summary = dict(key.metadata or {})
+            summaries.setdefault(summary.get("id"), summary)
+        return list(summaries.values()), page.cursor
+
+    async def forget_entry(self, schedule: dict[str, Any]) -> None:
+        """Drop the index entry of a record that could not be written."""
+        await self._kv.delete(schedule["index_key"])
+
+    async def _index_entries(self, tenant: str, schedule_id: str) -> list[str]:
+        """The tenant's index entries of one schedule (a listing of the tenant's
+        schedules: one KV list call per thousand)."""
+        found: list[str] = []
+        cursor: str | None = None
+        while True:
+            page = await self._kv.list(prefix=f"schedules:{tenant}:", cursor=cursor)
+            found += [k.name for k in page.keys if (k.metadata or {}).get("id") == schedule_id]
+            if page.cursor is None or page.cursor == cursor:
+                return found
+            cursor = page.cursor
 
 
 def index_key(tenant: str, created_ms: int, schedule_id: str) -> str:

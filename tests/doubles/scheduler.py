@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.ports import DependencyUnavailable, OrchestratorRejected, ScheduleSpec
+from edge.ports import (
+    DependencyUnavailable,
+    OrchestratorRejected,
+    ScheduledRunInfo,
+    ScheduleSpec,
+)
 
 
 @dataclass
@@ -14,6 +19,7 @@ class FakeSchedule:
     paused: bool
     due: list[float] = field(default_factory=list)
     active_runs: int = 0
+    waiting_runs: int = 0  # due, not started (overlap `queue`): a pause cancels them
 
 
 class RecordingScheduler:
@@ -24,6 +30,14 @@ class RecordingScheduler:
         self.calls: list[tuple[str, Any]] = []
         #: Method names that raise DependencyUnavailable on their next call.
         self.down: set[str] = set()
+        #: Flow runs Prefect has: run id -> what it says of them.
+        self.runs: dict[str, ScheduledRunInfo] = {}
+
+    def start_run(self, schedule_id: str, run_id: str) -> str:
+        """A run of the schedule's deployment, as Prefect's scheduler would make it."""
+        ref = f"dep-{schedule_id}"
+        self.runs[run_id] = ScheduledRunInfo(ref, dict(self.schedules[ref].spec.parameters))
+        return run_id
 
     def _call(self, name: str, arg: Any) -> None:
         self.calls.append((name, arg))
@@ -42,6 +56,8 @@ class RecordingScheduler:
         if ref not in self.schedules:  # removed in Prefect behind the edge's back
             raise OrchestratorRejected(f"PATCH deployments/{ref}: HTTP 404", status_code=404)
         self.schedules[ref].paused = paused
+        if paused:
+            self.schedules[ref].waiting_runs = 0
 
     async def delete(self, ref: str) -> None:
         self._call("delete", ref)
@@ -50,9 +66,13 @@ class RecordingScheduler:
     async def has_active_runs(self, ref: str) -> bool:
         self._call("has_active_runs", ref)
         found = self.schedules.get(ref)
-        return found is not None and found.active_runs > 0
+        return found is not None and found.active_runs + found.waiting_runs > 0
 
     async def next_runs(self, ref: str, limit: int) -> list[float]:
         self._call("next_runs", ref)
         found = self.schedules.get(ref)  # Prefect's filter finds nothing for a gone one
         return [] if found is None else found.due[:limit]
+
+    async def run_info(self, run_id: str) -> ScheduledRunInfo | None:
+        self._call("run_info", run_id)
+        return self.runs.get(run_id)
