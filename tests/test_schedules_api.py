@@ -323,6 +323,25 @@ async def test_a_run_registers_once_as_a_job_with_the_schedules_webhook(
     assert [e["type"] for e in events] == ["job.queued", "job.succeeded"]
 
 
+async def test_a_run_of_a_schedule_naming_no_webhook_gets_the_tenants_default(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler, schedules_app: FastAPI
+) -> None:
+    default = {"url": "https://hooks.example.com/default", "events": ["job.failed"]}
+    assert (await api.put("/v1/webhooks", json=default, headers=AUTH_A)).status_code == 200
+    own = {"url": "https://hooks.example.com/own", "events": ["job.succeeded"]}
+    plain, named = await create(api, EVERY_HOUR), await create(api, {**EVERY_HOUR, "webhook": own})
+    for schedule, run in ((plain, "run-plain"), (named, "run-named")):
+        scheduler.start_run(schedule["id"], run)
+    plain_job = (await register(api, plain["id"], "run-plain")).json()["job_id"]
+    named_job = (await register(api, named["id"], "run-named")).json()["job_id"]
+    recorded = {
+        job_id: await schedules_app.state.jobs.current("tenant_a", job_id)
+        for job_id in (plain_job, named_job)
+    }
+    assert recorded[plain_job]["webhook"] == {**default, "default": True}
+    assert recorded[named_job]["webhook"]["url"] == own["url"]
+
+
 async def test_a_run_of_a_schedule_not_visible_yet_is_a_404_and_unsigned_calls_401(
     api: httpx.AsyncClient,
 ) -> None:

@@ -430,6 +430,7 @@ class JobService:
         *,
         crew: CrewSpec,
         run_id: str,
+        default_webhook: Webhook | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
         """Take a flow run Prefect started by itself (a schedule's) as a job of `tenant`.
@@ -454,6 +455,7 @@ class JobService:
             deadline_at=_deadline_at(request, now),
             now=now,
             ttl_seconds=self.store.ttl_seconds,
+            default_webhook=default_webhook,
         )
         record["flow_run_id"] = run_id
         job, created = await self.ledger.create({**record, **fields}, now=now)

@@ -24,6 +24,7 @@ from typing import Any
 from edge.jobs.catalog import get_crew
 from edge.jobs.ids import fingerprint, new_schedule_id, schedule_id_for_key, scheduled_job_id
 from edge.jobs.service import JobService
+from edge.jobs.tenant_webhooks import webhook_for_job
 from edge.ports import (
     CrewScheduler,
     DependencyUnavailable,
@@ -321,9 +322,14 @@ class ScheduleService:
         if schedule.get("deadline_seconds"):  # from the run's start: when the job is made
             request["deadline_seconds"] = schedule["deadline_seconds"]
         job_id = scheduled_job_id(tenant, flow_run_id)
+        # A schedule that names no webhook: its runs get the tenant's default as it is
+        # now, as a submitted job would (not refused here, unlike at submit: the run is
+        # under way, and a default the guard now refuses is logged on its deliveries).
+        default = None if schedule["webhook"] else await webhook_for_job(self._ports.kv, tenant)
         return await self._jobs.adopt_run(
-            tenant, job_id, request, crew=crew, run_id=flow_run_id, schedule_id=schedule_id
-        )
+            tenant, job_id, request, crew=crew, run_id=flow_run_id, schedule_id=schedule_id,
+            default_webhook=default,
+        )  # fmt: skip
 
     async def _stop(self, ref: str) -> None:
         """Pause the deployment, and remove it now unless a run is under way (the
