@@ -177,11 +177,13 @@ class EdgeClient:
                 self._settings.executor_secret, message_id, int(time.time()), body
             )
             headers["Content-Type"] = "application/json"
+            # No `timeout` argument unless one is asked for: the client's default stands,
+            # and a test client (Starlette's) refuses the argument.
+            per_call: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
             try:
                 response = self._client.post(
-                    self._settings.edge_url + path, content=body, headers=headers,
-                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
-                )  # fmt: skip
+                    self._settings.edge_url + path, content=body, headers=headers, **per_call
+                )
             except httpx.TransportError as exc:
                 reason = type(exc).__name__
                 continue
