@@ -299,6 +299,8 @@ def start_latency(base: str, api: str, jobs: int) -> None:
     to_hook: list[float] = []
     overhead: list[float] = []
     ids: list[str] = []
+    posted_at: list[float] = []  # wall clock, to set against Prefect's state times
+    hooked_at: list[float] = []
     with WebhookReceiver() as receiver, httpx.Client(base_url=base, headers=HEADERS,
                                                      timeout=60) as client:  # fmt: skip
         for n in range(jobs):
@@ -306,9 +308,11 @@ def start_latency(base: str, api: str, jobs: int) -> None:
             body = {"crew": "summarize", "inputs": {"text": f"latency {n}"}, "webhook": hook}
             receiver.received.clear()
             started = time.perf_counter()
+            posted_at.append(time.time())
             job_id = client.post("/v1/jobs", json=body).json()["id"]
             receiver.wait_for_event("job.running", timeout=120)
             to_hook.append(time.perf_counter() - started)
+            hooked_at.append(time.time())
             receiver.wait_for_event("job.succeeded", timeout=120)
             total = time.perf_counter() - started
             job = client.get(f"/v1/jobs/{job_id}").json()
@@ -316,6 +320,10 @@ def start_latency(base: str, api: str, jobs: int) -> None:
             ids.append(job_id)
             time.sleep(random.uniform(0.1, 1.0))  # arrivals at random phases of the poll
     phases = state_phases(api, [run_for_job(api, job_id) for job_id in ids])
+    # The client's path around Prefect's: the edge handing the job over, and the flow
+    # posting `running` through the edge to the webhook (same machine, same clock).
+    handed = [at - posted for at, posted in zip(phases["scheduled_at"], posted_at, strict=True)]
+    after = [hooked - at for at, hooked in zip(phases["running_at"], hooked_at, strict=True)]
     baseline = state_phases(api, baseline_runs(api, jobs))
     print(f"start latency ({jobs} sequential jobs; baseline: {jobs} trivial flow runs on a "
           "plain Prefect process worker polling every 1 s):\n")  # fmt: skip
@@ -326,6 +334,8 @@ def start_latency(base: str, api: str, jobs: int) -> None:
         ("  of which SCHEDULED → PENDING (poll, claim)", phases["claimed"]),
         ("  of which PENDING → RUNNING (process, engine)", phases["started"]),
         ("edgecrew: POST /v1/jobs → job.running webhook received", to_hook),
+        ("  of which POST → SCHEDULED (the edge hands the job to Prefect)", handed),
+        ("  of which RUNNING → job.running webhook (flow, edge, webhook)", after),
         ("edgecrew: POST → job.succeeded webhook, minus crew time", overhead),
         ("plain Prefect: create_flow_run → RUNNING (Prefect's state times)", baseline["running"]),
     ]
@@ -393,7 +403,8 @@ def run_for_job(api: str, job_id: str) -> str:
 
 def state_phases(api: str, run_ids: list[str]) -> dict[str, list[float]]:
     """Seconds between a run's SCHEDULED, PENDING and RUNNING states, by Prefect's clock."""
-    phases: dict[str, list[float]] = {"claimed": [], "started": [], "running": []}
+    phases: dict[str, list[float]] = {"claimed": [], "started": [], "running": [],
+                                      "scheduled_at": [], "running_at": []}  # fmt: skip
     for run_id in run_ids:
         states = httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id},
                            timeout=30).json()  # fmt: skip
@@ -401,6 +412,8 @@ def state_phases(api: str, run_ids: list[str]) -> dict[str, list[float]]:
         phases["claimed"].append((at["PENDING"] - at["SCHEDULED"]).total_seconds())
         phases["started"].append((at["RUNNING"] - at["PENDING"]).total_seconds())
         phases["running"].append((at["RUNNING"] - at["SCHEDULED"]).total_seconds())
+        phases["scheduled_at"].append(at["SCHEDULED"].timestamp())
+        phases["running_at"].append(at["RUNNING"].timestamp())
     return phases
 
 

@@ -10,7 +10,9 @@ second instead of ~4 s:
 
 - each run's process is forked from a server that has already imported Prefect, CrewAI
   and the crews (`executor.warm`), instead of a fresh interpreter per run;
-- the pool is polled every half second by default (Prefect's worker: 10 s).
+- it learns of a new run as Prefect schedules it, from Prefect's event stream
+  (`executor.run_push`), and polls the pool every half second as the fallback
+  (Prefect's worker: polling only, every 10 s).
 
 The pools stay ordinary `process` pools, so a plain Prefect worker can serve them too.
 The loop is synchronous on purpose: one thread, a few requests a second, and every
@@ -34,19 +36,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from uuid import UUID
 
 import typer
 
+from executor.run_push import RunPushListener, Wakeup
 from executor.warm import RunProcess, WarmProcesses
 from shared.claims import WORK_POOL_LABEL, WORKER_NAME_LABEL, WORKER_TYPE_LABEL, claim_message
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun, State
 
 log = logging.getLogger("edgecrew.worker")
 
 
 class Launcher(Protocol):
-    def launch(self, flow_run_id: UUID) -> RunProcess: ...
+    def launch(self, flow_run: FlowRun) -> RunProcess: ...
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,10 @@ class WorkerOptions:
     cancel_check_seconds: float = 1.0
     heartbeat_seconds: float = 30.0
     kill_grace_seconds: float = 10.0  # SIGTERM, then SIGKILL after this
+    # A pushed run can reach the worker a moment before Prefect's poll query shows it
+    # (the event is published as the state is set): poll again this soon, this often.
+    repoll_seconds: float = 0.05
+    repolls: int = 4
 
 
 @dataclass
@@ -79,15 +89,38 @@ class WarmWorker:
     runs: dict[UUID, _Run] = field(default_factory=dict)
     _next_heartbeat: float = 0.0
     _next_cancel_check: float = 0.0
+    _no_claims_before: float = 0.0
     _failing: set[str] = field(default_factory=set)
+    # Runs pushed but not yet seen in a poll, with the re-polls each has left.
+    _awaited: dict[UUID, int] = field(default_factory=dict)
+
+    def serve(self, stop: threading.Event, wakeup: Wakeup) -> None:
+        """The worker's loop, until `stop`: tick, then wait for the poll interval or a
+        pushed run, whichever comes first. `stop`'s setter pushes `wakeup` as well."""
+        while not stop.is_set():
+            self.pushed(wakeup.take())
+            self.tick()
+            wakeup.wait(self.wait_seconds())
+
+    def pushed(self, run_ids: set[UUID]) -> None:
+        """Runs the event stream announced: the next ticks look for them."""
+        for run_id in run_ids - self.runs.keys():
+            self._awaited.setdefault(run_id, self.options.repolls + 1)  # + the first poll
+
+    def wait_seconds(self) -> float:
+        """How long the loop may sleep before the next tick."""
+        return self.options.repoll_seconds if self._awaited else self.options.poll_seconds
 
     def tick(self) -> None:
-        """Heartbeat when due, reap finished runs, stop cancelled ones, start new ones.
+        """Reap finished runs, start new ones, heartbeat when due, stop cancelled runs.
 
-        An unreachable Prefect API is logged (once per kind of error) and retried on the
-        next tick; it never stops the worker or the runs it already started.
+        Claiming comes right after reaping (which frees slots and makes no API call
+        unless a process died): a run that was just pushed is claimed before anything
+        else is sent to Prefect. An unreachable Prefect API is logged (once per kind of
+        error) and retried on the next tick; it never stops the worker or the runs it
+        already started.
         """
-        self._run_steps(self._heartbeat, self._reap, self._stop_cancelled, self._claim_and_start)
+        self._run_steps(self._reap, self._claim_and_start, self._heartbeat, self._stop_cancelled)
 
     def drain(self, wait_seconds: float) -> None:
         """Stop: wait up to `wait_seconds` for running flows, then stop the rest."""
@@ -182,21 +215,36 @@ class WarmWorker:
 
     def _claim_and_start(self, now: float) -> None:
         free = self.options.limit - len(self.runs)
-        if free <= 0:
+        if free <= 0 or now < self._no_claims_before:
+            # Full, or a process just failed to start: a pushed run waits for the poll
+            # (otherwise a released run's own `Scheduled` event would be claimed again
+            # at once, in a loop as fast as the API answers).
+            self._awaited.clear()
             return
+        # A pushed run this poll does not show gets a few quick re-polls (counted before
+        # the poll, so a failing API cannot make them endless), then the ordinary poll:
+        # another worker took it, or it is due later than the prefetch window.
+        self._awaited = {run_id: left - 1 for run_id, left in self._awaited.items() if left > 1}
         before = datetime.now(UTC) + timedelta(seconds=self.options.prefetch_seconds)
         scheduled = self.client.get_scheduled_flow_runs_for_work_pool(
             work_pool_name=self.options.pool, scheduled_before=before
         )
         for entry in scheduled:
+            self._awaited.pop(entry.flow_run.id, None)
+        for entry in scheduled:
             if free <= 0:
                 break
             flow_run = entry.flow_run
-            if flow_run.id in self.runs or not self._claim(flow_run.id):
+            if flow_run.id in self.runs:
+                continue
+            claimed = self._claim(flow_run.id)
+            if claimed is None:
                 continue
             try:
-                process = self.launcher.launch(flow_run.id)
+                # As claimed, so that its process need not read it again.
+                process = self.launcher.launch(_with_state(flow_run, claimed))
             except Exception:
+                self._no_claims_before = now + self.options.poll_seconds
                 self._release(flow_run.id)
                 raise
             self.runs[flow_run.id] = _Run(process)
@@ -218,10 +266,11 @@ class WarmWorker:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _claim(self, flow_run_id: UUID) -> bool:
-        """Scheduled → Pending, as Prefect's workers claim a run. Another worker that got
-        there first, a concurrency slot that is busy, a cancel: anything but ACCEPT means
-        the run is not ours (it stays scheduled for whoever may take it)."""
+    def _claim(self, flow_run_id: UUID) -> State | None:
+        """Scheduled → Pending, as Prefect's workers claim a run; the Pending state if
+        ours. Another worker that got there first, a concurrency slot that is busy, a
+        cancel: anything but ACCEPT means the run is not ours (it stays scheduled for
+        whoever may take it)."""
         from prefect.client.schemas.objects import StateType
         from prefect.client.schemas.responses import SetStateStatus
         from prefect.exceptions import ObjectNotFound
@@ -233,13 +282,11 @@ class WarmWorker:
             claim: Any = Pending(message=claim_message(self.options.name))
             result = self.client.set_flow_run_state(flow_run_id, claim)
         except ObjectNotFound:
-            return False
+            return None
         state = result.state
-        return bool(
-            result.status == SetStateStatus.ACCEPT
-            and state is not None
-            and state.type == StateType.PENDING
-        )
+        if result.status == SetStateStatus.ACCEPT and state is not None:
+            return state if state.type == StateType.PENDING else None
+        return None
 
     def _release(self, flow_run_id: UUID) -> None:
         """Give a claimed run back (Pending → Scheduled) when its process could not start,
@@ -279,6 +326,21 @@ class WarmWorker:
             self._failing.add(step)
 
 
+def _with_state(flow_run: FlowRun, state: State) -> FlowRun:
+    """The flow run read by the poll, in the state its claim put it in.
+
+    As a plain `State`: the client parses orchestration results into a generic
+    `State[T]`, which cannot be pickled to the run's process. A claim carries no data.
+    """
+    from prefect.client.schemas.objects import State as PlainState
+
+    plain = PlainState.model_validate(state.model_dump(exclude={"data"}))
+    return flow_run.model_copy(
+        update={"state": plain, "state_id": plain.id, "state_type": plain.type,
+                "state_name": plain.name}
+    )  # fmt: skip
+
+
 class _Health:
     """`GET /health`: 200 once warm and polling, with the worker's load; 503 before."""
 
@@ -286,6 +348,7 @@ class _Health:
         self.worker = worker
         self.ready = threading.Event()
         self.published = threading.Event()  # the edge has this worker's crews
+        self.push: RunPushListener | None = None
 
     def serve(self, host: str, port: int) -> ThreadingHTTPServer:
         health = self
@@ -298,6 +361,8 @@ class _Health:
                     {
                         "ready": ready,
                         "published": health.published.is_set(),
+                        # Whether new runs are pushed (else found by polling alone).
+                        "push": health.push is not None and health.push.connected.is_set(),
                         "pool": options.pool,
                         "running": len(health.worker.runs),
                         "limit": options.limit,
@@ -333,6 +398,9 @@ def start(
     heartbeat_seconds: Annotated[
         float, typer.Option(min=1, help="Prefect counts a worker offline after 3 missed")
     ] = 30.0,
+    push_runs: Annotated[
+        bool, typer.Option(help="Learn of new runs from Prefect's event stream, not only polls")
+    ] = True,
     healthcheck_host: str = "127.0.0.1",
     healthcheck_port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
     config: Annotated[
@@ -353,9 +421,14 @@ def start(
         prefetch_seconds=prefetch_seconds,
         heartbeat_seconds=heartbeat_seconds,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop, wakeup = threading.Event(), Wakeup()
+
+    def stopping(*_: Any) -> None:
+        stop.set()
+        wakeup.push()  # out of the loop's wait now, not at the next poll
+
+    signal.signal(signal.SIGTERM, stopping)
+    signal.signal(signal.SIGINT, stopping)
     processes = WarmProcesses()
     with get_client(sync_client=True) as client:
         worker = WarmWorker(client=client, launcher=processes, options=options)
@@ -373,12 +446,16 @@ def start(
             target=_publish, args=(options, crews, stop, health), daemon=True, name="publish"
         )
         publisher.start()
-        while not stop.is_set():
-            worker.tick()
-            stop.wait(options.poll_seconds)
+        push = RunPushListener(pool, wakeup)
+        if push_runs:
+            push.start()
+            health.push = push
+        worker.serve(stop, wakeup)
+        push.stop()
         log.info("stopping: %d flow run(s) in progress", len(worker.runs))
         health.ready.clear()
         worker.drain(drain_seconds)
+        processes.close()
         if server is not None:
             server.shutdown()
 

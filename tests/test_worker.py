@@ -4,27 +4,33 @@ tests/test_jobs_stack.py runs the real worker against a real Prefect server)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import pickle
 import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
 import pytest
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas import OrchestrationResult
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Cancelled, Completed, Running
+from prefect.states import Cancelled, Completed, Pending, Running, Scheduled
 
 from executor.warm import WarmProcesses
 from executor.worker import WarmWorker, WorkerOptions
 from tests.conftest import Clock
-from tests.doubles.processes import sleep_for_a_minute
+from tests.doubles.processes import record_the_run, sleep_for_a_minute
+
+FLOW = uuid4()
 
 
 @dataclass
@@ -56,10 +62,13 @@ class FakeProcess:
 class FakeLauncher:
     def __init__(self) -> None:
         self.launched: dict[UUID, FakeProcess] = {}
+        self.flow_runs: dict[UUID, FlowRun] = {}  # as handed to each process
 
-    def launch(self, flow_run_id: UUID) -> FakeProcess:
+    def launch(self, flow_run: FlowRun) -> FakeProcess:
         process = FakeProcess(pid=1000 + len(self.launched))
-        self.launched[flow_run_id] = process
+        self.launched[flow_run.id] = process
+        # What the real launcher does with it: pickle it to the run's process.
+        self.flow_runs[flow_run.id] = pickle.loads(pickle.dumps(flow_run))
         return process
 
 
@@ -83,19 +92,20 @@ class FakePrefect:
 
     def get_scheduled_flow_runs_for_work_pool(self, **kwargs: Any) -> list[Any]:
         self._call("poll", kwargs)
-        return [SimpleNamespace(flow_run=SimpleNamespace(id=i)) for i in self.scheduled]
+        return [SimpleNamespace(flow_run=FlowRun(id=i, flow_id=FLOW, state=Scheduled()))
+                for i in self.scheduled]  # fmt: skip
 
     def set_flow_run_state(self, flow_run_id: UUID, state: Any, force: bool = False) -> Any:
         self._call("set_state", (flow_run_id, state.type, force))
         if flow_run_id in self.taken_elsewhere:  # another worker claimed it first
-            return SimpleNamespace(status=SetStateStatus.ABORT, state=None)
+            return _result(SetStateStatus.ABORT, None)
         current = self.states.get(flow_run_id)
         if current is not None and current.is_final() and not force:
-            return SimpleNamespace(status=SetStateStatus.REJECT, state=current)
+            return _result(SetStateStatus.REJECT, current)
         self.states[flow_run_id] = state
         if flow_run_id in self.scheduled and state.type == StateType.PENDING:
             self.scheduled.remove(flow_run_id)
-        return SimpleNamespace(status=SetStateStatus.ACCEPT, state=state)
+        return _result(SetStateStatus.ACCEPT, state)
 
     def read_flow_runs(self, *, flow_run_filter: Any) -> list[Any]:
         self._call("read_runs")
@@ -119,6 +129,14 @@ class FakePrefect:
 
     def states_set(self, name: str = "set_state") -> list[Any]:
         return [detail for call, detail in self.calls if call == name]
+
+
+def _result(status: SetStateStatus, state: Any) -> Any:
+    """An orchestration result parsed as the real client parses one (its state is a
+    generic `State[T]`, which does not pickle as it is)."""
+    body = {"status": status.value, "details": {"type": "accept_details"},
+            "state": state.model_dump(mode="json") if state is not None else None}  # fmt: skip
+    return OrchestrationResult.model_validate(body)
 
 
 @pytest.fixture
@@ -184,6 +202,9 @@ def test_claims_scheduled_runs_up_to_the_limit_and_starts_each_once(
     assert [p.split(":")[1] for p in pids] == ["1000", "1001"]
     # Who holds each run, for the edge's reconciler: in the claim, then as Prefect's labels.
     assert prefect.states[runs[0]].message == "Claimed by worker w1"
+    handed = launcher.flow_runs[runs[0]]
+    assert (handed.state_type, handed.state.message) == (StateType.PENDING, "Claimed by worker w1")
+    assert handed.state.id == prefect.states[runs[0]].id, "the run as claimed: not read again"
     assert prefect.states_set("labels") == [
         (run, {"prefect.worker.name": "w1", "prefect.worker.type": "edgecrew",
                "prefect.work-pool.name": "cpu"})
@@ -342,7 +363,7 @@ def test_a_run_whose_process_cannot_start_is_given_back(
     run = uuid4()
     prefect.scheduled = [run]
 
-    def cannot_fork(flow_run_id: UUID) -> FakeProcess:
+    def cannot_fork(flow_run: FlowRun) -> FakeProcess:
         raise OSError(11, "Resource temporarily unavailable")
 
     launcher.launch = cannot_fork  # type: ignore[method-assign]
@@ -362,7 +383,7 @@ def test_a_run_cancelled_before_its_failed_start_is_not_revived(
     run = uuid4()
     prefect.scheduled = [run]
 
-    def cancelled_then_cannot_fork(flow_run_id: UUID) -> FakeProcess:
+    def cancelled_then_cannot_fork(flow_run: FlowRun) -> FakeProcess:
         prefect.states[run] = Cancelled()  # the edge cancels a Pending run outright
         raise OSError(11, "Resource temporarily unavailable")
 
@@ -377,6 +398,7 @@ def test_draining_still_honours_a_cancel(
     worker, run = started_run(prefect, launcher, clock)
     prefect.states[run] = Running()
     cancelling(prefect, run)
+    clock.advance(2)  # cancelled a while after it started
 
     worker.drain(600)  # returns once the cancelled run's process is gone
 
@@ -390,16 +412,76 @@ def test_runs_outlive_a_dead_fork_server_and_can_still_be_stopped() -> None:
     calls them finished (exit 255) while they run on. The worker must not."""
     from multiprocessing import forkserver
 
-    processes = WarmProcesses(preload=["json"], target=sleep_for_a_minute)
+    processes = WarmProcesses(preload=["prefect.client.schemas.objects"],
+                              target=sleep_for_a_minute)  # fmt: skip
     processes.warm_up()
-    run = processes.launch(uuid4())
-    os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)  # type: ignore[attr-defined]
-    time.sleep(0.5)
+    try:
+        run = processes.launch(FlowRun(id=uuid4(), flow_id=FLOW))
+        os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)  # type: ignore[attr-defined]
+        time.sleep(0.5)
 
-    assert run.is_alive() and run.exitcode is None, "still running"
-    run.terminate()
-    run.join(10)
-    assert not run.is_alive()
+        assert run.is_alive() and run.exitcode is None, "still running"
+        run.terminate()
+        run.join(10)
+        assert not run.is_alive()
+    finally:
+        processes.close()
+
+
+@pytest.fixture
+def recording_processes(fresh_fork_server: None) -> Iterator[WarmProcesses]:
+    """A real fork server whose runs record what they were handed; its standby is set
+    up at once (nothing to connect to here)."""
+    processes = WarmProcesses(
+        preload=["prefect.client.schemas.objects"], target=record_the_run, settle_seconds=0
+    )
+    processes.warm_up()
+    try:
+        yield processes
+    finally:
+        processes.close()
+
+
+def test_a_run_goes_to_the_standby_process_forked_ahead_with_the_flow_run_as_claimed(
+    recording_processes: WarmProcesses, tmp_path: Path
+) -> None:
+    standby = recording_processes._standby
+    assert standby is not None and standby.process.is_alive(), "forked before any run"
+
+    records = []
+    for n in range(2):
+        record = tmp_path / f"run-{n}.json"
+        flow_run = FlowRun(id=uuid4(), flow_id=FLOW, parameters={"record": str(record)},
+                           state=Pending(), state_type=StateType.PENDING)  # fmt: skip
+        run = recording_processes.launch(flow_run)
+        run.join(60)
+        assert run.exitcode == 0
+        records.append(json.loads(record.read_text()))
+        assert records[-1] == {"id": str(flow_run.id), "pid": run.pid, "state": "PENDING"}
+    assert records[0]["pid"] == standby.process.pid, "the first run: the standby"
+    spare = recording_processes._standby
+    assert spare is not None and spare.process.is_alive(), "and another stands by"
+
+
+def test_a_dead_standby_is_replaced_by_a_fresh_fork_and_close_ends_it(
+    recording_processes: WarmProcesses, tmp_path: Path
+) -> None:
+    assert recording_processes._standby is not None
+    dead = recording_processes._standby.process
+    os.kill(dead.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    dead.join(5)
+
+    record = tmp_path / "run.json"
+    flow_run = FlowRun(id=uuid4(), flow_id=FLOW, parameters={"record": str(record)})
+    run = recording_processes.launch(flow_run)
+    run.join(60)
+    assert run.exitcode == 0 and run.pid != dead.pid
+    assert json.loads(record.read_text())["pid"] == run.pid
+
+    spare = recording_processes._standby
+    assert spare is not None and spare.process.is_alive()
+    recording_processes.close()
+    assert not spare.process.is_alive(), "a stopping worker leaves no standby behind"
 
 
 @pytest.mark.usefixtures("fresh_fork_server")
