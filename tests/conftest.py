@@ -9,14 +9,12 @@ import pytest
 from fastapi import FastAPI
 
 from edge.app import create_app
-from edge.local.numpy_index import NumpyVectorIndex
-from edge.local.sqlite_kv import SqliteKV
-from edge.local.sqlite_ledger import SqliteJobLedger
 from edge.ports import Ports
 from edge.settings import Settings
 from tests.doubles.catalog import publish_shipped_crews
 from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.local_llm import LocalLLM, running_local_llm
+from tests.support import sqlite_ports
 
 # Nothing under test may phone home: CrewAI and Prefect telemetry off before test modules
 # (which import them) load.
@@ -89,13 +87,7 @@ def embedder() -> RecordingEmbedder:
 def local_ports(
     tmp_path: Path, embedder: RecordingEmbedder, generator: RecordingGenerator
 ) -> Ports:
-    return Ports(
-        kv=SqliteKV(tmp_path / "kv.sqlite3"),
-        ledger=SqliteJobLedger(tmp_path / "jobs.sqlite3"),
-        vectors=NumpyVectorIndex(tmp_path / "vectors.sqlite3", dimensions=384),
-        embedder=embedder,
-        generator=generator,
-    )
+    return sqlite_ports(tmp_path, embedder=embedder, generator=generator)
 
 
 @pytest.fixture

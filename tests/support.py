@@ -1,4 +1,5 @@
-"""Helpers for tests that start real processes: `edgecrew dev`, a webhook receiver."""
+"""Helpers for tests: the local ports on SQLite, and for tests that start real processes,
+`edgecrew dev` and a webhook receiver."""
 
 from __future__ import annotations
 
@@ -20,7 +21,12 @@ from typing import Any
 import httpx
 import pytest
 
+from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.processes import free_port
+from edge.local.sqlite_kv import SqliteKV
+from edge.local.sqlite_ledger import SqliteJobLedger
+from edge.ports import Ports
+from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 
 __all__ = [
     "DevStack",
@@ -29,9 +35,25 @@ __all__ = [
     "port_is_open",
     "process_group",
     "processes_mentioning",
+    "sqlite_ports",
 ]
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "edgecrew.toml"
+
+
+def sqlite_ports(folder: Path, **ports: Any) -> Ports:
+    """The ports most API tests run on: KV, the job ledger and the vector index in SQLite
+    files under `folder`, the recording embedder and generator; `ports` adds the others
+    (orchestrator, scheduler, deliveries) or replaces any of these."""
+    defaults: dict[str, Callable[[], Any]] = {
+        "kv": lambda: SqliteKV(folder / "kv.sqlite3"),
+        "ledger": lambda: SqliteJobLedger(folder / "jobs.sqlite3"),
+        "vectors": lambda: NumpyVectorIndex(folder / "vectors.sqlite3", dimensions=384),
+        "embedder": RecordingEmbedder,
+        "generator": RecordingGenerator,
+    }
+    made = {name: make() for name, make in defaults.items() if name not in ports}
+    return Ports(**made, **ports)
 
 
 def port_is_open(port: int) -> bool:

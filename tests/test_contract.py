@@ -13,19 +13,15 @@ import pytest
 from fastapi import FastAPI
 
 from edge.app import create_app
-from edge.local.numpy_index import NumpyVectorIndex
-from edge.local.sqlite_kv import SqliteKV
-from edge.local.sqlite_ledger import SqliteJobLedger
-from edge.ports import Ports
 from edge.settings import Settings
 from shared.limits import DEFAULT_LIMITS
 from shared.signing import new_secret, signed_headers
 from tests.conftest import AUTH_A, KEY_A, KEY_B, asgi_client
 from tests.doubles.catalog import SUMMARIZE, publish_shipped_crews
-from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.doubles.orchestrator import InMemoryOrchestrator
 from tests.doubles.queues import RecordingQueue
 from tests.doubles.scheduler import RecordingScheduler
+from tests.support import sqlite_ports
 
 EXECUTOR_SECRET = new_secret()
 PROBLEM = "application/problem+json"
@@ -44,12 +40,8 @@ def contract_app(data_dir: Path) -> FastAPI:
         secret_key="k" * 40,
         allow_loopback_webhooks=True,
     )
-    ports = Ports(
-        kv=SqliteKV(data_dir / "kv.sqlite3"),
-        ledger=SqliteJobLedger(data_dir / "jobs.sqlite3"),
-        vectors=NumpyVectorIndex(data_dir / "vectors.sqlite3", dimensions=384),
-        embedder=RecordingEmbedder(),
-        generator=RecordingGenerator(),
+    ports = sqlite_ports(
+        data_dir,
         orchestrator=InMemoryOrchestrator(),
         scheduler=RecordingScheduler(),
         deliveries=RecordingQueue(),

@@ -19,9 +19,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from edge.app import create_app
-from edge.local.numpy_index import NumpyVectorIndex
-from edge.local.sqlite_kv import SqliteKV
-from edge.local.sqlite_ledger import SqliteJobLedger
 from edge.ports import Ports, RunState
 from edge.settings import Settings
 from executor.edge_client import EdgeClient, EdgeUnreachable
@@ -31,9 +28,10 @@ from executor.sinks import EdgeIndexSink
 from shared.documents import INGESTION_CREW
 from shared.signing import new_secret, signed_headers
 from tests.conftest import AUTH_A, AUTH_B, KEY_A, KEY_B
-from tests.doubles.models import RecordingEmbedder, RecordingGenerator
+from tests.doubles.models import RecordingEmbedder
 from tests.doubles.orchestrator import InMemoryOrchestrator
 from tests.doubles.queues import RecordingQueue
+from tests.support import sqlite_ports
 
 SECRET = new_secret()
 EXECUTOR = ExecutorSettings(edge_url="http://edge.test", executor_secret=SECRET)
@@ -90,15 +88,7 @@ def edge(tmp_path: Path) -> Iterator[Edge]:
         allow_loopback_webhooks=True,
     )
     orchestrator, queue = RecordingOrchestrator(), RecordingQueue()
-    ports = Ports(
-        kv=SqliteKV(tmp_path / "kv.sqlite3"),
-        ledger=SqliteJobLedger(tmp_path / "jobs.sqlite3"),
-        vectors=NumpyVectorIndex(tmp_path / "vectors.sqlite3", dimensions=384),
-        embedder=RecordingEmbedder(),
-        generator=RecordingGenerator(),
-        orchestrator=orchestrator,
-        deliveries=queue,
-    )
+    ports = sqlite_ports(tmp_path, orchestrator=orchestrator, deliveries=queue)
     app = create_app(settings, ports)
     with TestClient(app, base_url="http://edge.test") as http:
         yield Edge(app, http, ports, orchestrator, queue)

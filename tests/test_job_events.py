@@ -24,14 +24,11 @@ import shared.jobs
 from edge.adapters.prefect import PrefectOrchestrator
 from edge.app import create_app
 from edge.jobs import events as job_events
-from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
-from edge.local.sqlite_ledger import SqliteJobLedger
-from edge.ports import Ports
 from tests.conftest import AUTH_A, AUTH_B, asgi_client
 from tests.doubles.catalog import publish_shipped_crews
-from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.doubles.queues import RecordingQueue
+from tests.support import sqlite_ports
 from tests.test_jobs_api import JOB, PREFECT, FakePrefect, jobs_settings, post_event
 
 WAIT = 5.0  # seconds a test waits for an event before it fails
@@ -53,15 +50,10 @@ async def make_app(tmp_path: Path, prefect: FakePrefect) -> AppFactory:
 
     def build(**stream_settings: Any) -> FastAPI:
         settings = jobs_settings(**stream_settings)
-        ports = Ports(
-            kv=kv,
-            ledger=SqliteJobLedger(tmp_path / "jobs.sqlite3"),
-            vectors=NumpyVectorIndex(tmp_path / "v.sqlite3", dimensions=384),
-            embedder=RecordingEmbedder(),
-            generator=RecordingGenerator(),
-            orchestrator=PrefectOrchestrator(PREFECT, backoff=0.001),
+        ports = sqlite_ports(
+            tmp_path, kv=kv, orchestrator=PrefectOrchestrator(PREFECT, backoff=0.001),
             deliveries=RecordingQueue(),
-        )
+        )  # fmt: skip
         return create_app(settings, ports)
 
     return build

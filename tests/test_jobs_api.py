@@ -23,17 +23,14 @@ from edge.app import create_app
 from edge.handlers import task_handler
 from edge.jobs.delivery import WebhookSender
 from edge.jobs.reconciler import COST_PREFECT_READ, COST_READ, COST_STALE, COST_WORST_JOB
-from edge.local.numpy_index import NumpyVectorIndex
-from edge.local.sqlite_kv import SqliteKV
-from edge.local.sqlite_ledger import SqliteJobLedger
-from edge.ports import DependencyUnavailable, Ports, RunPhase
+from edge.ports import DependencyUnavailable, RunPhase
 from edge.settings import Settings
 from shared.crews import CATALOG_PREFIX, CrewSpec
 from shared.signing import new_secret, signed_headers
 from tests.conftest import AUTH_A, AUTH_B, KEY_A, KEY_B
 from tests.doubles.catalog import RESEARCH, SUMMARIZE, publish_shipped_crews
-from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.doubles.queues import RecordingQueue
+from tests.support import sqlite_ports
 
 PREFECT = "http://prefect.test/api"
 DEPLOYMENT_GPU = "11111111-1111-1111-1111-111111111111"
@@ -169,14 +166,8 @@ def jobs_settings(**overrides: Any) -> Settings:
 @pytest.fixture
 async def jobs_app(tmp_path: Path, prefect: FakePrefect, queue: RecordingQueue) -> FastAPI:
     settings = jobs_settings()
-    ports = Ports(
-        kv=SqliteKV(tmp_path / "kv.sqlite3"),
-        ledger=SqliteJobLedger(tmp_path / "jobs.sqlite3"),
-        vectors=NumpyVectorIndex(tmp_path / "v.sqlite3", dimensions=384),
-        embedder=RecordingEmbedder(),
-        generator=RecordingGenerator(),
-        orchestrator=PrefectOrchestrator(PREFECT, backoff=0.001),
-        deliveries=queue,
+    ports = sqlite_ports(
+        tmp_path, orchestrator=PrefectOrchestrator(PREFECT, backoff=0.001), deliveries=queue
     )
     await publish_shipped_crews(ports.kv)
     return create_app(settings, ports)

@@ -18,7 +18,6 @@ from edge.adapters.prefect import PrefectOrchestrator
 from edge.app import create_app
 from edge.local.numpy_index import NumpyVectorIndex
 from edge.local.sqlite_kv import SqliteKV
-from edge.local.sqlite_ledger import SqliteJobLedger
 from edge.ports import OrchestratorRejected, Ports, ScheduledRunInfo
 from shared.signing import signed_headers
 from tests.conftest import AUTH_A, AUTH_B
@@ -26,6 +25,7 @@ from tests.doubles.catalog import publish_shipped_crews
 from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.doubles.queues import RecordingQueue
 from tests.doubles.scheduler import RecordingScheduler
+from tests.support import sqlite_ports
 from tests.test_jobs_api import EXECUTOR_SECRET, PREFECT, jobs_settings
 
 EVERY_HOUR = {"crew": "research", "inputs": {"topic": "edge AI"}, "cron": "0 * * * *"}
@@ -45,12 +45,8 @@ def queue() -> RecordingQueue:
 async def schedules_app(
     tmp_path: Path, scheduler: RecordingScheduler, queue: RecordingQueue
 ) -> FastAPI:
-    ports = Ports(
-        kv=SqliteKV(tmp_path / "kv.sqlite3"),
-        ledger=SqliteJobLedger(tmp_path / "jobs.sqlite3"),
-        vectors=NumpyVectorIndex(tmp_path / "v.sqlite3", dimensions=384),
-        embedder=RecordingEmbedder(),
-        generator=RecordingGenerator(),
+    ports = sqlite_ports(
+        tmp_path,
         # Never called by these tests: a scheduled run is in Prefect already.
         orchestrator=PrefectOrchestrator(PREFECT, backoff=0.001),
         scheduler=scheduler,

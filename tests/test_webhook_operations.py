@@ -22,19 +22,15 @@ from edge.app import create_app
 from edge.handlers import task_handler
 from edge.jobs.delivery import WebhookSender, next_attempt
 from edge.jobs.redelivery import REDELIVER_INTERVAL_SECONDS, Redeliveries
-from edge.local.numpy_index import NumpyVectorIndex
-from edge.local.sqlite_kv import SqliteKV
-from edge.local.sqlite_ledger import SqliteJobLedger
 from edge.local.sqlite_queue import SqliteQueue
-from edge.ports import DependencyUnavailable, Ports
+from edge.ports import DependencyUnavailable
 from edge.settings import Settings
 from shared.jobs import DEFAULT_WEBHOOK_EVENTS
 from shared.signing import new_secret, signed_headers
 from tests.conftest import AUTH_A, AUTH_B, KEY_A, KEY_B, Clock, asgi_client
 from tests.doubles.catalog import publish_shipped_crews
-from tests.doubles.models import RecordingEmbedder, RecordingGenerator
 from tests.doubles.orchestrator import InMemoryOrchestrator
-from tests.support import WebhookReceiver
+from tests.support import WebhookReceiver, sqlite_ports
 
 EXECUTOR_SECRET = new_secret()
 JOB = {"crew": "summarize", "inputs": {"text": "Paris is on the Seine."}}
@@ -112,15 +108,7 @@ def edge_app(tmp_path: Path, queue: SqliteQueue, **settings: Any) -> FastAPI:
             **settings,
         }
     )
-    ports = Ports(
-        kv=SqliteKV(tmp_path / "kv.sqlite3"),
-        ledger=SqliteJobLedger(tmp_path / "jobs.sqlite3"),
-        vectors=NumpyVectorIndex(tmp_path / "vectors.sqlite3", dimensions=384),
-        embedder=RecordingEmbedder(),
-        generator=RecordingGenerator(),
-        orchestrator=InMemoryOrchestrator(),
-        deliveries=queue,
-    )
+    ports = sqlite_ports(tmp_path, orchestrator=InMemoryOrchestrator(), deliveries=queue)
     return create_app(configured, ports)
 
 

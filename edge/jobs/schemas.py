@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from edge.jobs.preferences import MAX_DEADLINE_SECONDS
 from shared.crews import MAX_CREWS_PER_PUBLISH, NAME_PATTERN
@@ -27,6 +27,22 @@ class WebhookSpec(_Strict):
     events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=6)] | None = None
 
 
+def _bounded(value: dict[str, Any], limit: int) -> dict[str, Any]:
+    if len(json.dumps(value, ensure_ascii=False).encode()) > limit:
+        raise ValueError(f"must be at most {limit} bytes as JSON")
+    return value
+
+
+#: A job's `inputs` and client `metadata`, bounded in size as JSON (a schedule's are
+#: every run's job's, so `edge.schedules.schemas` takes the same types).
+JobInputs = Annotated[
+    dict[str, Any], AfterValidator(lambda value: _bounded(value, LIMITS.max_job_inputs_bytes))
+]
+JobMetadata = Annotated[
+    dict[str, Any], AfterValidator(lambda value: _bounded(value, LIMITS.max_job_metadata_bytes))
+]
+
+
 class JobRequest(_Strict):
     # Which crews exist, and their inputs, is the catalog's to say (the route checks both);
     # the schema only bounds the name.
@@ -34,24 +50,14 @@ class JobRequest(_Strict):
         pattern=NAME_PATTERN.pattern,
         description="A crew `GET /v1/crews` lists; `inputs` follow its schema",
     )
-    inputs: dict[str, Any]
+    inputs: JobInputs
     webhook: WebhookSpec | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JobMetadata = Field(default_factory=dict)
     deadline_seconds: Annotated[int, Field(ge=1, le=MAX_DEADLINE_SECONDS)] | None = Field(
         default=None,
         description="Cancel the job (error kind `DeadlineExceeded`) if it has not ended this "
         "many seconds after it was created; the `Cancel-After` header says the same",
     )
-
-    @field_validator("inputs")
-    @classmethod
-    def _small_inputs(cls, inputs: dict[str, Any]) -> dict[str, Any]:
-        return _bounded(inputs, LIMITS.max_job_inputs_bytes)
-
-    @field_validator("metadata")
-    @classmethod
-    def _small_metadata(cls, metadata: dict[str, Any]) -> dict[str, Any]:
-        return _bounded(metadata, LIMITS.max_job_metadata_bytes)
 
 
 class JobUrls(BaseModel):
@@ -313,9 +319,3 @@ class ExecutorSearch(_Strict):
     tenant: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
     query: Annotated[str, Field(min_length=1, max_length=LIMITS.max_question_chars)]
     top_k: Annotated[int, Field(ge=1, le=LIMITS.max_top_k)] = 5
-
-
-def _bounded(value: dict[str, Any], limit: int) -> dict[str, Any]:
-    if len(json.dumps(value, ensure_ascii=False).encode()) > limit:
-        raise ValueError(f"must be at most {limit} bytes as JSON")
-    return value

@@ -31,7 +31,13 @@ from edge.jobs.human_input import (
 )
 from edge.jobs.ids import fingerprint, job_id_for_key, new_job_id
 from edge.jobs.reconciler import Reconciler
-from edge.jobs.records import Webhook, delivery_message, new_job_record, submit_message
+from edge.jobs.records import (
+    JobRecord,
+    Webhook,
+    delivery_message,
+    new_job_record,
+    submit_message,
+)
 from edge.jobs.store import JobStore, index_key
 from edge.ports import (
     DependencyUnavailable,
@@ -133,31 +139,14 @@ class JobService:
         request left undone; here the ledger's create alone settles a race between two
         first requests.
         """
-        digest = fingerprint(request)
         job_id = job_id_for_key(tenant, idempotency_key) if idempotency_key else new_job_id()
         now = self._clock()
-        deadline = request.get("deadline_seconds")
-        record = new_job_record(
-            job_id=job_id,
-            tenant=tenant,
-            request=request,
-            pool=crew.pool,
-            flow=crew.flow,
-            crew_version=crew.version or None,
-            fingerprint=digest,
-            run_key=self._run_key(job_id, now),
-            index_key=index_key(tenant, int(now * 1000), job_id),
-            created_at=rfc3339(now),
-            deadline_at=None if deadline is None else rfc3339(now + deadline),
-            now=now,
-            ttl_seconds=self.store.ttl_seconds,
-            default_webhook=default_webhook,
-        )
+        record = self._new_record(tenant, job_id, request, crew, default_webhook, now)
         # The promise: recorded before anything else. Two first requests under one key
         # both got past `replay`; the ledger lets one of them create the job.
         job, created = await self.ledger.create(dict(record), now=now)
         if not created:
-            if job["fingerprint"] != digest:
+            if job["fingerprint"] != record["fingerprint"]:
                 raise IdempotencyConflict(job_id)
             return job, False
         await self._copy(job, previous=None)
@@ -174,6 +163,28 @@ class JobService:
         if job["status"] == JobStatus.SUBMITTING.value:
             await self._defer(job)
         return job, True
+
+    def _new_record(
+        self, tenant: str, job_id: str, request: Mapping[str, Any], crew: CrewSpec,
+        default_webhook: Webhook | None, now: float,
+    ) -> JobRecord:  # fmt: skip
+        """The record of a job accepted now (`submitting`), submitted or adopted alike."""
+        return new_job_record(
+            job_id=job_id,
+            tenant=tenant,
+            request=request,
+            pool=crew.pool,
+            flow=crew.flow,
+            crew_version=crew.version or None,
+            fingerprint=fingerprint(request),
+            run_key=self._run_key(job_id, now),
+            index_key=index_key(tenant, int(now * 1000), job_id),
+            created_at=rfc3339(now),
+            deadline_at=_deadline_at(request, now),
+            now=now,
+            ttl_seconds=self.store.ttl_seconds,
+            default_webhook=default_webhook,
+        )
 
     def _run_key(self, job_id: str, now: float) -> str:
         """The idempotency key Prefect gets for this job (every hand-over uses it: it is
@@ -441,24 +452,10 @@ class JobService:
         finds it (and repairs its KV copy if the first stopped part-way).
         """
         now = self._clock()
-        record = new_job_record(
-            job_id=job_id,
-            tenant=tenant,
-            request=request,
-            pool=crew.pool,
-            flow=crew.flow,
-            crew_version=crew.version or None,
-            fingerprint=fingerprint(request),
-            run_key=self._run_key(job_id, now),
-            index_key=index_key(tenant, int(now * 1000), job_id),
-            created_at=rfc3339(now),
-            deadline_at=_deadline_at(request, now),
-            now=now,
-            ttl_seconds=self.store.ttl_seconds,
-            default_webhook=default_webhook,
+        record = self._new_record(tenant, job_id, request, crew, default_webhook, now)
+        job, created = await self.ledger.create(
+            {**record, "flow_run_id": run_id, **fields}, now=now
         )
-        record["flow_run_id"] = run_id
-        job, created = await self.ledger.create({**record, **fields}, now=now)
         if created:
             await self._copy(job, previous=None)
         else:

@@ -7,10 +7,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from edge.jobs.preferences import MAX_DEADLINE_SECONDS
-from edge.jobs.schemas import WebhookSpec, _bounded, _Strict
+from edge.jobs.schemas import JobInputs, JobMetadata, WebhookSpec, _Strict
 from edge.schedules.cron import cron_error, timezone_error
 from shared.crews import NAME_PATTERN
-from shared.limits import DEFAULT_LIMITS as LIMITS
 
 #: How a run due while the schedule's previous run has not ended is handled, as
 #: Prefect's deployment concurrency does it (`edge.adapters.prefect_schedules`).
@@ -24,7 +23,8 @@ class ScheduleRequest(_Strict):
         pattern=NAME_PATTERN.pattern,
         description="A crew `GET /v1/crews` lists; `inputs` follow its schema",
     )
-    inputs: dict[str, Any] = Field(description="Every run's inputs, as a job's")
+    # The same bounds as a job's: each run becomes one.
+    inputs: JobInputs = Field(description="Every run's inputs, as a job's")
     cron: Annotated[str, Field(min_length=1, max_length=120)] | None = Field(
         default=None,
         description="Five fields (minute hour day-of-month month day-of-week: numbers, `*`, "
@@ -47,7 +47,7 @@ class ScheduleRequest(_Strict):
         "made), `queue` it until that one ends, or `allow` both at once",
     )
     webhook: WebhookSpec | None = Field(default=None, description="Every run's job webhook")
-    metadata: dict[str, Any] = Field(
+    metadata: JobMetadata = Field(
         default_factory=dict, description="Client data, copied to every run's job"
     )
     deadline_seconds: Annotated[int, Field(ge=1, le=MAX_DEADLINE_SECONDS)] | None = Field(
@@ -72,17 +72,6 @@ class ScheduleRequest(_Strict):
         if problem := timezone_error(timezone):
             raise ValueError(problem)
         return timezone
-
-    # The same bounds as a job's: each run becomes one.
-    @field_validator("inputs")
-    @classmethod
-    def _small_inputs(cls, inputs: dict[str, Any]) -> dict[str, Any]:
-        return _bounded(inputs, LIMITS.max_job_inputs_bytes)
-
-    @field_validator("metadata")
-    @classmethod
-    def _small_metadata(cls, metadata: dict[str, Any]) -> dict[str, Any]:
-        return _bounded(metadata, LIMITS.max_job_metadata_bytes)
 
 
 class ScheduleUrls(BaseModel):
