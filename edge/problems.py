@@ -75,7 +75,8 @@ _WHEN = {
     413: "The body is over the size limit",
     409: (
         "The resource is in a state that refuses this (an ingestion that has ended, a job "
-        "that waits for no answer, a job with no webhook sent to redeliver)"
+        "that waits for no answer, a job with no webhook sent to redeliver, a tenant with "
+        "as many schedules as the edge allows)"
     ),
     410: "The resource was deleted (a schedule whose run asks to become a job)",
     415: "The body is not `application/json`",

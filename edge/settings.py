@@ -46,6 +46,7 @@ ENV_KEYS = (
     "EDGECREW_JOB_EVENTS_HEARTBEAT_SECONDS",
     "EDGECREW_JOB_EVENTS_MAX_SECONDS",
     "EDGECREW_SCHEDULE_MIN_INTERVAL_SECONDS",
+    "EDGECREW_MAX_SCHEDULES_PER_TENANT",
 )
 
 
@@ -92,6 +93,9 @@ class Settings:
     # The shortest `interval_seconds` a schedule may have: each run is a flow run and a
     # job, and Prefect schedules up to 100 runs ahead (tests shorten it).
     schedule_min_interval_seconds: int = 60
+    # The most live schedules a tenant may have (0 = no cap): each is a deployment in
+    # Prefect, whose scheduler keeps up to 100 runs ahead for every one of them.
+    max_schedules_per_tenant: int = 100
 
     def __post_init__(self) -> None:
         if self.executor_secret and not self.executor_secret.startswith("whsec_"):
@@ -133,6 +137,11 @@ class Settings:
             raise SettingsError(
                 "EDGECREW_SCHEDULE_MIN_INTERVAL_SECONDS must be >= 1, "
                 f"got {self.schedule_min_interval_seconds}"
+            )
+        if self.max_schedules_per_tenant < 0:
+            raise SettingsError(
+                "EDGECREW_MAX_SCHEDULES_PER_TENANT must be >= 0 (0 = no cap), "
+                f"got {self.max_schedules_per_tenant}"
             )
         if self.answer_cache_ttl and self.answer_cache_ttl < 60:
             # Workers KV refuses expirationTtl below 60 s; local mode keeps the same rule.
@@ -192,6 +201,9 @@ class Settings:
             ),
             schedule_min_interval_seconds=reader.integer(
                 "EDGECREW_SCHEDULE_MIN_INTERVAL_SECONDS", defaults.schedule_min_interval_seconds
+            ),
+            max_schedules_per_tenant=reader.integer(
+                "EDGECREW_MAX_SCHEDULES_PER_TENANT", defaults.max_schedules_per_tenant
             ),
         )
 

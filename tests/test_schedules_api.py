@@ -42,8 +42,17 @@ def queue() -> RecordingQueue:
 
 
 @pytest.fixture
+def edge_settings() -> dict[str, Any]:
+    """Settings of the edge beyond `jobs_settings`' (a test parametrizes this to change them)."""
+    return {}
+
+
+@pytest.fixture
 async def schedules_app(
-    tmp_path: Path, scheduler: RecordingScheduler, queue: RecordingQueue
+    tmp_path: Path,
+    scheduler: RecordingScheduler,
+    queue: RecordingQueue,
+    edge_settings: dict[str, Any],
 ) -> FastAPI:
     ports = sqlite_ports(
         tmp_path,
@@ -53,7 +62,9 @@ async def schedules_app(
         deliveries=queue,
     )
     await publish_shipped_crews(ports.kv)
-    return create_app(jobs_settings(schedule_min_interval_seconds=30), ports)
+    return create_app(
+        jobs_settings(**{"schedule_min_interval_seconds": 30, **edge_settings}), ports
+    )
 
 
 @pytest.fixture
@@ -603,3 +614,74 @@ async def test_a_schedules_deadline_is_each_run_jobs_from_its_start(
                               headers=AUTH_A)  # fmt: skip
     assert too_long.status_code == 422
     assert too_long.json()["errors"][0]["loc"] == ["body", "deadline_seconds"]
+
+
+@pytest.mark.parametrize("edge_settings", [{"max_schedules_per_tenant": 2}])
+async def test_a_tenant_at_its_schedule_cap_is_a_409_making_nothing(
+    api: httpx.AsyncClient, scheduler: RecordingScheduler
+) -> None:
+    first = await create(api, EVERY_HOUR, **{"Idempotency-Key": "first"})
+    second = await create(api, {**EVERY_HOUR, "cron": "0 0 * * *"})
+    assert (await api.post(f"{second['urls']['self']}/pause", headers=AUTH_A)).status_code == 200
+    made = len(scheduler.schedules)
+    scheduler.calls.clear()
+    over = await api.post("/v1/schedules", json={**EVERY_HOUR, "cron": "5 * * * *"},
+                          headers=AUTH_A)  # fmt: skip
+    assert over.status_code == 409, over.text
+    assert over.headers["content-type"] == "application/problem+json"
+    problem = over.json()
+    assert problem["type"] == "urn:edgecrew:problem:conflict" and problem["limit"] == 2
+    assert "2 schedules" in problem["detail"]
+    assert "EDGECREW_MAX_SCHEDULES_PER_TENANT" in problem["detail"]
+    assert scheduler.calls == [] and len(scheduler.schedules) == made, "no deployment made"
+    listed = (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"]
+    assert {s["id"] for s in listed} == {first["id"], second["id"]}, "a paused one counts"
+
+    replayed = await create(api, EVERY_HOUR, **{"Idempotency-Key": "first"})
+    assert replayed["id"] == first["id"], "a retry of a schedule made is no new one"
+    theirs = await api.post("/v1/schedules", json=EVERY_HOUR, headers=AUTH_B)
+    assert theirs.status_code == 201, "the cap is per tenant"
+
+    # A deleted schedule no longer counts, even one whose deployment waits for its run.
+    scheduler.schedules[f"dep-{first['id']}"].active_runs = 1
+    assert (await api.delete(first["urls"]["self"], headers=AUTH_A)).status_code == 204
+    assert f"dep-{first['id']}" in scheduler.schedules, "deferred: its run is under way"
+    third = await create(api, {**EVERY_HOUR, "cron": "5 * * * *"})
+    still_over = await api.post("/v1/schedules", json={**EVERY_HOUR, "cron": "6 * * * *"},
+                                headers=AUTH_A)  # fmt: skip
+    assert still_over.status_code == 409
+    assert (await api.delete(second["urls"]["self"], headers=AUTH_A)).status_code == 204
+    assert (await api.delete(third["urls"]["self"], headers=AUTH_A)).status_code == 204
+    assert (await api.post("/v1/schedules", json=EVERY_HOUR, headers=AUTH_A)).status_code == 201
+
+
+@pytest.mark.parametrize("edge_settings", [{"max_schedules_per_tenant": 0}])
+async def test_a_cap_of_zero_is_no_cap(api: httpx.AsyncClient) -> None:
+    for minute in range(3):
+        await create(api, {**EVERY_HOUR, "cron": f"{minute} * * * *"})
+    listed = (await api.get("/v1/schedules", headers=AUTH_A)).json()["schedules"]
+    assert len(listed) == 3
+
+
+async def test_the_count_against_the_cap_is_one_per_schedule_and_stops_at_the_cap(
+    schedules_app: FastAPI, scheduler: RecordingScheduler, api: httpx.AsyncClient
+) -> None:
+    """Two creates under one key that both missed the replay leave two index entries of
+    one schedule: it counts once. The count reads no further than the cap."""
+    service = schedules_app.state.schedules
+    replay = service.replay
+
+    async def missed(*args: Any) -> None:
+        return None
+
+    service.replay = missed
+    for _ in range(2):
+        await create(api, EVERY_HOUR, **{"Idempotency-Key": "twice"})
+    service.replay = replay
+    await create(api, {**EVERY_HOUR, "cron": "0 0 * * *"})
+    store = service.store
+    entries = await schedules_app.state.ports.kv.list(prefix="schedules:tenant_a:")
+    assert len(entries.keys) == 3
+    assert await store.count("tenant_a", up_to=100) == 2
+    assert await store.count("tenant_a", up_to=1) == 1
+    assert await store.count("tenant_b", up_to=100) == 0

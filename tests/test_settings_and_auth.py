@@ -40,6 +40,8 @@ def test_settings_errors_name_the_key_and_value() -> None:
         Settings.from_env({"EDGECREW_CHUNK_SIZE": "200", "EDGECREW_CHUNK_OVERLAP": "150"})
     with pytest.raises(SettingsError, match="EDGECREW_ANSWER_CACHE_TTL"):
         Settings.from_env({"EDGECREW_ANSWER_CACHE_TTL": "30"})
+    with pytest.raises(SettingsError, match="EDGECREW_MAX_SCHEDULES_PER_TENANT must be >= 0"):
+        Settings.from_env({"EDGECREW_MAX_SCHEDULES_PER_TENANT": "-1"})
 
 
 def test_settings_defaults_and_overrides() -> None:
@@ -48,6 +50,9 @@ def test_settings_defaults_and_overrides() -> None:
     assert settings.min_score == 0.25
     assert settings.embed_model == "@cf/baai/bge-small-en-v1.5"
     assert settings.llm_base_url is None
+    assert settings.max_schedules_per_tenant == 100
+    uncapped = Settings.from_env({"EDGECREW_MAX_SCHEDULES_PER_TENANT": "0"})
+    assert uncapped.max_schedules_per_tenant == 0
 
 
 def test_settings_repr_hides_the_llm_key() -> None:

@@ -34,6 +34,7 @@ from edge.schedules.service import (
     ScheduleGone,
     ScheduleKeyDeleted,
     ScheduleKeyReused,
+    ScheduleLimitReached,
     ScheduleService,
     public,
 )
@@ -79,7 +80,8 @@ async def create_schedule(
     """Run a crew on a cron (in a time zone) or every `interval_seconds`; each run is a job.
 
     `201` with the schedule; the same `Idempotency-Key` and body answer the same schedule
-    (`409` once that schedule was deleted: a new schedule needs a new key).
+    (`409` once that schedule was deleted: a new schedule needs a new key). `409` too,
+    making nothing, when the tenant has as many schedules as the edge allows.
     """
     schedule_request = body.model_dump(mode="json")
     if schedule_request["deadline_seconds"] is None:
@@ -107,6 +109,8 @@ async def create_schedule(
         raise key_reused() from None
     except ScheduleKeyDeleted as exc:
         raise key_deleted(str(exc)) from None
+    except ScheduleLimitReached as exc:
+        raise too_many(exc.limit) from None
     except ScheduleRefused as exc:
         if exc.field is None:  # not the request's fault
             raise _refused(exc) from exc
@@ -121,6 +125,15 @@ def key_deleted(schedule_id: str) -> Problem:
     msg = f"made the schedule {schedule_id}, which was deleted; use a new key for a new one"
     errors = [{"loc": ["header", "Idempotency-Key"], "msg": msg}]
     return Problem(409, f"This Idempotency-Key {msg}", extra={"errors": errors})
+
+
+def too_many(limit: int) -> Problem:
+    """The tenant's schedule cap: a state to change (delete one), not a rate to wait out."""
+    detail = (
+        f"This tenant has {limit} schedules, the most this edge allows "
+        "(EDGECREW_MAX_SCHEDULES_PER_TENANT); delete one to make another"
+    )
+    return Problem(409, detail, extra={"limit": limit})
 
 
 def _refused(exc: OrchestratorRejected) -> Problem:

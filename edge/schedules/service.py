@@ -75,6 +75,15 @@ class ScheduleKeyDeleted(Exception):
     """The Idempotency-Key made a schedule that was deleted since (within a day)."""
 
 
+class ScheduleLimitReached(Exception):
+    """The tenant has as many live schedules as the edge allows
+    (`EDGECREW_MAX_SCHEDULES_PER_TENANT`); `limit` is that number."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the tenant has {limit} schedules, the most allowed")
+        self.limit = limit
+
+
 class ScheduleGone(Exception):
     """The schedule was deleted: a run that started before that makes no job."""
 
@@ -102,9 +111,11 @@ class ScheduleService:
         self, tenant: str, request: Mapping[str, Any], idempotency_key: str | None,
         *, crew: CrewSpec,
     ) -> tuple[dict[str, Any], bool]:  # fmt: skip
-        """Make the schedule in Prefect, then record it; (schedule, created)."""
+        """Make the schedule in Prefect, then record it; (schedule, created).
+        ScheduleLimitReached, making nothing, when the tenant has its most already."""
         if idempotency_key and (existing := await self.replay(tenant, request, idempotency_key)):
             return existing, False
+        await self._check_cap(tenant)
         now = self._clock()
         schedule_id = (
             schedule_id_for_key(tenant, idempotency_key) if idempotency_key else new_schedule_id()
@@ -153,6 +164,14 @@ class ScheduleService:
             await self.store.forget_entry(record)
             raise
         return record, True
+
+    async def _check_cap(self, tenant: str) -> None:
+        """Refuse a new schedule past the tenant's cap. Counted from the KV index, so two
+        creates at once (or at two Cloudflare locations within KV's minute) may both
+        pass it: a bound on what a tenant piles up in Prefect, not an exact quota."""
+        cap = self._jobs.settings.max_schedules_per_tenant
+        if cap and await self.store.count(tenant, up_to=cap) >= cap:
+            raise ScheduleLimitReached(cap)
 
     async def replay(
         self, tenant: str, request: Mapping[str, Any], idempotency_key: str

@@ -12,9 +12,10 @@ Keys (tenants match [A-Za-z0-9_-], so prefixes never collide):
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
-from edge.ports import KeyValueStore
+from edge.ports import KeyValueStore, KVKey
 
 _MAX_MS = 10**13 - 1  # newest first: KV lists keys in ascending order
 TOMBSTONE_SECONDS = 86400
@@ -69,16 +70,32 @@ class ScheduleStore:
         """Drop the index entry of a record that could not be written."""
         await self._kv.delete(schedule["index_key"])
 
+    async def count(self, tenant: str, *, up_to: int) -> int:
+        """How many live schedules the tenant has, or `up_to` if it has that many or
+        more (deleted ones are out of the index: `bury`); a schedule with two index
+        entries counts once. One KV list call per thousand entries, until `up_to`."""
+        ids: set[object] = set()
+        async for keys in self._index_pages(tenant):
+            ids.update((key.metadata or {}).get("id") for key in keys)
+            if len(ids) >= up_to:
+                break
+        return min(len(ids), up_to)
+
     async def _index_entries(self, tenant: str, schedule_id: str) -> list[str]:
-        """The tenant's index entries of one schedule (a listing of the tenant's
-        schedules: one KV list call per thousand)."""
+        """The tenant's index entries of one schedule."""
         found: list[str] = []
+        async for keys in self._index_pages(tenant):
+            found += [k.name for k in keys if (k.metadata or {}).get("id") == schedule_id]
+        return found
+
+    async def _index_pages(self, tenant: str) -> AsyncIterator[list[KVKey]]:
+        """Every page of the tenant's index (a thousand entries per KV list call)."""
         cursor: str | None = None
         while True:
             page = await self._kv.list(prefix=f"schedules:{tenant}:", cursor=cursor)
-            found += [k.name for k in page.keys if (k.metadata or {}).get("id") == schedule_id]
+            yield page.keys
             if page.cursor is None or page.cursor == cursor:
-                return found
+                return
             cursor = page.cursor
 
 
