@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from edge.jobs.delivery import WebhookSender, next_attempt
 from edge.jobs.reconciler import RECONCILE_BUDGET
 from edge.jobs.records import is_submit
+from edge.schedules.adoption import ADOPT_BUDGET
 from edge.schedules.service import SWEEP_BUDGET
 
 log = logging.getLogger("edgecrew.handlers")
@@ -69,15 +70,28 @@ def task_handler(
 
 async def reconcile(app: FastAPI) -> dict[str, int]:
     """The cron trigger: one reconciler pass over every non-terminal job, then a sweep of
-    deleted schedules' deployments, each within its share of the invocation's
-    subrequests, and the sweep even when the pass failed (that failure is raised after)."""
+    deleted schedules' deployments and a look for schedule runs that never registered,
+    each within its share of the invocation's subrequests, and the last two even when
+    the pass failed (that failure is raised after)."""
     counts: dict[str, int] = {}
     try:
-        counts.update(await app.state.jobs.reconcile(budget=RECONCILE_BUDGET - SWEEP_BUDGET))
+        budget = RECONCILE_BUDGET - SWEEP_BUDGET - ADOPT_BUDGET
+        counts.update(await app.state.jobs.reconcile(budget=budget))
     finally:
-        try:
-            counts["schedules_removed"] = await app.state.schedules.sweep()
-        except Exception:  # logged; the next invocation sweeps again
-            log.exception("schedule sweep failed")
+        await schedule_chores(app, counts)
     log.info("reconciler: %s", counts)
     return counts
+
+
+async def schedule_chores(app: FastAPI, counts: dict[str, int]) -> None:
+    """The schedules' part of a reconciler pass, each in its own `try` (logged; the next
+    pass does it again): one failing must not skip the other, nor the jobs' pass."""
+    schedules = app.state.schedules
+    try:
+        counts["schedules_removed"] = await schedules.sweep()
+    except Exception:
+        log.exception("schedule sweep failed")
+    try:
+        counts["runs_adopted"] = await schedules.adopt_lost_runs()
+    except Exception:
+        log.exception("looking for schedule runs without a job failed")

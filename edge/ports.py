@@ -317,6 +317,18 @@ class ScheduledRunInfo:
     parameters: Mapping[str, object]
 
 
+@dataclass(frozen=True, slots=True)
+class StartedRun:
+    """A run of some schedule's deployment, as the orchestrator lists runs by start."""
+
+    info: ScheduledRunInfo
+    state: RunState  # its state now (`state.run_id` is the run's id)
+    started_at: str  # when it started (the orchestrator's own timestamp, RFC 3339)
+    #: How many times it entered running: 0 for a run that never ran (skipped by its
+    #: overlap limit, cancelled by a pause), which the orchestrator still gives a start.
+    run_count: int
+
+
 class ScheduleRefused(OrchestratorRejected):
     """The orchestrator refused the schedule itself; `field` is the request field it
     named (`cron`, `timezone`), if it named one."""
@@ -353,6 +365,12 @@ class CrewScheduler(Protocol):
 
     async def run_info(self, run_id: str) -> ScheduledRunInfo | None:
         """The flow run as the orchestrator has it; None when it has no such run."""
+        ...
+
+    async def started_runs(self, *, after: str, before: str, limit: int) -> list[StartedRun]:
+        """Runs of every schedule's deployment (the deployments not deleted) that started
+        between `after` and `before` (RFC 3339, both included), earliest first, at most
+        `limit`: the reconciler looks among them for runs that never became a job."""
         ...
 
 

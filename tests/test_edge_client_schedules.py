@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
+from executor import flows
 from executor.edge_client import SCHEDULE_VISIBLE_SECONDS, EdgeClient, EdgeUnreachable
 from executor.settings import ExecutorSettings
 from shared.signing import new_secret, verify
@@ -68,3 +71,26 @@ def test_an_edge_that_stays_down_raises_so_prefect_retries_the_run() -> None:
     edge = client([httpx.Response(503, json={"detail": "down"})], [], [])
     with pytest.raises(EdgeUnreachable):
         edge.register_scheduled_run("sch_1", "tenant_a", "run-1")
+
+
+def test_a_run_whose_registration_fails_raises_before_its_crew_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The flow of a schedule's run, its registration never acknowledged: it fails (for
+    Prefect to retry, then to end `Failed`) without running the crew or posting any event
+    for a job the edge has no record of; the reconciler adopts the failed run
+    (tests/test_schedule_adoption.py)."""
+    seen: list[httpx.Request] = []
+    crews: list[str] = []
+    monkeypatch.setenv("EDGECREW_EDGE_URL", SETTINGS.edge_url)
+    monkeypatch.setenv("EDGECREW_EXECUTOR_SECRET", SECRET)
+    monkeypatch.setattr(flows, "get_run_logger", lambda: logging.getLogger("test"))
+    monkeypatch.setattr(flows, "flow_run", SimpleNamespace(id="run-1", run_count=1))
+    down = [httpx.Response(503, json={"detail": "down"})]
+    monkeypatch.setattr(flows, "EdgeClient", lambda settings: client(down, seen, []))
+    monkeypatch.setattr(flows, "crew_for_run", crews.append)
+    with pytest.raises(EdgeUnreachable):
+        flows.run_crew_job.fn("", "tenant_a", "research", {"topic": "x"}, schedule_id="sch_1")
+    assert crews == [], "the crew never ran"
+    assert {request.url.path for request in seen} == {PATH}, "no job event was posted"
+    assert len(seen) == SETTINGS.callback_attempts

@@ -15,7 +15,13 @@ import respx
 
 from edge.adapters.prefect import PrefectOrchestrator
 from edge.adapters.prefect_schedules import SCHEDULE_TAG, PrefectCrewScheduler
-from edge.ports import DependencyUnavailable, OrchestratorRejected, ScheduleRefused, ScheduleSpec
+from edge.ports import (
+    DependencyUnavailable,
+    OrchestratorRejected,
+    RunPhase,
+    ScheduleRefused,
+    ScheduleSpec,
+)
 
 PREFECT = "http://prefect.test/api"
 BASE = {
@@ -212,3 +218,36 @@ async def test_run_info_is_prefects_run_or_none(
     assert await scheduler.run_info("not-a-uuid") is None
     adhoc = await scheduler.run_info("adhoc")
     assert adhoc is not None and adhoc.deployment_ref is None and adhoc.parameters == {}
+
+
+async def test_started_runs_are_the_schedule_deployments_runs_by_start(
+    router: respx.MockRouter, scheduler: PrefectCrewScheduler
+) -> None:
+    failed = {
+        "id": "r1", "deployment_id": "dep-1", "run_count": 2,
+        "parameters": {"tenant": "tenant_a", "schedule_id": "sch_0001"},
+        "start_time": "2030-01-01T09:00:00.123456Z",
+        "state": {"type": "FAILED", "name": "Failed", "message": "EdgeUnreachable"},
+    }  # fmt: skip
+    skipped = {**failed, "id": "r2", "run_count": 0, "start_time": "2030-01-01T09:01:00Z",
+               "state": {"type": "CANCELLED", "name": "Cancelled"}}  # fmt: skip
+    unstarted = {**failed, "id": "r3", "start_time": None}
+    filtered = router.post(f"{PREFECT}/flow_runs/filter").respond(
+        200, json=[failed, skipped, unstarted]
+    )
+    found = await scheduler.started_runs(
+        after="2030-01-01T08:00:00Z", before="2030-01-01T10:00:00Z", limit=50
+    )
+    assert json.loads(filtered.calls.last.request.content) == {
+        "flow_runs": {"start_time": {"after_": "2030-01-01T08:00:00Z",
+                                     "before_": "2030-01-01T10:00:00Z", "is_null_": False}},
+        "deployments": {"tags": {"all_": [SCHEDULE_TAG]}},
+        "sort": "START_TIME_ASC",
+        "limit": 50,
+    }  # fmt: skip
+    assert [(r.state.run_id, r.run_count, r.started_at) for r in found] == [
+        ("r1", 2, "2030-01-01T09:00:00.123456Z"), ("r2", 0, "2030-01-01T09:01:00Z"),
+    ]  # fmt: skip
+    assert found[0].info.deployment_ref == "dep-1"
+    assert found[0].info.parameters["schedule_id"] == "sch_0001"
+    assert (found[0].state.phase, found[0].state.message) == (RunPhase.FAILED, "EdgeUnreachable")

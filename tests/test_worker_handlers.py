@@ -12,6 +12,7 @@ from edge.adapters.cloudflare import CloudflareQueue, build_cloudflare_ports, en
 from edge.app import create_app
 from edge.handlers import handle_batch, reconcile
 from edge.jobs.reconciler import RECONCILE_BUDGET
+from edge.schedules.adoption import ADOPT_BUDGET
 from edge.schedules.service import SWEEP_BUDGET
 from edge.settings import Settings
 from tests.conftest import KEY_A
@@ -71,10 +72,10 @@ async def test_batch_acks_all_and_requeues_failures_with_a_delay() -> None:
 async def test_cron_runs_a_reconciler_pass_without_an_orchestrator() -> None:
     app, _ = worker_app()
     counts = await reconcile(app)  # type: ignore[arg-type]
-    assert counts == {"checked": 0, "changed": 0, "schedules_removed": 0}
+    assert counts == {"checked": 0, "changed": 0, "schedules_removed": 0, "runs_adopted": 0}
 
 
-async def test_cron_sweeps_schedules_within_its_share_even_when_the_pass_fails() -> None:
+async def test_cron_does_the_schedules_chores_within_their_share_even_when_the_pass_fails() -> None:
     app, _ = worker_app()
     asked: dict[str, object] = {}
 
@@ -86,9 +87,23 @@ async def test_cron_sweeps_schedules_within_its_share_even_when_the_pass_fails()
         asked["swept"] = True
         return 1
 
+    async def failing_sweep() -> int:
+        asked["swept"] = True
+        raise RuntimeError("Prefect away")
+
+    async def adopt() -> int:
+        asked["adopted"] = True
+        return 0
+
     app.state.jobs.reconcile = failing_pass
     app.state.schedules.sweep = sweep
-    with pytest.raises(RuntimeError):
+    app.state.schedules.adopt_lost_runs = adopt
+    with pytest.raises(RuntimeError, match="KV away"):
         await reconcile(app)  # type: ignore[arg-type]
-    assert asked["swept"] is True
-    assert asked["budget"] == RECONCILE_BUDGET - SWEEP_BUDGET
+    assert asked["swept"] is True and asked["adopted"] is True
+    assert asked["budget"] == RECONCILE_BUDGET - SWEEP_BUDGET - ADOPT_BUDGET
+    asked.clear()
+    app.state.schedules.sweep = failing_sweep
+    with pytest.raises(RuntimeError, match="KV away"):
+        await reconcile(app)  # type: ignore[arg-type]
+    assert asked["adopted"] is True, "a failed sweep does not skip the adoption"

@@ -16,8 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.adapters.prefect import PrefectOrchestrator, _epoch
-from edge.ports import OrchestratorRejected, ScheduledRunInfo, ScheduleRefused, ScheduleSpec
+from edge.adapters.prefect import PrefectOrchestrator, _epoch, _state
+from edge.ports import (
+    OrchestratorRejected,
+    ScheduledRunInfo,
+    ScheduleRefused,
+    ScheduleSpec,
+    StartedRun,
+)
 
 #: What a schedule's deployment takes over from its crew's deployment.
 COPIED = (
@@ -143,12 +149,34 @@ class PrefectCrewScheduler:
             if exc.status_code in (404, 422):  # no such run; 422: not even a UUID
                 return None
             raise
-        deployment = run.get("deployment_id")
-        parameters = run.get("parameters")
-        return ScheduledRunInfo(
-            deployment_ref=str(deployment) if deployment else None,
-            parameters=parameters if isinstance(parameters, dict) else {},
-        )
+        return _info(run)
+
+    async def started_runs(self, *, after: str, before: str, limit: int) -> list[StartedRun]:
+        """By the runs' `start_time`, which Prefect also gives a run that ends without
+        running (a skipped or cancelled one: its `run_count` stays 0). The deployments
+        are told by the tag every schedule's deployment has."""
+        body = {
+            "flow_runs": {"start_time": {"after_": after, "before_": before, "is_null_": False}},
+            "deployments": {"tags": {"all_": [SCHEDULE_TAG]}},
+            "sort": "START_TIME_ASC",
+            "limit": limit,
+        }
+        runs = await self._prefect.call("POST", "flow_runs/filter", body) or []
+        return [
+            StartedRun(info=_info(run), state=_state(run), started_at=str(run["start_time"]),
+                       run_count=int(run.get("run_count") or 0))
+            for run in runs
+            if run.get("start_time")
+        ]  # fmt: skip
+
+
+def _info(run: dict[str, Any]) -> ScheduledRunInfo:
+    deployment = run.get("deployment_id")
+    parameters = run.get("parameters")
+    return ScheduledRunInfo(
+        deployment_ref=str(deployment) if deployment else None,
+        parameters=parameters if isinstance(parameters, dict) else {},
+    )
 
 
 def _tags(spec: ScheduleSpec) -> list[str]:

@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
-from edge.handlers import task_handler
+from edge.handlers import schedule_chores, task_handler
 from edge.jobs.delivery import WebhookSender, next_attempt
 from edge.local.sqlite_kv import SqliteKV
 from edge.local.sqlite_queue import SqliteQueue
@@ -53,9 +53,6 @@ async def _reconcile_forever(app: FastAPI, every: float) -> None:
                 kv.purge_expired()
         except Exception:
             log.exception("reconciler pass failed")
-        try:
-            counts["schedules_removed"] = await app.state.schedules.sweep()
-        except Exception:
-            log.exception("schedule sweep failed")
-        if counts.get("changed") or counts.get("schedules_removed"):
+        await schedule_chores(app, counts)
+        if counts.get("changed") or counts.get("schedules_removed") or counts.get("runs_adopted"):
             log.info("reconciler: %s", counts)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -30,6 +29,7 @@ from edge.schedules.schemas import (
     ScheduleRequest,
 )
 from edge.schedules.service import (
+    SCHEDULE_ID,
     NotTheSchedulesRun,
     ScheduleGone,
     ScheduleKeyDeleted,
@@ -45,7 +45,6 @@ router = APIRouter(prefix="/v1", tags=["schedules"], responses=KEYED)
 internal = APIRouter(
     prefix="/v1/internal", tags=["executor callbacks"], responses=problem_responses(401, 503)
 )
-_SCHEDULE_ID = re.compile(r"sch_[0-9a-z]{26}")
 
 
 async def schedule_service(request: Request) -> ScheduleService:
@@ -57,7 +56,7 @@ async def schedule_id(
     schedule_id: Annotated[str, Path(description="The id `POST /v1/schedules` returned")],
 ) -> str:
     """The schedule id in the path, or 404 when it cannot name a schedule."""
-    if not _SCHEDULE_ID.fullmatch(schedule_id):
+    if not SCHEDULE_ID.fullmatch(schedule_id):
         raise Problem(404, "No schedule has this id")
     return schedule_id
 

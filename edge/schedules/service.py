@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,8 +32,10 @@ from edge.ports import (
     InvalidCursor,
     OrchestratorRejected,
     Ports,
+    ScheduledRunInfo,
     ScheduleSpec,
 )
+from edge.schedules.adoption import LostRunAdopter
 from edge.schedules.store import ScheduleStore, index_key
 from shared.crews import CrewSpec
 from shared.jobs import DEFAULT_WEBHOOK_EVENTS
@@ -61,6 +64,10 @@ SWEEP_COST_PER_MARKER = 2 * 3 + 2 + 1
 #: The calls a sweep may make (the cursor's read and write, the listing, the markers):
 #: the share of a Cloudflare cron invocation's subrequests the reconciler leaves to it.
 SWEEP_BUDGET = 3 + SWEEP_BATCH * SWEEP_COST_PER_MARKER
+#: What a run's parameters must look like to name a schedule (as the API's ids and
+#: tenants do), before they are used in a key.
+_TENANT = re.compile(r"[A-Za-z0-9_-]{1,48}")
+SCHEDULE_ID = re.compile(r"sch_[0-9a-z]{26}")
 PUBLIC_FIELDS = (
     "id", "crew", "inputs", "cron", "interval_seconds", "timezone", "overlap", "webhook",
     "metadata", "deadline_seconds", "paused", "created_at", "updated_at",
@@ -100,6 +107,7 @@ class ScheduleService:
         self._jobs = jobs
         self._clock = clock
         self.store = ScheduleStore(ports.kv)
+        self.adopter = LostRunAdopter(self, jobs, ports.kv, clock=lambda: self._clock())
 
     @property
     def scheduler(self) -> CrewScheduler:
@@ -311,21 +319,53 @@ class ScheduleService:
         schedule = await self.store.get(tenant, schedule_id)
         if schedule is None:
             return None
-        if schedule.get("deleted_at") or await self._ports.kv.get(
-            DELETING_PREFIX + schedule["deployment_ref"]
-        ):  # deleted, or being deleted (the deployment paused, awaiting the sweep)
+        if await self.gone(schedule):
             raise ScheduleGone(schedule_id)
         # The signature says the executor sent this, not that the run is the schedule's:
         # the orchestrator does (else any run could be attached to, and cancelled as, a
         # job of this tenant).
         run = await self.scheduler.run_info(flow_run_id)
-        if (
-            run is None
-            or run.deployment_ref != schedule["deployment_ref"]
-            or run.parameters.get("tenant") != tenant
-            or run.parameters.get("schedule_id") != schedule_id
-        ):
+        if run is None or not is_run_of(run, schedule):
             raise NotTheSchedulesRun(flow_run_id)
+        return await self.take_run(schedule, flow_run_id)
+
+    async def adopt_lost_runs(self, **options: int) -> int:
+        """Make jobs of the runs whose registration was lost (`edge.schedules.adoption`);
+        nothing to look for on an edge without Prefect."""
+        if self._ports.scheduler is None:
+            return 0
+        return await self.adopter.run(**options)
+
+    def owner_of(self, run: ScheduledRunInfo) -> tuple[str, str] | None:
+        """(tenant, schedule id) as a run's parameters name them, if they can."""
+        tenant, schedule_id = run.parameters.get("tenant"), run.parameters.get("schedule_id")
+        if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
+            return None
+        if not isinstance(schedule_id, str) or not SCHEDULE_ID.fullmatch(schedule_id):
+            return None
+        return tenant, schedule_id
+
+    async def schedule_of(self, run: ScheduledRunInfo) -> dict[str, Any] | None:
+        """The live schedule the orchestrator shows the run as a run of; None when there
+        is none (unknown here, deleted, being deleted, or not the run's deployment)."""
+        owner = self.owner_of(run)
+        schedule = None if owner is None else await self.store.get(*owner)
+        if schedule is None or await self.gone(schedule) or not is_run_of(run, schedule):
+            return None
+        return schedule
+
+    async def gone(self, schedule: Mapping[str, Any]) -> bool:
+        """Deleted, or being deleted (the deployment paused, awaiting the sweep): its
+        runs make no job."""
+        if schedule.get("deleted_at"):
+            return True
+        return await self._deleting(schedule["deployment_ref"])
+
+    async def take_run(self, schedule: Mapping[str, Any], flow_run_id: str) -> dict[str, Any]:
+        """The job of a run of the live `schedule` (checked to be its run), made once:
+        the registration's, and the reconciler's for a run whose registration was lost
+        (`edge.schedules.adoption`)."""
+        tenant, schedule_id = schedule["tenant"], schedule["id"]
         # The catalog's entry now, for the version; the schedule's own pool and flow
         # when the crew left the catalog (the run exists: it is a job all the same).
         crew = await get_crew(self._ports.kv, schedule["crew"]) or CrewSpec(
@@ -407,6 +447,16 @@ class ScheduleService:
             await self.scheduler.delete(ref)
         except (DependencyUnavailable, OrchestratorRejected) as exc:
             log.warning("could not remove the deployment %s of a failed create: %s", ref, exc)
+
+
+def is_run_of(run: ScheduledRunInfo, schedule: Mapping[str, Any]) -> bool:
+    """Whether the orchestrator shows the run as one of the schedule's deployment, with
+    its tenant and schedule id."""
+    return bool(
+        run.deployment_ref == schedule["deployment_ref"]
+        and run.parameters.get("tenant") == schedule["tenant"]
+        and run.parameters.get("schedule_id") == schedule["id"]
+    )
 
 
 def run_parameters(
