@@ -47,6 +47,7 @@ ENV_KEYS = (
     "EDGECREW_JOB_EVENTS_MAX_SECONDS",
     "EDGECREW_SCHEDULE_MIN_INTERVAL_SECONDS",
     "EDGECREW_MAX_SCHEDULES_PER_TENANT",
+    "EDGECREW_SCHEDULE_ADOPT_AFTER_SECONDS",
 )
 
 
@@ -96,6 +97,10 @@ class Settings:
     # The most live schedules a tenant may have (0 = no cap): each is a deployment in
     # Prefect, whose scheduler keeps up to 100 runs ahead for every one of them.
     max_schedules_per_tenant: int = 100
+    # A schedule's run that started this long ago is looked at once by the reconciler,
+    # and made a job if it ran, did not complete and never registered (its flow waits
+    # 90 s for KV to show a new schedule before it gives up on registering).
+    schedule_adopt_after_seconds: int = 180
 
     def __post_init__(self) -> None:
         if self.executor_secret and not self.executor_secret.startswith("whsec_"):
@@ -137,6 +142,11 @@ class Settings:
             raise SettingsError(
                 "EDGECREW_SCHEDULE_MIN_INTERVAL_SECONDS must be >= 1, "
                 f"got {self.schedule_min_interval_seconds}"
+            )
+        if self.schedule_adopt_after_seconds < 1:
+            raise SettingsError(
+                "EDGECREW_SCHEDULE_ADOPT_AFTER_SECONDS must be >= 1, "
+                f"got {self.schedule_adopt_after_seconds}"
             )
         if self.max_schedules_per_tenant < 0:
             raise SettingsError(
@@ -204,6 +214,9 @@ class Settings:
             ),
             max_schedules_per_tenant=reader.integer(
                 "EDGECREW_MAX_SCHEDULES_PER_TENANT", defaults.max_schedules_per_tenant
+            ),
+            schedule_adopt_after_seconds=reader.integer(
+                "EDGECREW_SCHEDULE_ADOPT_AFTER_SECONDS", defaults.schedule_adopt_after_seconds
             ),
         )
 

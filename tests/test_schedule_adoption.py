@@ -16,10 +16,10 @@ from edge.ports import RunPhase, ScheduledRunInfo
 from edge.schedules.adoption import (
     ADOPT_BUDGET,
     COST_WORST_RUN,
-    SETTLE_SECONDS,
     WATERMARK_KEY,
 )
 from edge.schedules.service import ScheduleService
+from edge.settings import Settings
 from tests.conftest import AUTH_A
 from tests.doubles.queues import RecordingQueue
 from tests.doubles.scheduler import RecordingScheduler
@@ -30,6 +30,7 @@ from tests.test_schedules_api import queue as queue
 from tests.test_schedules_api import scheduler as scheduler
 from tests.test_schedules_api import schedules_app as schedules_app
 
+SETTLE_SECONDS = Settings(api_keys={}).schedule_adopt_after_seconds
 HOOK = {"url": "https://hooks.example.com/in", "events": ["job.running", "job.failed"]}
 LOST = "Flow run encountered an exception: EdgeUnreachable: POST /v1/internal/schedules/..."
 

@@ -32,6 +32,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "EDGECREW_SCHEDULE_MIN_INTERVAL_SECONDS": str(INTERVAL),
         "EDGECREW_RECONCILE_SECONDS": "3",
         "EDGECREW_STALE_AFTER_SECONDS": "5",  # a killed run's end is read from Prefect
+        # Runs that never registered are looked for 5 s after they started: the others'
+        # registrations (within a second or two) may be raced, and must still be one job.
+        "EDGECREW_SCHEDULE_ADOPT_AFTER_SECONDS": "5",
     }
     with FakeOpenAIServer() as llm:  # the crews use the scripted LLM; the edge needs one
         env["EDGECREW_LLM_BASE_URL"] = llm.base_url
@@ -163,3 +166,33 @@ def test_overlap_skip_is_prefects_cancel_new_and_makes_no_job(stack: DevStack) -
     assert [j["id"] for j in jobs_of(stack, schedule)] == [running["id"]], "still one job"
     eventually(lambda: deployment(stack, schedule["id"]).status_code == 404, 30,
                "the deployment removed once its run ended")  # fmt: skip
+
+
+def test_a_run_whose_registration_was_lost_becomes_a_job_and_its_webhook_goes(
+    stack: DevStack,
+) -> None:
+    """The edge away when a run started: the flow failed before its crew ran (and so did
+    its retry), and Prefect holds a failed run of the schedule with no job. Made here by
+    hand, running from the start (so that no worker takes it), with the deployment's
+    parameters as Prefect's scheduler makes a run, and then failed."""
+    tenant = DEV_API_KEYS.split(":", 1)[0]
+    with WebhookReceiver() as receiver:
+        hook = {"url": receiver.url, "events": ["job.failed"]}
+        schedule = create(stack, {"crew": "summarize", "inputs": {"text": "Lost in Oslo."},
+                                  "cron": "0 0 1 1 *", "overlap": "allow",
+                                  "webhook": hook})  # fmt: skip
+        made = deployment(stack, schedule["id"]).json()
+        running = {"state": {"type": "RUNNING", "name": "Running"}}
+        run = prefect(stack, "POST", f"deployments/{made['id']}/create_flow_run", running).json()
+        lost = "Flow run encountered an exception: EdgeUnreachable: not acknowledged"
+        failed = {"state": {"type": "FAILED", "name": "Failed", "message": lost}, "force": True}
+        prefect(stack, "POST", f"flow_runs/{run['id']}/set_state", failed)
+        assert prefect(stack, "GET", f"flow_runs/{run['id']}").json()["run_count"] == 1
+        hooked = verified(stack, receiver.wait_for_event("job.failed", timeout=60))
+    job = hooked["data"]
+    assert job["id"] == scheduled_job_id(tenant, run["id"])
+    assert job["schedule_id"] == schedule["id"] and job["inputs"] == {"text": "Lost in Oslo."}
+    assert job["error"] == {"kind": "Failed", "message": lost}
+    assert [j["id"] for j in jobs_of(stack, schedule)] == [job["id"]], "one job"
+    url = f"{stack.base_url}{schedule['urls']['self']}"
+    assert httpx.delete(url, headers=HEADERS, timeout=30).status_code == 204

@@ -42,6 +42,8 @@ def test_settings_errors_name_the_key_and_value() -> None:
         Settings.from_env({"EDGECREW_ANSWER_CACHE_TTL": "30"})
     with pytest.raises(SettingsError, match="EDGECREW_MAX_SCHEDULES_PER_TENANT must be >= 0"):
         Settings.from_env({"EDGECREW_MAX_SCHEDULES_PER_TENANT": "-1"})
+    with pytest.raises(SettingsError, match="EDGECREW_SCHEDULE_ADOPT_AFTER_SECONDS must be >= 1"):
+        Settings.from_env({"EDGECREW_SCHEDULE_ADOPT_AFTER_SECONDS": "0"})
 
 
 def test_settings_defaults_and_overrides() -> None:

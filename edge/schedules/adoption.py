@@ -11,9 +11,9 @@ since, and adopts those that ran, did not complete, and have no job: the same
 one job. The run's state is then applied at once, so a failed run's job fails and its
 webhook goes.
 
-A run is looked at once, when it started `SETTLE_SECONDS` ago (a registration waits out
-KV's minute, so one under way is not raced for nothing; one raced anyway finds the job
-this made). Which runs need no job, and are passed over without a read:
+A run is looked at once, when it started `EDGECREW_SCHEDULE_ADOPT_AFTER_SECONDS` (180)
+ago: a registration waits out KV's minute, so one under way is not raced for nothing
+(one raced anyway finds the job this made). Passed over without a read, as needing none:
 - a run that never ran (`run_count` 0: skipped by `overlap: skip`, cancelled by a pause
   or a delete), as at registration, which such a run never reaches;
 - a completed run: it registered (its job has its result) or the edge told it to do
@@ -50,9 +50,6 @@ WATERMARK_KEY = "schedule-adopt:since"
 WATERMARK_SECONDS = 30 * 86400
 #: With no watermark (the first pass ever, or none for a month): how far back to look.
 FIRST_LOOK_SECONDS = 86400
-#: A run is looked at once it started this long ago: after the registration's own wait
-#: for KV (90 s) and its first retries.
-SETTLE_SECONDS = 180
 #: Runs one Prefect call lists.
 PAGE = 50
 #: What one run can cost: the ledger read that finds its job (and the read of KV's copy
@@ -88,7 +85,7 @@ class LostRunAdopter:
         left = budget - 2  # the watermark's read and write
         now = self._clock()
         since = await self._kv.get(WATERMARK_KEY) or _stamp(now - FIRST_LOOK_SECONDS)
-        until = _stamp(now - SETTLE_SECONDS)
+        until = _stamp(now - self._jobs.settings.schedule_adopt_after_seconds)
         adopted = 0
         while left >= COST_PREFECT_READ + COST_WORST_RUN:
             left -= COST_PREFECT_READ
