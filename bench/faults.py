@@ -517,6 +517,16 @@ def asked_now(stack: DevStack, job_ids: list[str]) -> tuple[list[tuple[str, str]
     return waiting, ended
 
 
+def ended_as(stack: DevStack, job_ids: list[str]) -> str:
+    """How the jobs ended: `succeeded` 7, `failed (Crashed)` 3."""
+    seen: dict[str, int] = {}
+    for job_id in job_ids:
+        job = get_job(stack, job_id)
+        kind = f"{job['status']} ({job['error']['kind']})" if job.get("error") else job["status"]
+        seen[kind] = seen.get(kind, 0) + 1
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(seen.items()))
+
+
 def quiet(stack: DevStack, job_ids: list[str]) -> bool:
     """Every job waits for an answer or has ended."""
     waiting, ended = asked_now(stack, job_ids)
@@ -577,17 +587,18 @@ def waiting_scenario(stack: DevStack, jobs: int) -> Outcome:
             )
             for run in flow_runs(stack) if run["parameters"].get("job_id") in set(accepted)
         }  # fmt: skip
-        statuses = [get_job(stack, job_id)["status"] for job_id in accepted]
+        statuses = ended_as(stack, accepted)
     asked_twice = sum(n > 1 for n in suspended.values())
     asked_twice += sum(len(set(ids)) > 1 for ids in asked.values())
     answered_twice = sum(n > 1 for n in answers.taken.values())
-    notes = (f"{statuses.count('succeeded')} succeeded, {statuses.count('failed')} failed; "
+    notes = (f"ended {statuses}; "
              f"{len(answers.taken)} answers taken (202), {answers.taken_before_retry} taken by "
              f"a try whose answer was lost (409 on the retry), {answers.refused} refused; "
              f"asked twice {asked_twice}, answered twice {answered_twice}; suspended per job "
              f"{sorted(suspended.values())}; recovered: workers {recovered[0]:.1f} s, edge "
-             f"{recovered[1]:.1f} s while waiting, "
-             + ", ".join(f"{r:.1f} s" for r in recovered[2:]) + " while answering")  # fmt: skip
+             f"{recovered[1]:.1f} s while waiting; "
+             + " and ".join(f"{r:.1f} s" for r in sorted(recovered[2:]))
+             + " (edge, workers) while answering")  # fmt: skip
     return Outcome("worker group, edge: jobs waiting / answers posted", len(accepted), ended,
                    len(accepted) - ended, duplicated + asked_twice + answered_twice,
                    max(recovered), notes, answers.errors)  # fmt: skip
@@ -596,11 +607,14 @@ def waiting_scenario(stack: DevStack, jobs: int) -> Outcome:
 # --- scheduled runs while the edge dies -------------------------------------------------
 
 
-def schedules_scenario(stack: DevStack, kills: int = 2, interval: int = 6) -> Outcome:
-    """An interval schedule; the edge killed `kills` times (20 s apart) while Prefect's
-    scheduler makes runs. Every run that started must be a job that ends with its
-    webhook; a started run without a job is counted lost (docs/schedules.md: a run whose
-    two tries both find the edge away makes no job)."""
+def schedules_scenario(
+    stack: DevStack, bursts: tuple[int, ...] = (1, 2), interval: int = 6
+) -> Outcome:
+    """An interval schedule; the edge killed while Prefect's scheduler makes runs: once,
+    then (20 s later) twice in a row, killed again as soon as it is back, for an outage
+    longer than the flow's retry delay (5 s). Every run that started must be a job that
+    ends with its webhook; a started run without a job is counted lost (docs/schedules.md:
+    a run whose two tries both find the edge away makes no job)."""
     recovered: list[float] = []
     tenant = DEV_API_KEYS.split(":", 1)[0]
     with ExitStack() as cleanup:
@@ -614,9 +628,12 @@ def schedules_scenario(stack: DevStack, kills: int = 2, interval: int = 6) -> Ou
                           timeout=30)  # fmt: skip
         assert made.status_code == 201, made.text
         schedule = made.json()
-        for _ in range(kills):
+        for burst in bursts:
             time.sleep(20)
-            recovered.append(wait_healthy(f"{stack.base_url}/healthz", kill_edge(stack)))
+            killed = time.monotonic()
+            for _ in range(burst):
+                wait_healthy(f"{stack.base_url}/healthz", kill_edge(stack))
+            recovered.append(time.monotonic() - killed)
         time.sleep(15)
         paused = httpx.post(f"{stack.base_url}{schedule['urls']['self']}/pause",
                             headers=HEADERS, timeout=30)  # fmt: skip
@@ -631,6 +648,10 @@ def schedules_scenario(stack: DevStack, kills: int = 2, interval: int = 6) -> Ou
         started = [run for run in runs if run["start_time"]]
         jobs = {scheduled_job_id(tenant, run["id"]): run for run in started}
         ended, duplicated = settle(stack, receiver, list(jobs), 300)
+        retried = sum(
+            any(state["name"] == "AwaitingRetry" for state in run_states(stack, run["id"]))
+            for run in started
+        )
         without = [
             run for job_id, run in jobs.items() if get_job(stack, job_id)["http_status"] == 404
         ]
@@ -638,10 +659,11 @@ def schedules_scenario(stack: DevStack, kills: int = 2, interval: int = 6) -> Ou
     orphans = "; ".join(f"{run['name']} {run['state']['type']} ({run['state']['message']})"[:160]
                         for run in without)  # fmt: skip
     notes = (f"{len(runs)} runs made, {len(started)} started, {len(without)} started runs "
-             f"without a job{': ' + orphans if orphans else ''}; edge back in "
+             f"without a job{': ' + orphans if orphans else ''}, {retried} retried by "
+             f"Prefect; edge killed {' then '.join(f'{b}x' for b in bursts)}, down "
              + ", ".join(f"{r:.1f} s" for r in recovered)
              + f"; delete {delete.status_code}")  # fmt: skip
-    return Outcome(f"edge killed {kills}x under an interval schedule ({interval} s)", len(started),
+    return Outcome(f"edge under an interval schedule ({interval} s)", len(started),
                    ended, len(started) - ended, duplicated, max(recovered), notes)  # fmt: skip
 
 
@@ -762,7 +784,7 @@ def push_scenario(stack: DevStack, jobs: int, gap: float = 1.5) -> Outcome:
         receiver = Receiver()
         cleanup.callback(receiver.down)
         cleanup.callback(stop.set)
-        eventually(push_now, 60)
+        push_log.append((time.monotonic(), eventually(push_now, 60)))
         threading.Thread(target=watch, daemon=True).start()
 
         def send(phase: str) -> None:
@@ -774,14 +796,14 @@ def push_scenario(stack: DevStack, jobs: int, gap: float = 1.5) -> Outcome:
             starts.append(Start(job_id, push, phase))
             time.sleep(gap)
 
-        for _ in range(max(3, jobs // 4)):
+        for _ in range(max(3, jobs // 2)):
             send("before")
         killed = kill_prefect(stack)
         prefect_back = wait_healthy(f"http://127.0.0.1:{stack.prefect_port}/api/health", killed)
         back_at = killed + prefect_back
         while time.monotonic() - back_at < 120 and not push_log[-1][1]:
             send("after, push down")
-        for _ in range(max(3, jobs // 4)):
+        for _ in range(max(3, jobs // 2)):
             send("after, push back")
         ended, duplicated = settle(stack, receiver, [s.job_id for s in starts], 420)
         stop.set()
