@@ -1,6 +1,6 @@
 """Fault suite: break one part of the running local stack and check every promise is kept.
 
-    .venv/bin/python bench/faults.py [--only prefect,edge,worker,llm,webhooks] [--jobs 60]
+    .venv/bin/python bench/faults.py [--only prefect,edge,worker,...] [--jobs 60]
 
 Each scenario starts `edgecrew dev` as a user would (its own data dir and ports; the
 crews use the scripted LLM so a job takes seconds), submits jobs the way a careful client
@@ -11,11 +11,20 @@ then SIGKILLs one part's whole process group mid-way:
 - edge:     the edge, mid-request (clients retry with the same key);
 - worker:   the cpu pool's worker group (worker, fork server, flow runs) mid-run;
 - llm:      the local LLM server, while questions are being answered (real model);
-- webhooks: not a kill: the clients' webhook receiver is down for 90 s while jobs end.
+- webhooks: not a kill: the clients' webhook receiver is down for 90 s while jobs end;
+- waiting:  jobs of a crew with a `human_input` task: the worker group, then the edge,
+            killed while they wait; both again while the answers are being posted;
+- schedules: an interval schedule; the edge killed once, then twice in a row: every
+            run Prefect started must be a job that ends with its webhook;
+- redeliver: every second request to the receiver fails; each job's terminal webhook
+            redelivered once it ends: one webhook id per event, whatever the tries;
+- push:     the Prefect server killed under a steady trickle of jobs: the worker's
+            claim latency before, while its event stream is down, and once it is back.
 
 Reported per scenario: accepted (202s), ended (terminal status *and* its webhook
 received), lost (accepted, not ended by the deadline), duplicated (a job with more than
-one flow run, or one event delivered under two webhook ids), and the time to recover
+one flow run, or one event delivered under two webhook ids; for waiting jobs also a
+question asked or answered twice), and the time to recover
 (the part healthy again; for webhooks, until every missed webhook arrived). Prints
 markdown; docs/reliability.md records a run.
 """
