@@ -169,7 +169,7 @@ class ProgressReporter:
 
     def resumed(self, question: str) -> None:
         """The run goes on from the answer to `question`: the job runs again even if the
-        edge never heard of the answer (given in Prefect's UI or CLI). The edge applies
+        edge never heard of the answer (given in Prefect's UI or API). The edge applies
         it only while the job waits on that very question."""
         body = {"type": "running", "resumed_from": question}
         self._edge.notify(self._job_id, self._tenant, f"resumed:{question}", body)

@@ -82,7 +82,7 @@ _RESUMED = frozenset({RunPhase.QUEUED, RunPhase.CLAIMED, RunPhase.RUNNING})
 
 def resumed_elsewhere(job: Mapping[str, Any], state: RunState) -> dict[str, Any] | None:
     """The event of a waiting job whose run was resumed without the edge (from Prefect's
-    UI or CLI, say) and whose worker's `running` was lost, else None.
+    UI or API, say) and whose worker's `running` was lost, else None.
 
     `job` must be as read before `state` was: the job waits only once its run is
     suspended, so a run read after that and found scheduled or running again was

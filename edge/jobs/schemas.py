@@ -300,7 +300,7 @@ class ExecutorEvent(_Strict):
     resumed_from: Annotated[str, Field(pattern=r"^q[1-9][0-9]{0,8}$")] | None = Field(
         default=None,
         description="On `running`: the question whose answer the run goes on from (an "
-        "answer given in Prefect's UI or CLI reaches the job this way)",
+        "answer given in Prefect's UI or API reaches the job this way)",
     )
 
     @model_validator(mode="after")
