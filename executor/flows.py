@@ -8,8 +8,10 @@ idempotent on the edge, and `failed` is only reported once no retry is left.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from executor.catalog import crew_for_run
+from executor.checkpoint_guards import JobCannotResume, check_same_crew
 from executor.edge_client import EdgeClient, EdgeUnreachable
 from executor.human_input import InputRequested, fitted_request
 from executor.llm import build_llm
@@ -54,7 +57,9 @@ def run_crew_job(
         result = run_crew(job_id, tenant, crew, inputs, settings=settings, edge=edge)
     except Exception as exc:
         logger.exception("crew %s failed for job %s (attempt %d)", crew, job_id, attempt)
-        if attempt > RETRIES:  # the last try: the job ends here
+        # The last try, or an end no retry can change (`checkpoint_guards`): the job
+        # ends here.
+        if attempt > RETRIES or isinstance(exc, JobCannotResume):
             error = {"kind": type(exc).__name__, "message": str(exc)[:1000]}
             edge.event(job_id, tenant, "failed", {"type": "failed", "error": error})
         raise
@@ -83,23 +88,30 @@ def run_crew(
     progress = ProgressReporter(edge, job_id, tenant)
     timeout = loaded.entry.input_timeout_seconds or settings.input_timeout_seconds
     questions = questions or RunQuestions(timeout, WaitingReporter(edge, job_id, tenant))
+    made_by = {"fingerprint": loaded.fingerprint, "version": loaded.spec.version}
     with (
         running_job(job, lambda: build_llm(settings)),
         run_directory(job_id, loaded.project_root) as files,
     ):
         checkpoint = questions.checkpoint()
+        check_same_crew(checkpoint, made_by)  # a redeploy changed its tasks: no mixing
         restore_files(Path.cwd(), checkpoint.files)
         while True:
-            if checkpoint.question is not None:  # suspends the run unless answered
-                checkpoint = checkpoint.answered(questions.answer(checkpoint))
+            delivered: Callable[[], None] | None = None
+            if (question := checkpoint.question) is not None:  # suspends unless answered
+                answer = questions.answer(checkpoint)
+                progress.resumed(question)
+                checkpoint = checkpoint.answered(answer, delivered=questions.delivered(question))
+                delivered = functools.partial(questions.mark_delivered, question)
             try:
                 result = loaded.kickoff(
-                    inputs, llm=build_llm(settings), progress=progress, checkpoint=checkpoint
-                )
+                    inputs, llm=build_llm(settings), progress=progress, checkpoint=checkpoint,
+                    on_delivered=delivered,
+                )  # fmt: skip
                 break
             except InputRequested as asked:
-                checkpoint = replace(asked.checkpoint, files=tuple(list_files(Path.cwd())))
-                questions.save(checkpoint)
+                kept = tuple(list_files(Path.cwd()))
+                checkpoint = questions.save(replace(asked.checkpoint, files=kept, crew=made_by))
     listed: dict[str, Any] = {"files": files.entries}
     if files.truncated:
         listed["files_truncated"] = True
@@ -138,7 +150,8 @@ class WaitingReporter:
 
 
 class ProgressReporter:
-    """Posts `progress` (best effort) each time a task or step completes."""
+    """Posts `progress` (best effort) each time a task or step completes, and `running`
+    once the run goes on from an answer."""
 
     def __init__(self, edge: EdgeClient, job_id: str, tenant: str) -> None:
         self._edge = edge
@@ -153,3 +166,10 @@ class ProgressReporter:
             f"progress:{done}",
             {"type": "progress", "progress": progress},
         )
+
+    def resumed(self, question: str) -> None:
+        """The run goes on from the answer to `question`: the job runs again even if the
+        edge never heard of the answer (given in Prefect's UI or API). The edge applies
+        it only while the job waits on that very question."""
+        body = {"type": "running", "resumed_from": question}
+        self._edge.notify(self._job_id, self._tenant, f"resumed:{question}", body)

@@ -45,6 +45,10 @@ class Checkpoint:
     pending: dict[str, Any] | None = None
     #: The run directory's files when it stopped (`executor.run_context.list_files`).
     files: tuple[dict[str, Any], ...] = field(default=())
+    #: The crew that made it, `{"fingerprint", "version"}` (`executor.checkpoint_guards`).
+    crew: dict[str, Any] | None = None
+    #: What was left out to fit its store, if anything (`executor.checkpoint_guards`).
+    trimmed: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +56,8 @@ class Checkpoint:
             "completed": list(self.completed),
             "pending": self.pending,
             "files": list(self.files),
+            "crew": self.crew,
+            "trimmed": self.trimmed,
         }
 
     @classmethod
@@ -61,6 +67,8 @@ class Checkpoint:
             completed=tuple(data.get("completed") or ()),
             pending=data.get("pending"),
             files=tuple(data.get("files") or ()),
+            crew=data.get("crew"),
+            trimmed=data.get("trimmed"),
         )
 
     @property
@@ -68,16 +76,18 @@ class Checkpoint:
         """The id of the question awaiting an answer, if any."""
         return None if self.pending is None else str(self.pending["question"])
 
-    def answered(self, answer: Mapping[str, Any]) -> Checkpoint:
+    def answered(self, answer: Mapping[str, Any], *, delivered: bool = False) -> Checkpoint:
         """After the person's answer: approved, the pending output becomes its task's;
-        with feedback, the task stays pending, to run again with it."""
+        with feedback, the task stays pending, to run again with it. `delivered`: an
+        earlier try of this run already called the approved task's callback."""
         if self.pending is None:
             raise ValueError("no question is waiting for an answer")
         feedback = str(answer.get("feedback") or "").strip()
         if not feedback:
             output = dict(self.pending["output_record"])
             # Approved in this run: its file and callbacks are still to come (loaded_crew).
-            done = {"index": self.pending["index"], "output": output, "approved": True}
+            done = {"index": self.pending["index"], "output": output, "approved": True,
+                    "delivered": delivered}  # fmt: skip
             return replace(self, completed=(*self.completed, done), pending=None)
         return replace(self, pending={**self.pending, "feedback": feedback})
 
@@ -165,7 +175,7 @@ class PausingHumanInput:
             else 1,
         }
         completed = tuple(
-            {key: value for key, value in done.items() if key != "approved"}
+            {key: value for key, value in done.items() if key not in ("approved", "delivered")}
             for done in (*self._checkpoint.completed, *self._completed)
         )
         return replace(self._checkpoint, asked=asked, completed=completed, pending=pending)

@@ -58,6 +58,9 @@ class LoadedCrew:
     spec: CrewSpec
     defaults: Mapping[str, Any]  # the schema's, then the project's, then edgecrew.toml's
     project_root: Path | None = None  # the folder of its pyproject.toml (or crew.jsonc)
+    #: A digest of its tasks as defined: what a human-review checkpoint's task indices and
+    #: outputs depend on (`executor.checkpoint_guards.check_same_crew`); "" for a flow.
+    fingerprint: str = ""
 
     def kickoff(
         self,
@@ -66,12 +69,15 @@ class LoadedCrew:
         llm: Any,
         progress: Progress,
         checkpoint: Checkpoint | None = None,
+        on_delivered: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Run on `inputs` (over the defaults); the job's result. Call it inside
         `executor.run_context.running_job`, which gives unnamed agents their LLM.
 
         With a `checkpoint` the crew resumes after the tasks it records as finished. A
-        task with `human_input` raises `InputRequested` (`executor.human_input`)."""
+        task with `human_input` raises `InputRequested` (`executor.human_input`). Once
+        an approved task's callback ran, `on_delivered` is told (a retry of the run then
+        does not call it again)."""
         merged = {**self.defaults, **inputs}
         if self.kind == "flow":
             # A flow's `id` input would load that saved state (`@persist`): another job's.
@@ -89,13 +95,17 @@ class LoadedCrew:
             counter.report()  # a task approved since the last run is done now
         finished: list[dict[str, Any]] = []
         approved = {int(done["index"]) for done in checkpoint.completed if done.get("approved")}
+        delivered = {int(done["index"]) for done in checkpoint.completed if done.get("delivered")}
         for index, task in enumerate(crew.tasks):
             # On each task rather than as the crew's task_callback, which CrewAI gives
             # only to tasks without a callback of their own; theirs still run after.
             then = task.callback or crew.task_callback
             if index in approved:  # done now: what CrewAI does when a task completes
-                _finish_approved(task, merged, then)
+                # Its file again (the same text) on a retry, its callback only once.
+                _finish_approved(task, merged, None if index in delivered else then)
             task.callback = _AfterTask(counter, then, _Finished(finished, index, task))
+        if approved - delivered and on_delivered is not None:
+            on_delivered()
         token = set_provider(PausingHumanInput(crew, checkpoint, finished))
         try:
             output = crew.kickoff(inputs=merged)
@@ -154,9 +164,11 @@ def load(entry: CrewEntry) -> LoadedCrew:
         for name, rule in inputs.get("properties", {}).items()
         if isinstance(rule, dict) and "default" in rule
     }
+    fingerprint = "" if kind == "flow" else definition_digest(definition["tasks"])
     return LoadedCrew(
-        entry, kind, target, spec, {**schema_defaults, **defaults}, _project_root(target, kind)
-    )
+        entry, kind, target, spec, {**schema_defaults, **defaults}, _project_root(target, kind),
+        fingerprint=fingerprint,
+    )  # fmt: skip
 
 
 # --- resolving a source -----------------------------------------------------------------

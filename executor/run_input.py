@@ -12,6 +12,16 @@ the run ("never resumed"); the edge reports that as `InputTimeout`.
 The checkpoint (`executor.human_input.Checkpoint`) is stored under a key of its question
 before the run suspends, in Prefect's flow-run input store: any worker, on any machine,
 that runs the resumed flow can read it.
+
+A retry of the run (a flow retry, or a crashed run rescheduled) also starts from the top,
+but Prefect clears the keys of the pauses that fired when it retries, so the same
+`suspend_flow_run` would suspend the run again on a question already answered (and
+Prefect's own save of the question's schema then fails on its existing key). So a
+question is first looked up in the run's input store: an answer there is taken as it is,
+without suspending. An approved task's callback is marked delivered (`DELIVERED_KEY`)
+once it ran, so a retry does not call it twice. A checkpoint whose key exists already
+(the run stopped between saving it and suspending, and asks the same question again) is
+replaced: that question was never asked of anyone.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from uuid import UUID
 
 from prefect.input import RunInput
 
+from executor.checkpoint_guards import CheckpointConflict, fitted_checkpoint
 from executor.human_input import Checkpoint, fitted_request, question_text
 
 log = logging.getLogger("edgecrew.executor")
@@ -34,6 +45,11 @@ CHECKPOINT_KEY = "edgecrew-checkpoint-{question}"
 #: it from here when the run's `waiting` callback did not reach it.
 QUESTION_KEY = "edgecrew-question-{question}"
 PAUSE_KEY = "edgecrew-{question}"
+#: Where Prefect keeps the answer a suspended run was resumed with (its run-input keyset
+#: for a pause state named "Suspended": `prefect.input.run_input.keyset_from_paused_state`).
+ANSWER_KEY = "suspended-edgecrew-{question}-response"
+#: Set once an approved task's file and callback were delivered (by any try of the run).
+DELIVERED_KEY = "edgecrew-delivered-{question}"
 
 
 class HumanAnswer(RunInput):
@@ -97,15 +113,17 @@ class RunQuestions:
         if _flow_run_id() is None:
             raise RuntimeError("a crew can ask for human input only in a Prefect flow run")
         request = question_text(checkpoint)
-        wanted = HumanAnswer.with_initial_data(description=_markdown(request))
-        try:
-            answer = suspend_flow_run(
-                wait_for_input=wanted, key=PAUSE_KEY.format(question=question),
-                timeout=self._timeout,
-            )  # fmt: skip
-        except Pause as paused:
-            self._on_waiting({**request, "expires_at": _expiry(paused, self._timeout)})
-            raise
+        answer = self._given_answer(question)
+        if answer is None:  # not answered yet: suspend (Prefect returns it if it was)
+            wanted = HumanAnswer.with_initial_data(description=_markdown(request))
+            try:
+                answer = suspend_flow_run(
+                    wait_for_input=wanted, key=PAUSE_KEY.format(question=question),
+                    timeout=self._timeout,
+                )  # fmt: skip
+            except Pause as paused:
+                self._on_waiting({**request, "expires_at": _expiry(paused, self._timeout)})
+                raise
         if answer.question and answer.question != question:
             raise AnswerMismatch(
                 f"the run asks question {question} but was resumed with an answer to "
@@ -113,16 +131,64 @@ class RunQuestions:
             )
         return {"approve": answer.approve, "feedback": answer.feedback}
 
-    def save(self, checkpoint: Checkpoint) -> None:
-        """Keep the checkpoint of a question about to be asked (before the run suspends)."""
-        from prefect.input.actions import create_flow_run_input
-
+    def save(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Keep the checkpoint of a question about to be asked (before the run suspends),
+        fitted to its store (`executor.checkpoint_guards`); returns what was kept."""
         question = checkpoint.question
         if question is None:
             raise ValueError("only a checkpoint with a question is saved")
-        create_flow_run_input(CHECKPOINT_KEY.format(question=question), checkpoint.to_json())
-        asked = fitted_request(question_text(checkpoint))
-        create_flow_run_input(QUESTION_KEY.format(question=question), asked)
+        checkpoint = fitted_checkpoint(checkpoint)
+        if checkpoint.trimmed:
+            log.warning("checkpoint of %s trimmed to fit its store: %s", question,
+                        checkpoint.trimmed)  # fmt: skip
+        if self._given_answer(question) is not None:  # never overwrite an answered one
+            raise CheckpointConflict(
+                f"question {question} was answered already, yet the run asks it again "
+                "(its checkpoint could not be read back)"
+            )
+        _put(CHECKPOINT_KEY.format(question=question), checkpoint.to_json())
+        _put(QUESTION_KEY.format(question=question), fitted_request(question_text(checkpoint)))
+        return checkpoint
+
+    def delivered(self, question: str) -> bool:
+        """Whether an earlier try of this run delivered the task approved in `question`."""
+        return _read(DELIVERED_KEY.format(question=question)) is not None
+
+    def mark_delivered(self, question: str) -> None:
+        """The approved task's file and callback of `question` are delivered."""
+        _put(DELIVERED_KEY.format(question=question), True)
+
+    def _given_answer(self, question: str) -> HumanAnswer | None:
+        """The answer the run was resumed with for `question`, if it ever was."""
+        stored = _read(ANSWER_KEY.format(question=question))
+        return None if stored is None else HumanAnswer.model_validate(stored)
+
+
+def _read(key: str) -> Any:
+    """A run input of this run (decoded), None if it has none of that key."""
+    from prefect.input.actions import read_flow_run_input
+
+    return read_flow_run_input(key)
+
+
+def _put(key: str, value: Any) -> None:
+    """Store a run input of this run, replacing one of the same key: a try of the run
+    that stopped between storing and suspending stores it again (Prefect refuses a
+    second input under one key, 409)."""
+    from prefect.exceptions import ObjectAlreadyExists, PrefectHTTPStatusError
+    from prefect.input.actions import create_flow_run_input, delete_flow_run_input
+
+    try:
+        create_flow_run_input(key, value)
+        return
+    except ObjectAlreadyExists:
+        pass
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code != 409:
+            raise
+    log.warning("run input %s was stored by an earlier try of this run; replaced", key)
+    delete_flow_run_input(key)
+    create_flow_run_input(key, value)
 
 
 def _flow_run_id() -> UUID | None:

@@ -83,7 +83,8 @@ def can_transition(current: JobStatus, new: JobStatus) -> bool:
 def apply_event(job: Mapping[str, Any], event: Mapping[str, Any], at: str) -> dict[str, Any] | None:
     """The job after an executor event, or None when the event changes nothing.
 
-    `event` is `{"type", "progress"?, "result"?, "error"?, "crew_version"?}`; `at` is the
+    `event` is `{"type", "progress"?, "result"?, "error"?, "crew_version"?,
+    "resumed_from"?}`; `at` is the
     RFC 3339 time. A `running` event's `crew_version` (what the worker runs) replaces the
     catalog's version the job was submitted with. A job `cancelled` keeps the error its
     event or its `cancel_error` (the cause recorded when the edge asked) gives, else none.
@@ -96,6 +97,12 @@ def apply_event(job: Mapping[str, Any], event: Mapping[str, Any], at: str) -> di
     updated = dict(job)
     if kind in ("waiting", "answered"):
         return _question_event(job, event, at)
+    if kind == "running" and event.get("resumed_from"):
+        # The run goes on from an answer (maybe one given in Prefect's UI, which the
+        # edge never recorded): as `answered`, while the job waits on that question.
+        answered = {"type": "answered", "question": event["resumed_from"]}
+        if (resumed := _question_event(job, answered, at)) is not None:
+            return resumed
     if kind == "progress":
         if current.terminal or not _advances(job.get("progress"), event.get("progress")):
             return None

@@ -93,10 +93,15 @@ class Suspended(BaseException):
 class PlayedQuestions:
     """`RunQuestions` for one run: the checkpoint the last run left, the answers sent."""
 
-    def __init__(self, checkpoint: Checkpoint, answers: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self, checkpoint: Checkpoint, answers: dict[str, dict[str, Any]],
+        delivered: set[str] | None = None,
+    ) -> None:  # fmt: skip
         self._checkpoint = checkpoint
         self._answers = answers
         self.saved: list[Checkpoint] = []
+        #: Questions whose approved task was delivered (by this or an earlier try).
+        self.delivered_questions = set() if delivered is None else delivered
 
     def checkpoint(self) -> Checkpoint:
         return Checkpoint.from_json(json.loads(json.dumps(self._checkpoint.to_json())))
@@ -106,8 +111,15 @@ class PlayedQuestions:
             raise Suspended(checkpoint.question)
         return self._answers[checkpoint.question]
 
-    def save(self, checkpoint: Checkpoint) -> None:
+    def save(self, checkpoint: Checkpoint) -> Checkpoint:
         self.saved.append(checkpoint)
+        return checkpoint
+
+    def delivered(self, question: str) -> bool:
+        return question in self.delivered_questions
+
+    def mark_delivered(self, question: str) -> None:
+        self.delivered_questions.add(question)
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +221,7 @@ def test_a_run_refuses_an_answer_to_another_question(monkeypatch: pytest.MonkeyP
 
     given: list[HumanAnswer] = []
     monkeypatch.setattr(run_input, "_flow_run_id", uuid4)
+    monkeypatch.setattr(run_input, "_read", lambda key: None)  # no answer stored yet
     monkeypatch.setattr(prefect.flow_runs, "suspend_flow_run", lambda **_: given[-1])
     pending = {"question": "q2", "task": "write", "output": "x", "round": 2}
     waiting = Checkpoint(asked=2, pending=pending)

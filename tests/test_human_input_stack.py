@@ -203,3 +203,23 @@ def test_a_waiting_job_can_be_cancelled(stack: DevStack) -> None:
     ended = stack.wait_for_job(job_id, KEY, timeout=60)
     assert ended["status"] == "cancelled", ended
     assert run_state(stack, job_id)["type"] == "CANCELLED"
+
+
+def test_a_job_answered_in_prefect_itself_runs_again_and_ends(stack: DevStack) -> None:
+    # Resumed as Prefect's UI form or `prefect.flow_runs.resume_flow_run` does it, not
+    # through the edge: the worker tells the edge the job runs again.
+    job_id = submit(stack, "review")
+    wait_for_question(stack, job_id, "q1")
+    api = f"http://127.0.0.1:{stack.prefect_port}/api"
+    found = httpx.post(f"{api}/flow_runs/filter", json={"limit": 200}).json()
+    (run_id,) = [r["id"] for r in found if r["parameters"].get("job_id") == job_id]
+    resumed = httpx.post(f"{api}/flow_runs/{run_id}/resume", json={"run_input": {"approve": True}})
+    assert resumed.json()["status"] == "ACCEPT", resumed.text
+    done = stack.wait_for_job(job_id, KEY, timeout=180)
+    assert done["status"] == "succeeded", done
+    json_page = {**HEADERS, "Accept": "application/json"}
+    events = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}/events", headers=json_page).json()
+    kinds = [e["type"] for e in events["events"]]
+    waited = kinds.index("job.waiting")
+    assert "job.running" in kinds[waited:], kinds  # not waiting until the very end
+    assert answer(stack, job_id, {"approve": True}).status_code == 409

@@ -76,6 +76,23 @@ def timed_out(job: Mapping[str, Any], state: RunState) -> dict[str, Any] | None:
     return {"type": "failed", "error": {"kind": INPUT_TIMEOUT, "message": message}}
 
 
+#: Run phases a suspended run reaches only once resumed: it is no longer waiting.
+_RESUMED = frozenset({RunPhase.QUEUED, RunPhase.CLAIMED, RunPhase.RUNNING})
+
+
+def resumed_elsewhere(job: Mapping[str, Any], state: RunState) -> dict[str, Any] | None:
+    """The event of a waiting job whose run was resumed without the edge (from Prefect's
+    UI or API, say) and whose worker's `running` was lost, else None.
+
+    `job` must be as read before `state` was: the job waits only once its run is
+    suspended, so a run read after that and found scheduled or running again was
+    resumed. The event applies only while the job still waits on that very question."""
+    request = job.get("input_request")
+    if job["status"] != JobStatus.WAITING.value or not request or state.phase not in _RESUMED:
+        return None
+    return {"type": "answered", "question": str(request["id"])}
+
+
 def unheard_question(job: Mapping[str, Any], state: RunState) -> str | None:
     """The question a running job's run is suspended on that the job never heard of (its
     `waiting` callback was lost), else None: the reconciler then reads it from the run."""

@@ -303,11 +303,18 @@ class ExecutorEvent(_Strict):
     input_request: ExecutorInputRequest | None = Field(
         default=None, description="On `waiting`: the question the crew asks"
     )
+    resumed_from: Annotated[str, Field(pattern=r"^q[1-9][0-9]{0,8}$")] | None = Field(
+        default=None,
+        description="On `running`: the question whose answer the run goes on from (an "
+        "answer given in Prefect's UI or API reaches the job this way)",
+    )
 
     @model_validator(mode="after")
     def _waiting_asks(self) -> ExecutorEvent:
         if (self.type == "waiting") != (self.input_request is not None):
             raise ValueError("`input_request` comes with `waiting`, and only with it")
+        if self.resumed_from is not None and self.type != "running":
+            raise ValueError("`resumed_from` comes with `running` only")
         return self
 
 

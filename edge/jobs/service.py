@@ -24,6 +24,7 @@ from edge.jobs.human_input import (
     NotAnswerable,
     answer_to_hand_over,
     question_to_answer,
+    resumed_elsewhere,
     run_input,
     timed_out,
     unheard_question,
@@ -572,7 +573,11 @@ class JobService:
             if (question := unheard_question(job, state)) is not None:
                 return await self._hear_question(job, state, question)
             state = await self._unstick(job, state)
-        event = timed_out(job, state) or _event_for_run_state(job, state, self._clock())
+        event = (
+            timed_out(job, state)
+            or resumed_elsewhere(job, state)
+            or _event_for_run_state(job, state, self._clock())
+        )
         return job if event is None else await self._apply(job, event)
 
     async def _unstick(self, job: Mapping[str, Any], state: RunState) -> RunState:
