@@ -26,6 +26,9 @@ RESEARCH_PROMPT = "Research notes on"
 COLLAPSE_PROMPT = "Based on the following human feedback"
 STEPS = ["research", "write_draft", "write_draft", "publish", "sign_off", "wrap_up"]
 
+#: The draft the feedback routed back to the step asked for.
+DRAFT_2 = "Draft 2 on tides. Say more TAG-rejected about the moon."
+
 
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
@@ -94,7 +97,7 @@ def test_a_step_asks_routes_feedback_back_to_itself_asks_again_and_goes_on_once_
     assert (second.question, second.pending["task"], second.pending["round"]) == (  # type: ignore[index]
         "q2", "write_draft", 2
     )  # fmt: skip
-    assert question_text(second)["output"] == "Draft 2 on tides. Say more TAG-rejected about the moon."
+    assert question_text(second)["output"] == DRAFT_2
     assert len(llm.calls) == 2 and COLLAPSE_PROMPT in llm.calls[1]
     assert "Say more TAG-rejected about the moon." in llm.calls[1]
 
@@ -109,7 +112,7 @@ def test_a_step_asks_routes_feedback_back_to_itself_asks_again_and_goes_on_once_
     last = PlayedQuestions(third, {"q3": {"feedback": "Thanks, all.", "approve": False}})
     result = run(edge, last)
     assert last.saved == [] and len(llm.calls) == 2  # plain feedback: kept, not collapsed
-    assert result["output"] == "Draft 2 on tides. Say more TAG-rejected about the moon. | Thanks, all."
+    assert result["output"] == f"{DRAFT_2} | Thanks, all."
     state = result["state"]
     assert state["drafts"] == 2 and state["last_words"] == "Thanks, all."
     assert state["notes"] == "FAKE ANSWER."  # the research of the first run, kept
