@@ -57,6 +57,12 @@ def check_runtime() -> list[str]:
         f"{name} is gone: human_input tasks cannot ask through the job (pin crewai 1.15)"
         for name in missing_crewai_hooks()
     ]
+    from executor import flow_feedback  # imports CrewAI: only where a check is asked for
+
+    problems += [
+        f"{name} is gone: @human_feedback steps cannot ask through the job (pin crewai 1.15)"
+        for name in flow_feedback.missing_crewai_hooks()
+    ]
     return problems
 
 

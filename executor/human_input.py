@@ -42,6 +42,8 @@ class Checkpoint:
     completed: tuple[dict[str, Any], ...] = ()
     #: The answer awaiting review: `{"question", "index", "task", "output", "messages",
     #: "feedback"}`; `feedback` is set once the person sent some (the task runs again).
+    #: A flow's step keeps `{"question", "task", "prompt", "output", "outcomes", "round",
+    #: "flow", "answer"}` instead (`executor.flow_feedback`); `answer` is set once answered.
     pending: dict[str, Any] | None = None
     #: The run directory's files when it stopped (`executor.run_context.list_files`).
     files: tuple[dict[str, Any], ...] = field(default=())
@@ -83,6 +85,8 @@ class Checkpoint:
         if self.pending is None:
             raise ValueError("no question is waiting for an answer")
         feedback = str(answer.get("feedback") or "").strip()
+        if "flow" in self.pending:  # a flow's step: CrewAI's resume takes the reply as it is
+            return replace(self, pending={**self.pending, "answer": feedback})
         if not feedback:
             output = dict(self.pending["output_record"])
             # Approved in this run: its file and callbacks are still to come (loaded_crew).
@@ -226,14 +230,18 @@ def question_text(checkpoint: Checkpoint) -> dict[str, Any]:
     pending = checkpoint.pending
     if pending is None:
         raise ValueError("no question is pending")
-    return {
+    request = {
         "id": pending["question"],
         "kind": "review",
         "task": pending["task"],
-        "prompt": REVIEW_PROMPT.format(task=pending["task"]),
+        # A flow's `@human_feedback` step asks in its own words (`executor.flow_feedback`).
+        "prompt": pending.get("prompt") or REVIEW_PROMPT.format(task=pending["task"]),
         "output": pending["output"],
         "round": pending["round"],
     }
+    if pending.get("outcomes"):  # the step's `emit`: what the feedback routes to
+        request["outcomes"] = list(pending["outcomes"])
+    return request
 
 
 #: What a question's texts may take of the job's record (the edge keeps it, and shows it).

@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from executor.config import CrewEntry, import_path
-from executor.human_input import Checkpoint, PausingHumanInput, output_record, restore
+from executor.human_input import (
+    Checkpoint,
+    InputRequested,
+    PausingHumanInput,
+    output_record,
+    restore,
+)
 from shared.crews import INPUT_TYPES, CrewSpec, definition_digest
 
 #: A placeholder as CrewAI's interpolation finds it (`interpolate_only`): it also finds
@@ -75,14 +81,18 @@ class LoadedCrew:
         `executor.run_context.running_job`, which gives unnamed agents their LLM.
 
         With a `checkpoint` the crew resumes after the tasks it records as finished. A
-        task with `human_input` raises `InputRequested` (`executor.human_input`). Once
-        an approved task's callback ran, `on_delivered` is told (a retry of the run then
-        does not call it again)."""
+        task with `human_input` raises `InputRequested` (`executor.human_input`), and so
+        does a flow's `@human_feedback` step (`executor.flow_feedback`). Once an approved
+        task's callback ran, `on_delivered` is told (a retry of the run then does not call
+        it again)."""
         merged = {**self.defaults, **inputs}
         if self.kind == "flow":
             # A flow's `id` input would load that saved state (`@persist`): another job's.
             merged.pop("id", None)
-            return _kickoff_flow(self.target, merged, progress, list(self.spec.tasks))
+            return _kickoff_flow(
+                self.target, merged, progress, list(self.spec.tasks),
+                checkpoint=checkpoint or Checkpoint(), executor_llm=self.entry.llm == "executor",
+            )  # fmt: skip
         from crewai.core.providers.human_input import reset_provider, set_provider
 
         crew = self.build()
@@ -489,15 +499,31 @@ def _check_output_files(crew: Any, inputs: Mapping[str, Any]) -> None:
 
 
 def _kickoff_flow(
-    cls: type, inputs: dict[str, Any], progress: Progress, steps: list[str]
+    cls: type,
+    inputs: dict[str, Any],
+    progress: Progress,
+    steps: list[str],
+    *,
+    checkpoint: Checkpoint,
+    executor_llm: bool,
 ) -> dict[str, Any]:
-    """Run a flow, with progress after each step it finishes."""
+    """Run a flow, with progress after each step it finishes; or, when the checkpoint's
+    question was answered, resume it from the step that asked."""
     from crewai.events import crewai_event_bus
     from crewai.events.types.flow_events import MethodExecutionFinishedEvent
+    from crewai.flow.async_feedback import HumanFeedbackPending
 
-    flow = cls()
+    from executor import flow_feedback
+
+    step = flow_feedback.answered_step(checkpoint)
+    if step is None:
+        flow = cls()
+        finished: list[str] = []
+        answer = None
+    else:  # the steps before the question ran in earlier runs
+        flow, answer = flow_feedback.restored(cls, step, executor_llm=executor_llm)
+        finished = list(step["flow"]["steps"])
     lock = threading.Lock()
-    finished: list[str] = []
 
     def on_step(source: Any, event: Any) -> None:
         if source is not flow:  # a nested flow's step, or another run's
@@ -509,9 +535,15 @@ def _kickoff_flow(
 
     crewai_event_bus.on(MethodExecutionFinishedEvent)(on_step)
     try:
-        output = flow.kickoff(inputs=inputs or None)
+        with flow_feedback.asking_through_the_job(flow):
+            if answer is None:
+                output = flow.kickoff(inputs=inputs or None)
+            else:
+                output = _resume(flow, answer)
     finally:
         crewai_event_bus.off(MethodExecutionFinishedEvent, on_step)
+    if isinstance(output, HumanFeedbackPending):  # a step asks: the job waits for its answer
+        raise InputRequested(flow_feedback.asked(checkpoint, flow, output, finished))
     state = flow.state
     dumped = state if isinstance(state, dict) else state.model_dump(mode="json")
     return {
@@ -519,3 +551,19 @@ def _kickoff_flow(
         "state": {k: v for k, v in dumped.items() if k != "id"},
         "steps": list(finished),
     }
+
+
+def _resume(flow: Any, answer: str) -> Any:
+    """CrewAI's `Flow.resume`, which refuses to run inside an event loop: there, on a
+    thread of its own (as `Flow.kickoff` does), with this run's context."""
+    import asyncio
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return flow.resume(answer)
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(context.run, flow.resume, answer).result()

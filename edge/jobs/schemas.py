@@ -98,6 +98,11 @@ class InputRequest(BaseModel):
     output: str = Field(description="The output under review")
     output_truncated: bool = Field(default=False, description="`output` was cut to a size")
     round: int = Field(default=1, description="1, then one more after each feedback")
+    outcomes: list[str] | None = Field(
+        default=None,
+        description="A flow step's `emit` outcomes: approval takes its default, feedback "
+        "is routed to the one it means; null for a crew's task and a step without them",
+    )
     expires_at: str | None = Field(
         default=None, description="After this the job fails with error kind `InputTimeout`"
     )
@@ -254,6 +259,10 @@ class WebhookSecret(BaseModel):
     secret: str
 
 
+#: One of a flow step's `emit` outcomes, as a question names it.
+_Outcome = Annotated[str, Field(max_length=200)]
+
+
 class ExecutorInputRequest(_Strict):
     id: Annotated[str, Field(pattern=r"^q[1-9][0-9]{0,8}$")]
     kind: Literal["review"]
@@ -262,6 +271,7 @@ class ExecutorInputRequest(_Strict):
     output: Annotated[str, Field(max_length=20000)]
     output_truncated: bool = False
     round: Annotated[int, Field(ge=1)] = 1
+    outcomes: Annotated[list[_Outcome], Field(max_length=50)] | None = None
     expires_at: Annotated[str, Field(max_length=64)] | None = None
 
 
